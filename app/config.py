@@ -190,6 +190,8 @@ class Metrics(Section):
     collection_interval_s: float = Field(10, gt=0)
     prometheus_exporter: PrometheusExporter = PrometheusExporter()
     custom_metrics: list[CustomMetric] = Field(default_factory=_custom_metrics)
+    # Not in the spec: how many recent latencies /stats keeps for its percentiles.
+    latency_window: int = Field(4096, ge=16, le=1_000_000)
 
     def buckets(self, name: str) -> list[float]:
         for metric in self.custom_metrics:
@@ -205,6 +207,9 @@ class Logging(Section):
     max_log_size_mb: float = Field(100, gt=0)
     retention_days: float = Field(7, gt=0)
     directory: Path | None = None  # not in the spec: where log files go (None = stderr only)
+    # Not in the spec: rotated files kept per component even within retention_days, so a
+    # burst of logging cannot fill the disk (10 x 100 MB by default).
+    max_files: int = Field(10, ge=1, le=1000)
 
 
 # --- 7. Security -------------------------------------------------------------------------
@@ -257,6 +262,8 @@ class Tls(Section):
     enabled: bool = True
     cert_path: Path = Path("/certs/tls.crt")
     key_path: Path = Path("/certs/tls.key")
+    # Not in the spec: Strict-Transport-Security max-age sent while TLS is on.
+    hsts_max_age_s: int = Field(31_536_000, ge=0)
 
 
 class Cors(Section):
@@ -268,14 +275,26 @@ class Cors(Section):
     allowed_headers: list[str] = Field(
         default_factory=lambda: ["Content-Type", "Authorization", "X-API-Key"]
     )
+    # Not in the spec: response headers browsers may read, and how long a preflight is cached.
+    expose_headers: list[str] = Field(default_factory=lambda: ["X-Request-ID", "Retry-After"])
+    max_age_s: int = Field(600, ge=0, le=86400)
 
 
 class Limits(Section):
     """Hardening limits (not in the spec; needed so bad input is bounded)."""
 
-    max_body_bytes: int = Field(1_048_576, ge=1024)
+    # A 64-bar request is ~6 KB of JSON; 2 MiB fits a full /predict/batch of 128 items.
+    max_body_bytes: int = Field(2_097_152, ge=1024)
     max_bars: int = Field(4096, ge=64)
-    max_batch_symbols: int = Field(256, ge=1)
+    max_batch_symbols: int = Field(128, ge=1)
+    # Per-principal token buckets. API keys carry their own rate/burst; JWT principals (and
+    # keys without one) get these defaults, where None means "not limited".
+    default_rate_limit_per_s: float | None = Field(None, gt=0)
+    default_burst: int = Field(20, ge=1)
+    rate_limit_max_buckets: int = Field(100_000, ge=100)
+    # Guesses against POST /token, per client_id (each check costs a deliberate slow hash).
+    token_endpoint_rate_per_s: float = Field(1.0, gt=0)
+    token_endpoint_burst: int = Field(10, ge=1)
 
 
 class NetworkSecurity(Section):
@@ -292,6 +311,9 @@ class RollingUpdate(Section):
     update_batch_size: int = Field(1, ge=1)
     health_check_timeout_s: float = Field(300, gt=0)
     rollback_on_failure: bool = True
+    # Not in the spec: how often Serve retries a failing replica constructor (a model that
+    # fails validation) before it marks the rollout failed; old replicas keep serving.
+    constructor_retry_count: int = Field(3, ge=1)
 
 
 class BlueGreen(Section):
@@ -308,6 +330,11 @@ class Backup(Section):
     schedule: str
     retention_days: float = Field(gt=0)
     storage_path: Path
+    # Not in the spec, used by config_backup: files or folders archived along with the
+    # config file in use (dashboards, alert rules...). Never list key material here.
+    paths: list[Path] = Field(default_factory=list)
+    # Not in the spec: the zone ``schedule`` is read in (CronJob timeZone, compose scheduler).
+    timezone: str = "UTC"
 
 
 class ModelRegistryConfig(Section):
@@ -316,6 +343,9 @@ class ModelRegistryConfig(Section):
     sync_interval_s: float = Field(300, gt=0)
     validation_enabled: bool = True
     default_model: str = "cnn_lstm"
+    # Not in the spec: how long a starting predictor waits for the default model to appear
+    # in the registry (a volume still syncing) before it fails.
+    wait_for_model_s: float = Field(0, ge=0, le=3600)
 
 
 class PrometheusIntegration(Section):
@@ -396,6 +426,14 @@ class Serving(Section):
     request_timeout_s: float = Field(30, gt=0)
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
+    # How Serve stops a replica: drain for up to graceful_shutdown_timeout_s, polling every
+    # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).
+    graceful_shutdown_timeout_s: float = Field(20, ge=0)
+    graceful_shutdown_wait_loop_s: float = Field(2, ge=0)
+    # Where Serve runs its HTTP proxies; one Serve application holds both deployments.
+    proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
+    app_name: str = Field("cnnlstm", min_length=1)
+    route_prefix: str = "/"
 
 
 class ServiceConfig(Section):

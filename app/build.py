@@ -1,0 +1,54 @@
+"""``build_app(args)``: the Serve import path (``app.build:build_app``).
+
+``serve run deploy/serve.yaml``, ``serve deploy`` against a cluster, KubeRay's
+``serveConfigV2`` and ``cnnlstm serve`` all come through here, so the application graph is
+defined once: gateway (ingress) -> predictor (batched model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from app.config import ServiceConfig
+from app.gateway import Gateway
+from app.ops.serve_options import gateway_options, predictor_options
+from app.settings import Settings, load_service_config
+from model.deployment import PredictorDeployment
+
+
+def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, Any]:
+    """Plain values for :class:`model.service.PredictorSettings` (``model`` never imports
+    ``app``)."""
+    gpu = config.gpu_optimization
+    return {
+        "registry_path": str(config.model_registry.path),
+        "device": settings.DEVICE,
+        "default_model": config.model_registry.default_model,
+        "default_version": None,
+        "validation_enabled": config.model_registry.validation_enabled,
+        "model_wait_s": config.model_registry.wait_for_model_s,
+        "model_cache_ttl_s": config.caching.model_cache.ttl_seconds,
+        "model_cache_max_entries": config.caching.model_cache.max_entries,
+        "gpu": {
+            "enable_tf32": gpu.enable_tf32,
+            "memory_fraction": gpu.memory_fraction,
+            "enable_cudnn_benchmark": gpu.enable_cudnn_benchmark,
+            "cleanup_interval_s": gpu.cleanup_interval_s,
+        },
+    }
+
+
+def build_from_config(config: ServiceConfig, settings: Settings) -> Application:
+    predictor = PredictorDeployment.options(
+        **predictor_options(config, settings.DEVICE)
+    ).bind(predictor_settings(config, settings))
+    return Gateway.options(**gateway_options(config)).bind(
+        predictor, config.model_dump(mode="json")
+    )
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    settings, config = load_service_config(args.get("config_path"))
+    return build_from_config(config, settings)

@@ -1,0 +1,110 @@
+"""``cnnlstm train`` and ``cnnlstm registry list|validate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.settings import load_service_config
+from model.errors import RegistryError
+from model.registry import ModelRegistry
+
+
+def _registry(args: argparse.Namespace) -> ModelRegistry:
+    _, config = load_service_config(args.config)
+    return ModelRegistry(args.registry or config.model_registry.path)
+
+
+def _train(args: argparse.Namespace) -> int:
+    # torch is loaded only by this command (model.train), never by the gateway.
+    from model.train import main_train
+
+    _, config = load_service_config(args.config)
+    argv = list(args.train_args)
+    if "--registry" not in argv:
+        argv = ["--registry", str(config.model_registry.path), *argv]
+    return main_train(argv)
+
+
+def _list(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    rows = []
+    for name in reg.list_models():
+        default = reg.default_version(name)
+        for version in reg.list_versions(name):
+            m = reg.manifest(name, version)
+            rows.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "default": version == default,
+                    "created_at": m.created_at.isoformat(),
+                    "sha256": m.weights_sha256[:12],
+                    "val_directional_accuracy": m.training.val_directional_accuracy,
+                    "naive_directional_accuracy": m.training.naive_directional_accuracy,
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"registry {reg.root} is empty")
+        return 0
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        print(
+            f"{mark} {r['name']}/{r['version']}  sha256={r['sha256']}  "
+            f"created={r['created_at']}  val_acc={r['val_directional_accuracy']:.3f} "
+            f"(naive {r['naive_directional_accuracy']:.3f})"
+        )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Checksum and schema for every version (or one); with --load also the golden output."""
+    reg = _registry(args)
+    targets = (
+        [(args.name, v) for v in ([args.version] if args.version else reg.list_versions(args.name))]
+        if args.name
+        else [(n, v) for n in reg.list_models() for v in reg.list_versions(n)]
+    )
+    failed = 0
+    for name, version in targets:
+        try:
+            reg.verify(name, version)
+            if args.load:
+                from model.runtime import load_model  # golden-output check needs torch
+
+                load_model(reg, reg.resolve(name, version), device="cpu", validate=True)
+            print(f"ok      {name}/{version}")
+        except RegistryError as exc:
+            failed += 1
+            print(f"INVALID {name}/{version}: {exc}", file=sys.stderr)
+    if not targets:
+        print("nothing to validate", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = sub.add_parser(
+        "train",
+        help="train a model artifact from real bars shipped in a package (or synthetic)",
+        description="All arguments after 'train' go to the trainer; see 'cnnlstm train -- --help'.",
+    )
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_train)
+
+    registry = sub.add_parser("registry", help="inspect and validate the model registry")
+    rsub = registry.add_subparsers(dest="registry_command", required=True)
+    lst = rsub.add_parser("list", help="list models and versions (* = default)")
+    lst.add_argument("--registry", default=None, help="registry root (default: from config)")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_list)
+    val = rsub.add_parser("validate", help="verify checksums and manifests")
+    val.add_argument("name", nargs="?")
+    val.add_argument("version", nargs="?")
+    val.add_argument("--registry", default=None)
+    val.add_argument("--load", action="store_true", help="also load and check the golden output")
+    val.set_defaults(func=_validate)

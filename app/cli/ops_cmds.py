@@ -1,0 +1,267 @@
+"""``cnnlstm config render-serve|render-kuberay|check``, ``backup``, ``restore``.
+
+Rendering reads the config file alone (no environment overlay), so a generated file
+depends only on the committed config; backups run with the environment applied
+(``MODEL_REGISTRY_PATH`` wins, as everywhere at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from app.config import ConfigError, ServiceConfig, load_config_file
+from app.ops import backup as bk
+from app.ops.manifests import render_kuberay
+from app.ops.serve_config import build_serve_config, render_serve_config
+from app.ops.serve_options import Device
+from app.settings import Settings, load_service_config
+
+HEARTBEAT = Path("/tmp/cnnlstm-backup.heartbeat")  # noqa: S108 - container-local marker
+
+
+def _write(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _config_flag(args: argparse.Namespace) -> str:
+    return f"cnnlstm --config {args.config} " if args.config else "cnnlstm "
+
+
+def _render_serve(args: argparse.Namespace) -> int:
+    config = load_config_file(args.config)
+    app_path = args.app_config_path or args.config
+    command = f"{_config_flag(args)}config render-serve --device {args.device}"
+    if args.app_config_path:
+        command += f" --app-config-path {args.app_config_path}"
+    if args.output:
+        command += f" --output {args.output}"
+    device: Device = args.device
+    _write(
+        render_serve_config(config, config_path=app_path, device=device, command=command),
+        args.output,
+    )
+    return 0
+
+
+def _render_kuberay(args: argparse.Namespace) -> int:
+    if not args.config:
+        print("render-kuberay needs --config (the file ships as a ConfigMap)", file=sys.stderr)
+        return 2
+    config = load_config_file(args.config)
+    image = args.image or f"cnnlstm-serve:{config.deployment.version}"
+    command = f"{_config_flag(args)}config render-kuberay --device {args.device}"
+    for flag, value in (("--image", args.image), ("--output", args.output)):
+        if value:
+            command += f" {flag} {value}"
+    if args.cronjobs_output:
+        command += f" --cronjobs-output {args.cronjobs_output}"
+    service, cronjobs = render_kuberay(
+        config, Path(args.config), device=args.device, image=image, command=command
+    )
+    if args.output is None and args.cronjobs_output is None:
+        _write(service + "---\n" + cronjobs, None)
+        return 0
+    _write(service, args.output)
+    _write(cronjobs, args.cronjobs_output)
+    return 0
+
+
+def check_config(config: ServiceConfig) -> list[str]:
+    """Checks beyond the schema: things that would only fail once deployed."""
+    problems: list[str] = []
+    from app.ops.market_calendar import CalendarUnavailable, MarketSchedule
+    from app.ops.scheduler import parse_cron
+
+    if config.market_calendar.enabled:
+        try:
+            MarketSchedule(config.market_calendar.exchange).is_open(time.time())
+        except CalendarUnavailable as exc:
+            problems.append(f"market_calendar.exchange: {exc}")
+    for name in ("model_backup", "config_backup"):
+        try:
+            parse_cron(getattr(config, name).schedule)
+        except ValueError as exc:
+            problems.append(f"{name}.schedule: {exc}")
+    try:
+        _validate_with_serve(config)
+    except Exception as exc:
+        problems.append(f"serve config: {exc}")
+    return problems
+
+
+def _validate_with_serve(config: ServiceConfig) -> None:
+    # Serve's own models: they import and pickle the autoscaling policy, like a deploy does.
+    from ray.serve.config import AutoscalingConfig
+    from ray.serve.schema import ServeDeploySchema
+
+    for device in ("cpu", "gpu"):
+        if device == "gpu" and config.resources.num_gpus <= 0:
+            continue
+        data = build_serve_config(config, config_path="config.yaml", device=device)
+        ServeDeploySchema.model_validate(data)
+        for deployment in data["applications"][0]["deployments"]:
+            if "autoscaling_config" in deployment:
+                AutoscalingConfig(**deployment["autoscaling_config"])
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config_file(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    problems = check_config(config)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK")
+    return 0
+
+
+def _config_files(args: argparse.Namespace, config: ServiceConfig) -> list[Path]:
+    path = args.config or Settings().CNNLSTM_CONFIG
+    files = [Path(path)] if path else []
+    return files + list(config.config_backup.paths) + [Path(p) for p in args.paths or []]
+
+
+def _backup(args: argparse.Namespace) -> int:
+    _, config = load_service_config(args.config)
+    try:
+        if args.what == "models":
+            section = config.model_backup
+            root = Path(args.registry) if args.registry else config.model_registry.path
+            source = [root]
+            archive = bk.backup_models(
+                root, section.storage_path, retention_days=section.retention_days
+            )
+        else:
+            section = config.config_backup
+            source = _config_files(args, config)
+            if not source:
+                print("nothing to back up: pass --config or list config_backup.paths")
+                return 2
+            archive = bk.backup_configs(
+                source, section.storage_path, retention_days=section.retention_days
+            )
+    except (bk.BackupError, OSError) as exc:
+        print(f"backup {args.what} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{archive}  ({len(source)} source(s))")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    _, config = load_service_config(args.config)
+    sections = {"models": config.model_backup, "configs": config.config_backup}
+    for kind, section in sections.items():
+        if args.kind not in (None, kind):
+            continue
+        for info in bk.list_backups(section.storage_path, kind):  # type: ignore[arg-type]
+            mark = "ok " if info.has_checksum else "NO-CHECKSUM"
+            created = info.created.isoformat()
+            print(f"{kind:8} {created}  {info.size:>12}  {mark}  {info.path}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    _, config = load_service_config(args.config)
+    target = args.target or (str(config.model_registry.path) if args.what == "models" else None)
+    if target is None:
+        print("restore configs needs --target DIR (it replaces that directory)", file=sys.stderr)
+        return 2
+    try:
+        restored = bk.restore(Path(args.archive), Path(target), kind=args.what)
+    except (bk.BackupError, OSError) as exc:
+        print(f"restore failed, {target} untouched: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.archive} into {restored}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from app.ops.scheduler import Job, run_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _, config = load_service_config(args.config)
+
+    def run(what: str) -> int:
+        return _backup(argparse.Namespace(**{**vars(args), "what": what}))
+
+    jobs = [
+        Job(
+            "backup-models", args.models_cron or config.model_backup.schedule, lambda: run("models")
+        ),
+        Job(
+            "backup-configs",
+            args.configs_cron or config.config_backup.schedule,
+            lambda: run("configs"),
+        ),
+    ]
+    enabled = {
+        "backup-models": config.model_backup.enabled,
+        "backup-configs": config.config_backup.enabled,
+    }
+    run_forever(
+        [j for j in jobs if enabled[j.name]],
+        timezone=config.model_backup.timezone,
+        heartbeat=Path(args.heartbeat),
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cfg = sub.add_parser("config", help="render Serve/KubeRay files, check a config file")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    serve = cfg_sub.add_parser("render-serve", help="a Serve config file for `serve deploy`")
+    serve.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    serve.add_argument("--output", default=None)
+    serve.add_argument(
+        "--app-config-path",
+        default=None,
+        help="the config path as the replicas see it (default: the --config value)",
+    )
+    serve.set_defaults(func=_render_serve)
+    kuberay = cfg_sub.add_parser("render-kuberay", help="RayService + backup CronJobs")
+    kuberay.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
+    kuberay.add_argument("--image", default=None)
+    kuberay.add_argument("--output", default=None, help="RayService file (default stdout)")
+    kuberay.add_argument("--cronjobs-output", default=None, help="CronJobs file")
+    kuberay.set_defaults(func=_render_kuberay)
+    check = cfg_sub.add_parser("check", help="strictly validate a config file")
+    check.add_argument("file")
+    check.set_defaults(func=_check)
+
+    backup = sub.add_parser("backup", help="spec 10 backups (models, configs), list, schedule")
+    b_sub = backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+    models = b_sub.add_parser("models", help="archive the model registry")
+    models.add_argument("--registry", default=None)
+    models.set_defaults(func=_backup, what="models")
+    configs = b_sub.add_parser("configs", help="archive the config file and config_backup.paths")
+    configs.add_argument("paths", nargs="*", help="more files or folders to include")
+    configs.set_defaults(func=_backup, what="configs")
+    listing = b_sub.add_parser("list", help="list archives")
+    listing.add_argument("kind", nargs="?", choices=["models", "configs"], default=None)
+    listing.set_defaults(func=_list)
+    sched = b_sub.add_parser("schedule", help="run both backups on their cron schedules")
+    sched.add_argument("--models-cron", default=None)
+    sched.add_argument("--configs-cron", default=None)
+    sched.add_argument("--heartbeat", default=str(HEARTBEAT))
+    sched.set_defaults(func=_schedule, registry=None, paths=[])
+
+    restore = sub.add_parser("restore", help="verify an archive, then restore it")
+    restore.add_argument("what", choices=["models", "configs"])
+    restore.add_argument("archive")
+    restore.add_argument("--target", default=None, help="default: the registry (models)")
+    restore.set_defaults(func=_restore)

@@ -1,0 +1,117 @@
+"""The gateway Serve deployment: FastAPI ingress holding a handle to the predictor.
+
+The FastAPI app is built inside the replica (``__serve_build_asgi_app__``), after the
+constructor has the configuration and the handle, so routes stay plain functions that
+read ``app.state.gateway`` and the same ``create_app`` serves the API tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+import structlog
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from app.batcher import Batcher
+from app.config import ServiceConfig
+from app.feature_cache import FeatureCache
+from app.main import create_app
+from app.observability.logging import configure_logging
+from app.observability.metrics import GatewayMetrics, new_registry
+from app.state import GatewayState, Readiness
+from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.registry import ModelRegistry
+
+log = structlog.get_logger("app.gateway")
+
+GATEWAY_NAME = "gateway"
+
+
+class ServeCluster:
+    """Replica counts from the Serve controller, cached: ``serve.status()`` is a blocking
+    round trip, so it runs on a thread and at most every few seconds."""
+
+    def __init__(self, app_name: str, ttl_s: float = 5.0) -> None:
+        self.app_name = app_name
+        self.ttl_s = ttl_s
+        self._cached: dict[str, int] = {}
+        self._at = 0.0
+
+    def _fetch(self) -> dict[str, int]:
+        status = serve.status()
+        app = status.applications.get(self.app_name)
+        if app is None:
+            return {}
+        return {
+            name: int(d.replica_states.get("RUNNING", 0))
+            for name, d in app.deployments.items()
+        }
+
+    async def replicas(self) -> dict[str, int]:
+        if time.monotonic() - self._at > self.ttl_s:
+            try:
+                self._cached = await asyncio.to_thread(self._fetch)
+            except Exception as exc:  # the controller may be busy; stale beats failing
+                log.warning("replica_count_failed", error=type(exc).__name__)
+            self._at = time.monotonic()
+        return dict(self._cached)
+
+
+@serve.deployment(name=GATEWAY_NAME)
+@serve.ingress()
+class Gateway:
+    def __init__(self, predictor: DeploymentHandle, config: dict[str, Any]) -> None:
+        self.config = ServiceConfig.model_validate(config)
+        ctx = serve.get_replica_context()
+        # One log file per replica process: replicas sharing a file would fight over
+        # rotation.
+        configure_logging(
+            self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}"
+        )
+        self.predictor = predictor
+        self.app_name = ctx.app_name
+
+    async def _dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
+        result: BatchResult | PredictError = await self.predictor.predict.remote(batch)
+        return result
+
+    async def _status(self) -> PredictorStatus:
+        status: PredictorStatus = await self.predictor.status.remote()
+        return status
+
+    def __serve_build_asgi_app__(self) -> Any:
+        config = self.config
+        registry = new_registry()
+        metrics = GatewayMetrics(registry, config.metrics)
+        batching = config.batching
+        state = GatewayState(
+            config=config,
+            registry=ModelRegistry(config.model_registry.path),
+            batcher=Batcher(
+                self._dispatch,
+                max_batch_size=batching.max_batch_size,
+                batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
+                capacity=batching.priority_queue_size,
+            ),
+            features=FeatureCache(
+                ttl_seconds=config.caching.feature_cache.ttl_seconds,
+                max_entries=config.caching.feature_cache.max_entries,
+                enabled=config.caching.feature_cache.enabled,
+            ),
+            metrics=metrics,
+            readiness=Readiness(
+                self._status,
+                timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
+                period_s=min(5.0, config.readiness_probe.period_s),
+            ),
+            cluster=ServeCluster(self.app_name),
+        )
+        app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
+        # Objects built so far live as long as the replica; keep the collector off them.
+        gc.collect()
+        gc.freeze()
+        return app

@@ -1,0 +1,303 @@
+"""The gateway's Prometheus metrics: one object that owns every series ``/metrics`` shows.
+
+The names below are a contract: alert rules (``deploy/prometheus/alerts.yml``), the Grafana
+dashboard and ``/stats`` read them. The two spec 6.1 histograms take their buckets from the
+configuration so that changing the spec's buckets changes them here too.
+
+A ``prometheus_client`` registry lives in one process. With one gateway replica that is the
+whole truth; with several, each replica's registry is a different partial truth, so the
+gateway can also ``mirror`` every observation into Ray's per-node exporter (see
+:mod:`app.observability.replica_metrics` and ``deploy/METRICS.md``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from app.config import Metrics
+from app.observability.http_metrics import instrument_http
+from app.observability.metric_schema import (
+    CACHES,
+    PREDICTION_STATUSES,
+    PROFILES,
+    SLO_BAD_STATUSES,
+    MetricsMirror,
+    buckets_for,
+    canonical_status,
+)
+from app.observability.window import SampleWindow
+
+__all__ = ["GatewayMetrics", "MetricsMirror", "instrument_http", "new_registry"]
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with process, GC and platform collectors (GC pauses stall the tails)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+class GatewayMetrics:
+    """Every series the gateway exports, plus in-process figures for ``/stats``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        config: Metrics,
+        *,
+        mirror: MetricsMirror | None = None,
+    ) -> None:
+        self.registry = registry
+        self._mirror = mirror
+        r = registry
+        self.prediction_latency_ms = Histogram(
+            "prediction_latency_ms",
+            "Model prediction latency in milliseconds, gateway receipt to response",
+            ["model_version"],
+            buckets=config.buckets("prediction_latency_ms"),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "batch_size",
+            "Batch size distribution (per prediction: the size of the batch it rode in)",
+            buckets=config.buckets("batch_size"),
+            registry=r,
+        )
+        self.prediction_queue_wait_ms = Histogram(
+            "prediction_queue_wait_ms",
+            "Time a prediction waited for its batch to be dispatched, in milliseconds",
+            buckets=buckets_for(config, "prediction_queue_wait_ms"),
+            registry=r,
+        )
+        self.prediction_model_time_ms = Histogram(
+            "prediction_model_time_ms",
+            "Forward-pass time of the batch a prediction rode in, in milliseconds",
+            buckets=buckets_for(config, "prediction_model_time_ms"),
+            registry=r,
+        )
+        self.gpu_utilization = Gauge(
+            "gpu_utilization", "GPU utilization percentage", ["gpu"], registry=r
+        )
+        self.prediction_queue_depth = Gauge(
+            "prediction_queue_depth", "Predictions waiting for a batch slot", registry=r
+        )
+        self.cache_requests = Counter(
+            "cache_requests", "Cache look-ups by cache and result", ["cache", "result"], registry=r
+        )
+        self.predictions = Counter(
+            "predictions", "Prediction requests by outcome", ["status"], registry=r
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "1 for each model version in service",
+            ["name", "version", "sha256"],
+            registry=r,
+        )
+        self.autoscaling_profile = Gauge(
+            "autoscaling_profile", "1 for the active autoscaling profile", ["profile"], registry=r
+        )
+        self.rollout_state = Gauge(
+            "rollout_state", "1 for the current blue/green rollout state", ["state"], registry=r
+        )
+        self.rollout_green_weight_pct = Gauge(
+            "rollout_green_weight_pct", "Share of traffic sent to green, percent", registry=r
+        )
+        self.replicas = Gauge(
+            "replicas", "Running replicas per deployment", ["deployment"], registry=r
+        )
+        # Pre-create every fixed label value so rate() and absent() see zeros, not gaps.
+        for status in PREDICTION_STATUSES:
+            self.predictions.labels(status)
+        for cache in CACHES:
+            for result in ("hit", "miss"):
+                self.cache_requests.labels(cache, result)
+
+        self._lock = threading.Lock()
+        self._latency = SampleWindow(config.latency_window)
+        self._queue_wait = SampleWindow(config.latency_window)
+        self._model_time = SampleWindow(config.latency_window)
+        self._by_status: Tally[str] = Tally()
+        self._batch_sizes: Tally[int] = Tally()
+        self._cache: Tally[tuple[str, bool]] = Tally()
+        self._queue_depth = 0
+        self._models: list[dict[str, str]] = []
+        self._profile: str | None = None
+        self._rollout: dict[str, Any] | None = None
+        self._replicas: dict[str, int] = {}
+        self._rollout_states: set[str] = set()
+        self._gpu: dict[str, float] = {}
+
+    # --- hot path ---------------------------------------------------------------------
+
+    def observe_prediction(
+        self,
+        *,
+        latency_ms: float,
+        model_version: str,
+        batch_size: int | None,
+        queue_wait_ms: float | None,
+        model_ms: float | None,
+        status: str = "ok",
+    ) -> None:
+        """Count one prediction; latency and batch figures only when it succeeded.
+
+        A failure's "latency" (often 0, or a 30 s timeout) says nothing about how fast
+        the model answers; failures are what ``predictions_total{status}`` counts and what
+        the availability alerts burn on.
+        """
+        status = canonical_status(status)
+        self.predictions.labels(status).inc()
+        with self._lock:
+            self._by_status[status] += 1
+            if status == "ok" and batch_size is not None:
+                self._batch_sizes[batch_size] += 1
+        if self._mirror is not None:
+            self._mirror.observe_prediction(
+                latency_ms=latency_ms,
+                model_version=model_version,
+                batch_size=batch_size,
+                queue_wait_ms=queue_wait_ms,
+                model_ms=model_ms,
+                status=status,
+            )
+        if status != "ok":
+            return
+        self.prediction_latency_ms.labels(model_version).observe(latency_ms)
+        self._latency.add(latency_ms)
+        if batch_size is not None:
+            self.batch_size.observe(batch_size)
+        if queue_wait_ms is not None:
+            self.prediction_queue_wait_ms.observe(queue_wait_ms)
+            self._queue_wait.add(queue_wait_ms)
+        if model_ms is not None:
+            self.prediction_model_time_ms.observe(model_ms)
+            self._model_time.add(model_ms)
+
+    def observe_cache(self, cache: str, hit: bool) -> None:
+        cache = cache if cache in CACHES else "other"
+        self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
+        with self._lock:
+            self._cache[(cache, hit)] += 1
+        if self._mirror is not None:
+            self._mirror.observe_cache(cache, hit)
+
+    def set_queue_depth(self, n: int) -> None:
+        self.prediction_queue_depth.set(n)
+        self._queue_depth = n
+        if self._mirror is not None:
+            self._mirror.set_queue_depth(n)
+
+    # --- control plane (rare) -----------------------------------------------------------
+
+    def set_model(self, name: str, version: str, sha256: str) -> None:
+        """Declare the one model in service (see :meth:`set_models` during a rollout)."""
+        self.set_models([(name, version, sha256)])
+
+    def set_models(self, models: Iterable[tuple[str, str, str]]) -> None:
+        """Declare every model in service, e.g. blue and green while traffic shifts."""
+        models = list(models)
+        self.model_info.clear()
+        for name, version, sha256 in models:
+            self.model_info.labels(name, version, sha256).set(1)
+        with self._lock:
+            self._models = [{"name": n, "version": v, "sha256": s} for n, v, s in models]
+        if self._mirror is not None:
+            self._mirror.set_models(models)
+
+    def set_profile(self, profile: str) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown autoscaling profile {profile!r}; expected {PROFILES}")
+        for p in PROFILES:
+            self.autoscaling_profile.labels(p).set(1 if p == profile else 0)
+        self._profile = profile
+        if self._mirror is not None:
+            self._mirror.set_profile(profile)
+
+    def set_rollout(self, state: str, green_weight_pct: float) -> None:
+        # Keep every state seen so far at 0 instead of deleting it: a panel or alert on
+        # a state then reads 0, not "no data", after the rollout moves on.
+        with self._lock:
+            self._rollout_states.add(state)
+            states = set(self._rollout_states)
+            self._rollout = {"state": state, "green_weight_pct": green_weight_pct}
+        for s in states:
+            self.rollout_state.labels(s).set(1 if s == state else 0)
+        self.rollout_green_weight_pct.set(green_weight_pct)
+        if self._mirror is not None:
+            self._mirror.set_rollout(state, green_weight_pct)
+
+    def set_replicas(self, deployment: str, n: int) -> None:
+        self.replicas.labels(deployment).set(n)
+        with self._lock:
+            self._replicas[deployment] = n
+        if self._mirror is not None:
+            self._mirror.set_replicas(deployment, n)
+
+    def set_gpu_utilization(self, gpu: str, pct: float) -> None:
+        """Sink for :class:`app.observability.gpu.GpuSampler`."""
+        self.gpu_utilization.labels(gpu).set(pct)
+        with self._lock:
+            self._gpu[gpu] = pct
+        if self._mirror is not None:
+            self._mirror.set_gpu_utilization(gpu, pct)
+
+    # --- /stats -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """In-process figures since this process started (this replica only)."""
+        with self._lock:
+            by_status = {s: self._by_status.get(s, 0) for s in PREDICTION_STATUSES}
+            batches = dict(sorted(self._batch_sizes.items()))
+            cache = dict(self._cache)
+            models = list(self._models)
+            rollout = dict(self._rollout) if self._rollout else None
+            replicas = dict(self._replicas)
+            gpu = dict(self._gpu)
+        total = sum(by_status.values())
+        bad = sum(by_status[s] for s in SLO_BAD_STATUSES)
+        n_batched = sum(batches.values())
+        return {
+            "requests": {
+                "total": total,
+                "by_status": by_status,
+                "error_rate": round(bad / total, 6) if total else None,
+            },
+            "latency_ms": self._latency.summary(),
+            "queue_wait_ms": self._queue_wait.summary(),
+            "model_time_ms": self._model_time.summary(),
+            "batch_size": {
+                "count": n_batched,
+                "mean": round(sum(k * v for k, v in batches.items()) / n_batched, 3)
+                if n_batched
+                else None,
+                "distribution": {str(k): v for k, v in batches.items()},
+            },
+            "cache": {c: _hit_rate(cache, c) for c in sorted({*CACHES, *(k for k, _ in cache)})},
+            "queue_depth": self._queue_depth,
+            "models": models,
+            "autoscaling_profile": self._profile,
+            "rollout": rollout,
+            "replicas": replicas,
+            "gpu_utilization_pct": gpu,
+        }
+
+
+def _hit_rate(cache: dict[tuple[str, bool], int], name: str) -> dict[str, int | float | None]:
+    hits, misses = cache.get((name, True), 0), cache.get((name, False), 0)
+    total = hits + misses
+    return {"hits": hits, "misses": misses, "hit_rate": round(hits / total, 6) if total else None}

@@ -1,0 +1,255 @@
+"""``POST /predict`` and ``POST /predict/batch``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+
+from app.batcher import (
+    DeadlineExceededError,
+    PredictorFailedError,
+    QueueFullError,
+    RowResult,
+)
+from app.domain import (
+    BatchPredictRequest,
+    BatchPredictResponse,
+    ErrorResponse,
+    ModelInfo,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+)
+from app.errors import ApiError
+from app.security.dependencies import PredictPrincipal
+from app.state import GatewayState
+from app.validation import window_from_request
+from model.errors import ModelNotFoundError
+from model.refs import ModelRef
+
+router = APIRouter(tags=["predictions"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Malformed JSON",
+        401: "Missing or bad credentials",
+        403: "Credentials lack the model:predict scope",
+        404: "Unknown model or version",
+        413: "Body over the configured size limit",
+        422: "Invalid bars (lengths, NaN/Inf, prices, volume, timestamps)",
+        429: "Rate limit or prediction queue full (see Retry-After)",
+        503: "Predictor not ready, unavailable, or the client deadline passed",
+    }.items()
+}
+
+PriorityHeader = Annotated[
+    int | None,
+    Header(
+        alias="X-Priority",
+        ge=-100,
+        le=100,
+        description="Lower this request's priority below the key's own (never raises it)",
+    ),
+]
+DeadlineHeader = Annotated[
+    int | None,
+    Header(
+        alias="X-Request-Deadline-Ms",
+        ge=0,
+        description="Unix epoch milliseconds after which the answer is useless; "
+        "a request still queued then is dropped before it reaches the model",
+    ),
+]
+
+
+def _state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def _resolve(state: GatewayState, model: str | None, version: str | None) -> ModelRef:
+    in_service = state.readiness.model
+    if in_service is None:
+        raise ApiError(
+            503, "the model is not loaded yet", code="not_ready", headers={"Retry-After": "5"}
+        )
+    if model is None and version is None:
+        return in_service
+    name = model or in_service.name
+    try:
+        return state.registry.resolve(name, version)
+    except (ModelNotFoundError, ValueError):
+        what = f"model {name!r}" + (f" version {version!r}" if version else "")
+        raise ApiError(404, f"{what} is not in the registry", code="model_not_found") from None
+
+
+def _deadline(deadline_ms: int | None) -> float | None:
+    if deadline_ms is None:
+        return None
+    remaining = deadline_ms / 1000.0 - time.time()
+    if remaining <= 0:
+        raise ApiError(503, "the request deadline has already passed", code="deadline_exceeded")
+    return time.monotonic() + remaining
+
+
+async def _predict_rows(
+    request: Request,
+    state: GatewayState,
+    items: list[PredictRequest],
+    *,
+    priority: int,
+    deadline: float | None,
+) -> list[Prediction]:
+    limits = state.config.network_security.limits
+    started = time.perf_counter()
+    prepared = []
+    for item in items:
+        ref = _resolve(state, item.model, item.version)
+        window = window_from_request(item, max_bars=limits.max_bars)
+        feats, hit = state.features.features(window)
+        state.metrics.observe_cache("feature", hit)
+        prepared.append((item, ref, window, feats))
+    rid = getattr(request.state, "request_id", "") or ""
+    futures = []
+    try:
+        for _, ref, _, feats in prepared:
+            futures.append(
+                state.batcher.submit(ref, feats, request_id=rid, priority=priority, deadline=deadline)
+            )
+    except QueueFullError as exc:
+        for f in futures:
+            f.cancel()
+        state.metrics.observe_prediction(
+            latency_ms=0.0, model_version="-", batch_size=None, queue_wait_ms=None,
+            model_ms=None, status="queue_full",
+        )
+        raise ApiError(
+            429,
+            "the prediction queue is full; retry later",
+            code="queue_full",
+            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+        ) from None
+    state.metrics.set_queue_depth(state.batcher.depth)
+    timeout = state.config.serving.request_timeout_s
+    try:
+        rows: list[RowResult] = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+    except DeadlineExceededError:
+        _count_failure(state, "deadline")
+        raise ApiError(503, "the request deadline passed while queued", code="deadline_exceeded") from None
+    except PredictorFailedError as exc:
+        _count_failure(state, exc.error.kind)
+        raise _map_predictor_error(exc) from None
+    except TimeoutError:
+        _count_failure(state, "timeout")
+        raise ApiError(503, "the predictor did not answer in time", code="timeout") from None
+    except ApiError:
+        raise
+    except Exception:
+        _count_failure(state, "unavailable")
+        raise ApiError(
+            503, "the predictor is unavailable", code="unavailable", headers={"Retry-After": "1"}
+        ) from None
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    out = []
+    for (item, _, window, _), row in zip(prepared, rows, strict=True):
+        state.metrics.observe_prediction(
+            latency_ms=latency_ms,
+            model_version=row.ref.version,
+            batch_size=row.forward_rows,
+            queue_wait_ms=row.queue_ms,
+            model_ms=row.model_ms,
+        )
+        out.append(
+            Prediction(
+                symbol=item.symbol,
+                expected_return=row.expected_return,
+                prob_up=min(1.0, max(0.0, row.prob_up)),
+                horizon_bars=state.horizon_bars(row.ref),
+                as_of=window.as_of,
+                model=ModelInfo(name=row.ref.name, version=row.ref.version, sha256=row.ref.sha256),
+            )
+        )
+    request.state.model_version = rows[-1].ref.version
+    request.state.batch_size = rows[-1].forward_rows
+    return out
+
+
+def _count_failure(state: GatewayState, status: str) -> None:
+    state.metrics.observe_prediction(
+        latency_ms=0.0, model_version="-", batch_size=None, queue_wait_ms=None,
+        model_ms=None, status=status,
+    )
+
+
+def _map_predictor_error(exc: PredictorFailedError) -> ApiError:
+    kind = exc.error.kind
+    if kind == "not_found":
+        return ApiError(404, exc.error.message, code="model_not_found")
+    if kind == "invalid_model":
+        return ApiError(503, "the requested model failed validation", code="invalid_model")
+    if kind == "not_ready":
+        return ApiError(503, "the model is not loaded yet", code="not_ready", headers={"Retry-After": "5"})
+    if kind == "bad_input":
+        return ApiError(422, exc.error.message, code="invalid_features")
+    return ApiError(503, "the predictor failed", code="unavailable", headers={"Retry-After": "1"})
+
+
+def _priority(principal_priority: int, header: int | None) -> int:
+    return principal_priority if header is None else min(principal_priority, header)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    summary="Predict the next move of one instrument from its last 64 OHLCV bars",
+)
+async def predict(
+    body: PredictRequest,
+    request: Request,
+    principal: PredictPrincipal,
+    x_priority: PriorityHeader = None,
+    x_request_deadline_ms: DeadlineHeader = None,
+) -> PredictResponse:
+    state = _state(request)
+    [pred] = await _predict_rows(
+        request,
+        state,
+        [body],
+        priority=_priority(principal.priority, x_priority),
+        deadline=_deadline(x_request_deadline_ms),
+    )
+    return PredictResponse(**pred.model_dump(), request_id=getattr(request.state, "request_id", None))
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchPredictResponse,
+    responses=_ERRORS,
+    summary="Predict many instruments in one call; results come back in request order",
+)
+async def predict_batch(
+    body: BatchPredictRequest,
+    request: Request,
+    principal: PredictPrincipal,
+    x_priority: PriorityHeader = None,
+    x_request_deadline_ms: DeadlineHeader = None,
+) -> BatchPredictResponse:
+    state = _state(request)
+    limit = state.config.network_security.limits.max_batch_symbols
+    if len(body.items) > limit:
+        raise ApiError(
+            422, f"at most {limit} items per batch request, got {len(body.items)}", code="too_many_items"
+        )
+    preds = await _predict_rows(
+        request,
+        state,
+        body.items,
+        priority=_priority(principal.priority, x_priority),
+        deadline=_deadline(x_request_deadline_ms),
+    )
+    return BatchPredictResponse(request_id=getattr(request.state, "request_id", None), predictions=preds)

@@ -1,0 +1,211 @@
+"""HTTP hardening as pure ASGI middlewares, and :func:`install_security` that wires it all.
+
+Pure ASGI (not ``BaseHTTPMiddleware``): each layer is one function call and, at most, one
+wrapped ``send``/``receive`` per request, with no extra task or body buffering.
+
+Order, outermost first: security headers (so every response, errors included, carries
+them) -> CORS (preflights answered here; error responses still get CORS headers so a
+browser can read them) -> request hygiene (Serve control headers stripped, credentials in
+the URL refused and scrubbed) -> body size limit -> the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import ServiceConfig
+from app.errors import error_response
+from app.security.context import SecurityContext
+from app.security.query_credentials import has_credential_params, redact_credential_params
+
+# Serve's proxy reads these from client requests: a per-request timeout override (<= 0
+# disables it) and "ignore client disconnects". Clients must not steer either.
+STRIPPED_REQUEST_HEADERS = frozenset(
+    {b"x-request-timeout-seconds", b"x-request-disconnect-disabled"}
+)
+
+_API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# Swagger UI / ReDoc pages as FastAPI serves them (assets from jsdelivr, inline bootstrap).
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; worker-src blob:; frame-ancestors 'none'"
+)
+
+
+def _request_id(scope: Scope) -> str | None:
+    state = scope.get("state")
+    rid = state.get("request_id") if isinstance(state, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+class RequestHygieneMiddleware:
+    """Drop Serve's client-steerable headers; refuse credentials sent in the URL (400)."""
+
+    def __init__(self, app: ASGIApp, *, api_key_header: str = "X-API-Key") -> None:
+        self.app = app
+        self._message = (
+            f"credentials must not be sent in the URL; use the {api_key_header} "
+            "or Authorization header"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if any(name in STRIPPED_REQUEST_HEADERS for name, _ in headers):
+            scope["headers"] = [(n, v) for n, v in headers if n not in STRIPPED_REQUEST_HEADERS]
+        query = scope.get("query_string", b"")
+        if query and has_credential_params(query):
+            # Scrub in place: the server's access log prints this scope's query string.
+            scope["query_string"] = redact_credential_params(query)
+            response = error_response(
+                400, self._message, code="credentials_in_url", request_id=_request_id(scope)
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit.
+
+    An HTTPException, so FastAPI passes it through body parsing untouched and the shared
+    handler renders it; the middleware renders it itself if nothing else did.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over ``max_body_bytes``: by Content-Length up front, else as streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    def _too_large(self, scope: Scope) -> Any:
+        return error_response(
+            413,
+            f"request body exceeds {self.max_body_bytes} bytes",
+            code="payload_too_large",
+            request_id=_request_id(scope),
+            headers={"Connection": "close"},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope)(scope, receive, send)
+            return
+
+        limit = self.max_body_bytes
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope)(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Adds the standard protective response headers (unless the app set them)."""
+
+    def __init__(
+        self, app: ASGIApp, *, hsts_max_age_s: int | None, docs_paths: frozenset[str]
+    ) -> None:
+        self.app = app
+        self.docs_paths = docs_paths
+        common = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+        if hsts_max_age_s is not None:
+            hsts = f"max-age={hsts_max_age_s}; includeSubDomains".encode()
+            common.append((b"strict-transport-security", hsts))
+        self._api_headers = [
+            *common,
+            (b"content-security-policy", _API_CSP.encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        self._docs_headers = [*common, (b"content-security-policy", _DOCS_CSP.encode())]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self._docs_headers if scope["path"] in self.docs_paths else self._api_headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {bytes(name).lower() for name, _ in headers}
+                headers.extend(h for h in extra if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_security(app: FastAPI, config: ServiceConfig) -> SecurityContext:
+    """Build the :class:`SecurityContext`, put it on ``app.state.security``, add middlewares.
+
+    Call it before adding middlewares that should see the request first (request id,
+    metrics): Starlette runs the last added middleware outermost.
+    """
+    ctx = SecurityContext.from_config(config)
+    app.state.security = ctx
+    net = config.network_security
+    auth = config.security.authentication
+    # Starlette wraps the last one added around the others: add innermost first.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=net.limits.max_body_bytes)
+    app.add_middleware(RequestHygieneMiddleware, api_key_header=auth.api_key_header)
+    if net.cors.enabled:
+        allow_headers = list(dict.fromkeys([*net.cors.allowed_headers, auth.api_key_header]))
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=net.cors.allowed_origins,
+            allow_methods=net.cors.allowed_methods,
+            allow_headers=allow_headers,
+            expose_headers=net.cors.expose_headers,
+            allow_credentials=False,
+            max_age=net.cors.max_age_s,
+        )
+    docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts_max_age_s=net.tls.hsts_max_age_s if net.tls.enabled else None,
+        docs_paths=frozenset(p for p in docs if p),
+    )
+    return ctx

@@ -1,0 +1,90 @@
+"""The ``cnn_lstm_predictor`` Serve deployment: a thin shell over :class:`PredictorService`.
+
+Serve options (resources, autoscaling, queue limits, health-check timings) are applied by
+``app.ops.serve_options.predictor_options`` at bind time; this module only defines the
+behaviour. The replica loads, validates and warms the default model in ``__init__``, so
+Serve sends it no traffic until the model is usable, and a version that fails validation
+never takes traffic (its replicas never become healthy while the old ones keep serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from ray import serve
+
+from model.errors import ArtifactValidationError, ModelNotFoundError
+from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.service import PredictorService, PredictorSettings
+
+log = logging.getLogger("model.deployment")
+
+DEPLOYMENT_NAME = "cnn_lstm_predictor"
+
+
+def _rows(batches: list[PredictBatch]) -> int:
+    return sum(b.rows for b in batches)
+
+
+def settings_from_dict(data: dict[str, Any]) -> PredictorSettings:
+    values = dict(data)
+    if "warmup_batch_sizes" in values:
+        values["warmup_batch_sizes"] = tuple(values["warmup_batch_sizes"])
+    return PredictorSettings(**values)
+
+
+def settings_to_dict(settings: PredictorSettings) -> dict[str, Any]:
+    return asdict(settings)
+
+
+def _as_error(exc: Exception) -> PredictError:
+    if isinstance(exc, ModelNotFoundError):
+        return PredictError("not_found", str(exc))
+    if isinstance(exc, ArtifactValidationError):
+        return PredictError("invalid_model", str(exc))
+    if isinstance(exc, ValueError):
+        return PredictError("bad_input", str(exc))
+    return PredictError("internal", type(exc).__name__)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+class PredictorDeployment:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.service = PredictorService(settings_from_dict(settings))
+        self.service.load_default()
+        # A full collection over torch's many objects stalls a request for 100+ ms every
+        # few seconds (DESIGN 4). Everything allocated so far lives as long as the replica.
+        gc.collect()
+        gc.freeze()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Lightweight updates (no replica restart): batch size and wait."""
+        if "max_batch_size" in user_config:
+            self.predict_batch.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            self.predict_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_rows)
+    async def predict_batch(self, batches: list[PredictBatch]) -> list[BatchResult | PredictError]:
+        # The forward runs on a worker thread so this replica's event loop keeps taking
+        # calls (and health checks) while torch computes.
+        results = await asyncio.to_thread(self.service.predict_batches, batches)
+        return [r if isinstance(r, BatchResult) else _as_error(r) for r in results]
+
+    async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
+        if not self.service.status().ready:
+            return PredictError("not_ready", "model is not loaded yet")
+        result: BatchResult | PredictError = await self.predict_batch(batch)
+        return result
+
+    async def status(self) -> PredictorStatus:
+        return self.service.status()
+
+    def check_health(self) -> None:
+        status = self.service.status()
+        if not status.ready:
+            raise RuntimeError(f"predictor not ready: {status.stage} {status.error or ''}")

@@ -1,0 +1,198 @@
+"""OHLCV bars -> engineered, scale-free features for the CNN+LSTM (spec "ohlcv16-v1").
+
+Pure numpy: the gateway imports this to validate requests and compute features, and
+the gateway must never import torch. Everything is vectorised over leading batch axes
+so one call handles a whole request batch or a whole training set.
+
+Causality: feature row t depends only on bars 0..t of the window. Rolling statistics
+use cumulative sums with an expanding window at the start of the window, so no row
+ever sees a later bar and every row is defined without padding from outside the window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+WINDOW = 64
+NUM_FEATURES = 16
+FEATURE_SPEC_VERSION = "ohlcv16-v1"
+OHLCV_COLUMNS = ("open", "high", "low", "close", "volume")
+FEATURE_NAMES: tuple[str, ...] = (
+    "logret_1",
+    "logret_2",
+    "logret_4",
+    "logret_8",
+    "logret_16",
+    "log_range",
+    "log_body",
+    "upper_wick",
+    "lower_wick",
+    "volatility_8",
+    "volatility_16",
+    "volume_z_16",
+    "log_volume_change",
+    "sma_gap_8",
+    "sma_gap_21",
+    "rsi_14",
+)
+
+_RETURN_LAGS = (1, 2, 4, 8, 16)
+# Floors keep logs and ratios finite on degenerate but finite input (zero prices,
+# flat bars); validate_bars rejects such input at the gateway, training never sees it.
+_PRICE_FLOOR = float(np.finfo(np.float64).tiny)
+_STD_FLOOR = 1e-12
+# Real features stay within +-100; absurd but finite input (a 1e300x jump) is clipped
+# here so the float32 cast and the network never see inf or NaN.
+_FEATURE_LIMIT = 1e6
+
+assert len(FEATURE_NAMES) == NUM_FEATURES
+
+
+def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Trailing mean over the last n values along the last axis (expanding at the start)."""
+    t = x.shape[-1]
+    padded = np.concatenate([np.zeros((*x.shape[:-1], 1)), np.cumsum(x, axis=-1)], axis=-1)
+    end = np.arange(1, t + 1)
+    start = np.maximum(end - n, 0)
+    return (padded[..., end] - padded[..., start]) / (end - start)
+
+
+def _rolling_std(x: np.ndarray, n: int) -> np.ndarray:
+    # Centre on the window's first value (causal: every row has seen it) so that
+    # E[x^2] - E[x]^2 does not cancel catastrophically on large, nearly constant input.
+    x = x - x[..., :1]
+    mean = _rolling_mean(x, n)
+    # E[x^2] - E[x]^2 can go slightly negative through rounding.
+    var = np.maximum(_rolling_mean(x * x, n) - mean * mean, 0.0)
+    return np.sqrt(var)
+
+
+def _sma_gap(c: np.ndarray, n: int) -> np.ndarray:
+    """c / SMA(n) - 1, computed on prices relative to the window's first close.
+
+    In units of the first close the denominator is ~1 whatever the price level, and the
+    cumsum stays exact for flat prices (gap exactly 0).
+    """
+    rel = c / c[..., :1] - 1.0
+    mean_rel = _rolling_mean(rel, n)
+    return _safe_ratio(rel - mean_rel, 1.0 + mean_rel)
+
+
+def _lagged_diff(x: np.ndarray, lag: int) -> np.ndarray:
+    """x[t] - x[max(t - lag, 0)]: the change over `lag` steps, shorter at the window start."""
+    idx = np.maximum(np.arange(x.shape[-1]) - lag, 0)
+    return x - x[..., idx]
+
+
+def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    ok = den > _STD_FLOOR
+    return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+
+
+def compute_features(bars: np.ndarray) -> np.ndarray:
+    """Features of the last WINDOW bars: float32 ``[..., WINDOW, NUM_FEATURES]``.
+
+    ``bars`` is ``[..., T, 5]`` (open, high, low, close, volume) with ``T >= WINDOW``.
+    """
+    bars = np.asarray(bars, dtype=np.float64)
+    if bars.ndim < 2 or bars.shape[-1] != len(OHLCV_COLUMNS) or bars.shape[-2] < WINDOW:
+        raise ValueError(
+            f"bars must be shaped [..., T>={WINDOW}, {len(OHLCV_COLUMNS)}], got {bars.shape}"
+        )
+    with np.errstate(all="ignore"):  # degenerate input is handled by guards and the clip
+        out = _feature_columns(np.moveaxis(bars[..., -WINDOW:, :], -1, 0))
+    out = np.nan_to_num(np.clip(out, -_FEATURE_LIMIT, _FEATURE_LIMIT), nan=0.0)
+    return out.astype(np.float32)
+
+
+def _feature_columns(w: np.ndarray) -> np.ndarray:
+    """``[5, ..., WINDOW]`` bar columns -> float64 ``[..., WINDOW, NUM_FEATURES]``."""
+    o, h, low, c = (np.maximum(col, _PRICE_FLOOR) for col in w[:4])
+    v = np.maximum(w[4], 0.0)
+
+    log_c = np.log(c)
+    ret1 = _lagged_diff(log_c, 1)
+    returns = [ret1] + [_lagged_diff(log_c, lag) for lag in _RETURN_LAGS[1:]]
+
+    # Wick lengths as a share of the range; the zero-range guard is relative to the close
+    # so it means the same at any price level.
+    price_range = h - low
+    flat = price_range <= _STD_FLOOR * c
+    range_or_1 = np.where(flat, 1.0, price_range)
+    upper_wick = np.where(flat, 0.0, np.clip((h - np.maximum(o, c)) / range_or_1, 0.0, 1.0))
+    lower_wick = np.where(flat, 0.0, np.clip((np.minimum(o, c) - low) / range_or_1, 0.0, 1.0))
+
+    log_v = np.log1p(v)
+    vol_mean = _rolling_mean(log_v, 16)
+    volume_z = _safe_ratio(log_v - vol_mean, _rolling_std(log_v, 16))
+
+    # Cutler's RSI (simple averages) mapped from [0, 100] to [-1, 1]: (gain - loss) / (gain + loss).
+    gain = _rolling_mean(np.maximum(ret1, 0.0), 14)
+    loss = _rolling_mean(np.maximum(-ret1, 0.0), 14)
+    rsi = _safe_ratio(gain - loss, gain + loss)
+
+    columns = [
+        *returns,
+        np.log(h) - np.log(low),
+        log_c - np.log(o),
+        upper_wick,
+        lower_wick,
+        _rolling_std(ret1, 8),
+        _rolling_std(ret1, 16),
+        volume_z,
+        _lagged_diff(log_v, 1),
+        _sma_gap(c, 8),
+        _sma_gap(c, 21),
+        rsi,
+    ]
+    return np.stack(columns, axis=-1)
+
+
+def _first_index(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def validate_bars(bars: np.ndarray) -> str | None:
+    """A human-readable description of the first problem in ``bars``, or None if usable.
+
+    Checks shape, length, finiteness, positive prices, high >= low and volume >= 0.
+    Locations are reported as ``bar (batch..., t)`` indices into the array given.
+    """
+    arr = np.asarray(bars)
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        return f"bars must be real numbers, got dtype {arr.dtype}"
+    if arr.ndim < 2 or arr.shape[-1] != len(OHLCV_COLUMNS):
+        return (
+            f"bars must be shaped [..., T, {len(OHLCV_COLUMNS)}] with columns "
+            f"{', '.join(OHLCV_COLUMNS)}; got shape {arr.shape}"
+        )
+    if arr.shape[-2] < WINDOW:
+        return f"need at least {WINDOW} bars, got {arr.shape[-2]}"
+    arr = arr.astype(np.float64, copy=False)
+
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = _first_index(~finite)
+        return f"bar {where[:-1]} has a non-finite {OHLCV_COLUMNS[where[-1]]}"
+    prices = arr[..., :4]
+    if (prices <= 0).any():
+        where = _first_index(prices <= 0)
+        return f"bar {where[:-1]} has a non-positive {OHLCV_COLUMNS[where[-1]]}"
+    inverted = arr[..., 1] < arr[..., 2]
+    if inverted.any():
+        return f"bar {_first_index(inverted)} has high < low"
+    negative_volume = arr[..., 4] < 0
+    if negative_volume.any():
+        return f"bar {_first_index(negative_volume)} has a negative volume"
+    return None
+
+
+def sliding_windows(bars: np.ndarray) -> np.ndarray:
+    """``(N, 5)`` bars -> ``(N - WINDOW + 1, WINDOW, 5)`` overlapping windows (a view)."""
+    if bars.ndim != 2 or bars.shape[1] != len(OHLCV_COLUMNS) or bars.shape[0] < WINDOW:
+        raise ValueError(f"bars must be shaped (N>={WINDOW}, 5), got {bars.shape}")
+    # sliding_window_view appends the window axis last; swapaxes keeps it a view.
+    return sliding_window_view(bars, WINDOW, axis=0).swapaxes(1, 2)

@@ -1,0 +1,192 @@
+"""Forward-latency check for a CUDA machine (torch only: no Ray, no app imports).
+
+    python -m model.gpu_check --json out.json [--artifact DIR]
+
+Loads an artifact (or a seeded random one) through the real runtime with spec 4.3
+GPU options, checks its golden sample on the device, then times for each batch size:
+``eager`` (network forward, fp32), ``graph`` (the same forward replayed from a CUDA
+graph) and ``predict`` (numpy in -> numpy out, normalisation and copies included).
+Without CUDA it times the CPU eager path and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.artifact import read_manifest
+from model.export import make_random_artifact
+from model.registry import ModelRegistry
+from model.runtime import GpuOptions, LoadedModel, load_model
+
+
+def _timings(
+    fn: Callable[[], object], iters: int, warmup: int, sync: Callable[[], None]
+) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _row(mode: str, batch: int, times: list[float], **extra: Any) -> dict[str, Any]:
+    ms = np.asarray(times) * 1000.0
+    return {
+        "mode": mode,
+        "batch": batch,
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "rows_per_s": round(batch / float(np.mean(times)), 1),
+        **extra,
+    }
+
+
+def _graph_forward(net: torch.nn.Module, x: torch.Tensor) -> tuple[Callable[[], None], float]:
+    """Capture ``net(x)`` in a CUDA graph; return a replay closure and its deviation from eager."""
+    static_x = x.clone()
+    with torch.no_grad():
+        eager = net(static_x)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as the docs require
+            for _ in range(3):
+                net(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = net(static_x)
+    graph.replay()
+    torch.cuda.synchronize()
+    deviation = float((static_out - eager).abs().max())
+
+    def replay() -> None:
+        static_x.copy_(x)  # a real caller has to copy its batch into the captured buffer
+        graph.replay()
+
+    return replay, deviation
+
+
+def _bench(
+    model: LoadedModel, batch_sizes: list[int], iters: int, warmup: int
+) -> list[dict[str, Any]]:
+    cuda = model.device.type == "cuda"
+    sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
+    net = model.network
+    arch = model.manifest.architecture
+    golden = np.asarray(model.manifest.golden.inputs, dtype=np.float32)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x = torch.randn(batch, arch.window, arch.num_features, generator=gen).to(model.device)
+        with torch.inference_mode():
+            rows.append(_row("eager", batch, _timings(partial(net, x), iters, warmup, sync)))
+        if cuda:
+            try:
+                replay, deviation = _graph_forward(net, x)
+                rows.append(
+                    _row(
+                        "graph",
+                        batch,
+                        _timings(replay, iters, warmup, sync),
+                        max_abs_vs_eager=deviation,
+                    )
+                )
+            except RuntimeError as exc:  # report, do not abort the whole check
+                rows.append({"mode": "graph", "batch": batch, "error": str(exc)[:300]})
+        features = np.concatenate([golden] * (-(-batch // len(golden))))[:batch]
+        rows.append(
+            _row("predict", batch, _timings(partial(model.predict, features), iters, warmup, sync))
+        )
+    return rows
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"{report['device']} | torch {report['torch']} | CUDA {report['cuda']}", end="")
+    print(f" | cuDNN {report['cudnn']} | {report['cpu_threads']} CPU threads")
+    print(
+        f"model {report['model']} loaded in {report['load_seconds']:.2f}s; golden deviation "
+        f"fp32 {report['golden_max_deviation_fp32']:.2e}, "
+        f"serving precision {report['golden_max_deviation_serving']:.2e}"
+    )
+    print(f"{'mode':<8} {'batch':>5} {'p50 ms':>9} {'p99 ms':>9} {'rows/s':>11}")
+    for row in report["results"]:
+        head = f"{row['mode']:<8} {row['batch']:>5}"
+        if "error" in row:
+            print(f"{head}  failed: {row['error']}")
+        else:
+            print(f"{head} {row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['rows_per_s']:>11.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Forward-latency check of the CNN+LSTM runtime.")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--artifact", type=Path, help="artifact dir (manifest + weights)")
+    parser.add_argument("--device", default="gpu")
+    parser.add_argument("--batch-sizes", default="1,8,32,128")
+    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args(argv)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    opts = GpuOptions()
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        if args.artifact:
+            manifest = read_manifest(args.artifact)
+            ref = ModelRegistry(tmp).publish(args.artifact, manifest.name, manifest.version)
+        else:
+            ref = make_random_artifact(Path(tmp), seed=0)
+        t0 = time.perf_counter()
+        model = load_model(ModelRegistry(tmp), ref, device=args.device, gpu_options=opts)
+        load_s = time.perf_counter() - t0
+    golden = np.asarray(model.manifest.golden.inputs, dtype=np.float32)
+    expected = np.asarray(model.manifest.golden.expected)
+    serving_dev = np.abs(model.predict(golden) - expected)
+    serving_dev[:, 0] /= model.manifest.normalization.return_std
+    model.warmup()
+
+    cuda = model.device.type == "cuda"
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(model.device)
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()})",
+        "cuda_available": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cpu_threads": torch.get_num_threads(),
+        "gpu_options": asdict(opts),
+        "model": ref.key,
+        "load_seconds": round(load_s, 3),
+        "golden_max_deviation_fp32": model.golden_deviation(),
+        "golden_max_deviation_serving": float(serving_dev.max()),
+        "results": _bench(model, batch_sizes, args.iters, args.warmup),
+    }
+    if not cuda:
+        why = "CPU requested" if torch.cuda.is_available() else "no CUDA available"
+        print(f"{why}: timing the CPU eager path only")
+    _print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Pure-torch model runtime: device choice, spec 4.3 GPU settings, load, validate, predict.
+
+No Ray here: the Serve deployment wraps this, and it is tested and benchmarked alone,
+including on GPU machines that have torch but no Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from model.artifact import Manifest, Normalization, check_serving_compatible
+from model.errors import ArtifactValidationError
+from model.network import CNNLSTM, build_network
+from model.refs import ModelRef
+from model.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_WARNED = False
+_FALLBACK_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """Spec 4.3 ``gpu_optimization``."""
+
+    enable_tf32: bool = True
+    memory_fraction: float = 0.8
+    enable_cudnn_benchmark: bool = True
+    cleanup_interval_s: float = 300.0
+
+
+def _warn_cpu_fallback(requested: str) -> None:
+    global _FALLBACK_WARNED
+    with _FALLBACK_LOCK:
+        if _FALLBACK_WARNED:
+            return
+        _FALLBACK_WARNED = True
+    message = (
+        f"DEVICE={requested!r} requested but CUDA is not available to torch "
+        f"{torch.__version__}; running on CPU"
+    )
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``cpu``, ``gpu``/``cuda`` or ``cuda:N``; GPU without CUDA falls back to CPU (warned once)."""
+    value = requested.strip().lower()
+    if value == "cpu":
+        return torch.device("cpu")
+    indexed = value.startswith("cuda:") and value[5:].isdigit()
+    if value in ("gpu", "cuda") or indexed:
+        if not torch.cuda.is_available():
+            _warn_cpu_fallback(requested)
+            return torch.device("cpu")
+        if indexed:
+            return torch.device(value)
+        return torch.device("cuda", torch.cuda.current_device())
+    raise ValueError(f"unknown device {requested!r}; use 'cpu' or 'gpu'")
+
+
+def apply_gpu_options(device: torch.device, opts: GpuOptions) -> None:
+    """Apply spec 4.3 on CUDA; a no-op on CPU. The torch flags are process-wide."""
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = opts.enable_tf32
+    torch.backends.cudnn.allow_tf32 = opts.enable_tf32
+    torch.backends.cudnn.benchmark = opts.enable_cudnn_benchmark
+    torch.cuda.set_per_process_memory_fraction(opts.memory_fraction, device)
+
+
+def configure_threads(n: int) -> None:
+    """Intra-op CPU threads; explicit because replicas sharing a node must not oversubscribe."""
+    if n < 1:
+        raise ValueError("thread count must be >= 1")
+    torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def _strict_fp32() -> Iterator[None]:
+    """Full fp32 on CUDA so the golden check measures the artifact, not TF32 rounding."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def normalisation_tensors(
+    norm: Normalization, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, 1/std) as float32 tensors on ``device``, made once per loaded model."""
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=device)
+    inv_std = 1.0 / torch.tensor(norm.std, dtype=torch.float32, device=device)
+    return mean, inv_std
+
+
+def run_network(
+    network: CNNLSTM,
+    features: np.ndarray,
+    mean: torch.Tensor,
+    inv_std: torch.Tensor,
+    return_std: float,
+) -> np.ndarray:
+    """Normalise, forward, and map to (log return, prob_up) as float64 ``[N, 2]``.
+
+    The one implementation of the output contract: serving and the golden sample written
+    at export time both go through it, so they cannot drift apart.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    with torch.inference_mode():
+        x = x.to(mean.device, non_blocking=True)
+        raw = network((x - mean) * inv_std)
+        out = raw.to(dtype=torch.float64, device="cpu")
+        out[:, 0] *= return_std
+        out[:, 1] = torch.sigmoid(out[:, 1])
+        return out.numpy()
+
+
+class LoadedModel:
+    """A validated network on a device, with its manifest's normalisation baked in."""
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        manifest: Manifest,
+        network: CNNLSTM,
+        device: torch.device,
+        gpu_options: GpuOptions | None = None,
+    ) -> None:
+        self.ref = ref
+        self.manifest = manifest
+        self.device = device
+        self.warmed = False
+        self._opts = gpu_options or GpuOptions()
+        self._net = network.to(device).eval().requires_grad_(False)
+        self._mean, self._inv_std = normalisation_tensors(manifest.normalization, device)
+        self._return_std = manifest.normalization.return_std
+        arch = manifest.architecture
+        self._row_shape = (arch.window, arch.num_features)
+        self._last_cleanup = time.monotonic()
+
+    @property
+    def network(self) -> CNNLSTM:
+        return self._net
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by parameters and buffers (BatchNorm statistics) on the device."""
+        tensors = [*self._net.parameters(), *self._net.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Raw ``[N, WINDOW, NUM_FEATURES]`` features -> float64 ``[N, 2]``.
+
+        Column 0 is the expected log return over the horizon, column 1 the probability
+        of an up move.
+        """
+        if features.ndim != 3 or features.shape[1:] != self._row_shape:
+            raise ValueError(
+                f"features must be [N, {self._row_shape[0]}, {self._row_shape[1]}], "
+                f"got {features.shape}"
+            )
+        if features.shape[0] == 0:
+            return np.zeros((0, 2), dtype=np.float64)
+        return run_network(self._net, features, self._mean, self._inv_std, self._return_std)
+
+    def golden_deviation(self) -> float:
+        """Largest golden-sample deviation: return in units of return_std, prob_up as is."""
+        golden = self.manifest.golden
+        with _strict_fp32():
+            actual = self.predict(np.asarray(golden.inputs, dtype=np.float32))
+        diff = np.abs(actual - np.asarray(golden.expected, dtype=np.float64))
+        diff[:, 0] /= self._return_std
+        return float(diff.max()) if np.isfinite(diff).all() else float("inf")
+
+    def validate(self) -> None:
+        """Replay the golden sample; raise if the outputs moved beyond its tolerance."""
+        deviation = self.golden_deviation()
+        atol = self.manifest.golden.atol
+        if not deviation <= atol:
+            raise ArtifactValidationError(
+                f"{self.ref.key} failed its golden check on {self.device}: max deviation "
+                f"{deviation:.3g} > atol {atol:g} (weights, normalisation or code changed)"
+            )
+
+    def warmup(self, batch_sizes: Sequence[int] = (1, 8, 32)) -> None:
+        """Run each batch size once so allocator and cudnn.benchmark choices happen now."""
+        sample = np.asarray(self.manifest.golden.inputs, dtype=np.float32)
+        for size in batch_sizes:
+            reps = -(-size // len(sample))
+            self.predict(np.concatenate([sample] * reps)[:size])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.warmed = True
+
+    def maybe_cleanup(self, now: float | None = None) -> bool:
+        """``torch.cuda.empty_cache`` at most every ``cleanup_interval_s`` (spec 4.3)."""
+        if self.device.type != "cuda":
+            return False
+        now = time.monotonic() if now is None else now
+        if now - self._last_cleanup < self._opts.cleanup_interval_s:
+            return False
+        torch.cuda.empty_cache()
+        self._last_cleanup = now
+        return True
+
+
+def load_model(
+    registry: ModelRegistry,
+    ref: ModelRef,
+    device: str = "cpu",
+    gpu_options: GpuOptions | None = None,
+    validate: bool = True,
+) -> LoadedModel:
+    """Verify, load and (by default) golden-check ``ref``. Warm-up is the caller's next step."""
+    manifest = registry.verify(ref.name, ref.version)
+    if manifest.weights_sha256 != ref.sha256:
+        raise ArtifactValidationError(
+            f"{ref.name}:{ref.version} was pinned to weights {ref.sha256[:12]} but the "
+            f"registry now holds {manifest.weights_sha256[:12]}"
+        )
+    check_serving_compatible(manifest)
+
+    # Hash the exact bytes we deserialise: verify() hashed the file a moment ago, but
+    # the file could be swapped in between.
+    weights_path = registry.artifact_dir(ref.name, ref.version) / manifest.weights_file
+    blob = weights_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != manifest.weights_sha256:
+        raise ArtifactValidationError(f"{weights_path} changed while it was being loaded")
+    try:
+        state = safetensors.torch.load(blob)
+        network = build_network(manifest.architecture)
+        network.load_state_dict(state, strict=True)
+    except (safetensors.SafetensorError, RuntimeError, ValueError) as exc:  # bad file or shapes
+        raise ArtifactValidationError(f"cannot load weights of {ref.key}: {exc}") from exc
+
+    opts = gpu_options or GpuOptions()
+    dev = resolve_device(device)
+    apply_gpu_options(dev, opts)
+    model = LoadedModel(ref, manifest, network, dev, opts)
+    if validate:
+        model.validate()
+    log.info(
+        "loaded %s on %s (%.1f MB)%s",
+        ref.key,
+        dev,
+        model.nbytes / 1e6,
+        ", golden check passed" if validate else "",
+    )
+    return model

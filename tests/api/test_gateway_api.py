@@ -1,0 +1,203 @@
+"""The gateway's FastAPI app with a fake predictor: routes, validation and error shapes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.batcher import Batcher
+from app.feature_cache import FeatureCache
+from app.main import create_app
+from app.observability.metrics import GatewayMetrics, new_registry
+from app.security.api_keys import ApiKeyStore
+from app.state import GatewayState, Readiness, StaticCluster
+from model.export import make_random_artifact
+from model.registry import ModelRegistry
+from tests.fakes import FakePredictor
+from tests.support.live import columnar_bars
+from tests.support.security_app import write_security_material
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    fake: FakePredictor
+    state: GatewayState
+    key: str
+    token: str
+
+
+def _build(
+    root: Path, fake: FakePredictor, *, capacity: int = 1000
+) -> tuple[GatewayState, object, str]:
+    material = write_security_material(
+        root,
+        overrides={
+            "model_registry": {"path": str(root / "models")},
+            "network_security": {"limits": {"max_body_bytes": 1_048_576, "max_batch_symbols": 16}},
+        },
+    )
+    config = material.config
+    # Keys exist before the app reads its store (it re-reads at most once a second).
+    _, key = ApiKeyStore(config.security.authentication.api_key_store_path).create(
+        owner="api-tests", scopes=["model:predict"], priority=5
+    )
+    registry = ModelRegistry(config.model_registry.path)
+    metrics_registry = new_registry()
+    state = GatewayState(
+        config=config,
+        registry=registry,
+        batcher=Batcher(fake.dispatch, max_batch_size=8, batch_wait_timeout_s=0.005, capacity=capacity),
+        features=FeatureCache(ttl_seconds=60, max_entries=100),
+        metrics=GatewayMetrics(metrics_registry, config.metrics),
+        readiness=Readiness(fake.status, timeout_s=1.0, period_s=0.05),
+        cluster=StaticCluster({"cnn_lstm_predictor": 1, "gateway": 1}),
+    )
+    return state, create_app(config, state, metrics_registry=metrics_registry), key
+
+
+@pytest.fixture(scope="module")
+def registry_ref(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("gw")
+    ref = make_random_artifact(root / "models", version="1.0.0", seed=1)
+    return root, ref
+
+
+@pytest.fixture
+def harness(registry_ref: tuple[Path, object]) -> Iterator[Harness]:
+    root, ref = registry_ref
+    fake = FakePredictor(ref=ref)  # type: ignore[arg-type]
+    state, app, key = _build(root, fake)
+    from app.security.jwt_tokens import mint_token, read_jwt_secret
+
+    auth = state.config.security.authentication
+    token = mint_token(
+        read_jwt_secret(auth.jwt_secret_path), "ops", ["model:stats"], 300,
+        issuer=auth.jwt_issuer, audience=auth.jwt_audience,
+    )
+    with TestClient(app) as client:  # runs the lifespan: batcher and readiness start
+        yield Harness(client, fake, state, key, token)
+
+
+def _predict(h: Harness, body: object, **headers: str) -> object:
+    return h.client.post("/predict", json=body, headers={"X-API-Key": h.key, **headers})
+
+
+def test_predict_returns_the_fake_models_answer(harness: Harness) -> None:
+    r = _predict(harness, columnar_bars("ABC"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["symbol"] == "ABC"
+    assert 0.0 <= body["prob_up"] <= 1.0
+    assert body["model"]["version"] == "1.0.0"
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert len(harness.fake.calls) == 1
+    assert harness.fake.calls[0].features.shape == (1, 64, 16)
+
+
+def test_repeated_window_is_served_from_the_feature_cache(harness: Harness) -> None:
+    body = columnar_bars("ABC")
+    _predict(harness, body)
+    _predict(harness, body)
+    changed = columnar_bars("ABC")
+    changed["close"][-1] += 0.5
+    changed["high"][-1] += 0.5
+    _predict(harness, changed)
+    assert (harness.state.features.hits, harness.state.features.misses) == (1, 2)
+
+
+def test_predict_is_503_until_the_predictor_is_ready(registry_ref: tuple[Path, object]) -> None:
+    root, ref = registry_ref
+    fake = FakePredictor(ref=ref, ready=False)  # type: ignore[arg-type]
+    state, app, key = _build(root, fake)
+    with TestClient(app) as client:
+        assert client.get("/ready").status_code == 503
+        r = client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key})
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "not_ready"
+        assert fake.calls == []
+        fake.ready = True
+        deadline = time.monotonic() + 5
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key}).status_code == 200
+
+
+def test_full_queue_answers_429_with_retry_after(registry_ref: tuple[Path, object]) -> None:
+    root, ref = registry_ref
+    fake = FakePredictor(ref=ref, gate=None)  # type: ignore[arg-type]
+    state, app, key = _build(root, fake, capacity=0)
+    with TestClient(app) as client:
+        r = client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key})
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"]["code"] == "queue_full"
+
+
+def test_past_deadline_is_refused_before_the_model(harness: Harness) -> None:
+    past = str(int((time.time() - 1) * 1000))
+    r = _predict(harness, columnar_bars(), **{"X-Request-Deadline-Ms": past})
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "deadline_exceeded"
+    assert harness.fake.calls == []
+
+
+def test_unknown_version_is_404(harness: Harness) -> None:
+    body = columnar_bars()
+    body["version"] = "does-not-exist"
+    r = _predict(harness, body)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "model_not_found"
+
+
+def test_batch_limit_is_enforced(harness: Harness) -> None:
+    limit = harness.state.config.network_security.limits.max_batch_symbols
+    items = [columnar_bars(f"S{i}") for i in range(limit + 1)]
+    r = harness.client.post("/predict/batch", json={"items": items}, headers={"X-API-Key": harness.key})
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "too_many_items"
+
+
+def test_batch_results_keep_request_order(harness: Harness) -> None:
+    items = [columnar_bars(f"S{i}") for i in range(10)]
+    for i, item in enumerate(items):
+        item["close"] = [c + i for c in item["close"]]
+        item["high"] = [h + i for h in item["high"]]
+        item["open"] = [o + i for o in item["open"]]
+        item["low"] = [lo + i for lo in item["low"]]
+    r = harness.client.post("/predict/batch", json={"items": items}, headers={"X-API-Key": harness.key})
+    assert r.status_code == 200, r.text
+    assert [p["symbol"] for p in r.json()["predictions"]] == [f"S{i}" for i in range(10)]
+    singles = [_predict(harness, item).json()["expected_return"] for item in items]
+    assert [p["expected_return"] for p in r.json()["predictions"]] == pytest.approx(singles)
+
+
+def test_stats_reports_counts_caches_and_replicas(harness: Harness) -> None:
+    _predict(harness, columnar_bars())
+    r = harness.client.get("/stats", headers={"Authorization": f"Bearer {harness.token}"})
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["model"]["version"] == "1.0.0"
+    assert s["requests"]["by_status"]["ok"] >= 1
+    assert s["replicas"] == {"cnn_lstm_predictor": 1, "gateway": 1}
+    assert s["caches"]["feature"]["misses"] >= 1
+    assert s["latency_ms"]["p50"] is not None
+
+
+def test_metrics_exposes_the_spec_histograms(harness: Harness) -> None:
+    _predict(harness, columnar_bars())
+    r = harness.client.get("/metrics", headers={"Authorization": f"Bearer {harness.token}"})
+    assert r.status_code == 200
+    text = r.text
+    bounds = {
+        line.split('le="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("prediction_latency_ms_bucket{")
+    }
+    assert bounds == {"10.0", "25.0", "50.0", "75.0", "100.0", "250.0", "500.0", "1000.0", "+Inf"}
+    assert "batch_size_bucket" in text

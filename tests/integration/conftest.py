@@ -1,0 +1,181 @@
+"""A real local Ray cluster and the real Serve app over real HTTPS, once per session.
+
+The session starts the app against an EMPTY registry (the predictor waits for its model),
+records what ``/ready`` says then, publishes a model artifact, and waits for ``/ready``
+200: the readiness test reads those observations instead of paying for a second start.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import ServiceConfig
+from app.security.dev_certs import ensure_dev_certs
+from model.refs import ModelRef
+from tests.support.live import LiveTarget
+from tests.support.security_app import write_security_material
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServeStack:
+    base_url: str
+    ca_file: Path
+    config: ServiceConfig
+    root: Path
+    registry_root: Path
+    log_dir: Path
+    ray_log_dir: Path
+    rsa_private_key_path: Path
+    ref: ModelRef
+    ready_before_model: int | None = None
+    ready_before_body: dict[str, Any] = field(default_factory=dict)
+    ready_after_s: float = 0.0
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.Client(base_url=self.base_url, verify=ctx, timeout=30.0, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.AsyncClient(base_url=self.base_url, verify=ctx, timeout=60.0, **kwargs)
+
+
+def _stack_config(root: Path, certs: Any) -> tuple[ServiceConfig, Path]:
+    port = _free_port()
+    log_dir = root / "logs"
+    overrides = {
+        "resources": {"num_cpus": 0.5, "memory": 0, "num_gpus": 0},
+        "model_registry": {"path": str(root / "models"), "wait_for_model_s": 300},
+        "logging": {"directory": str(log_dir), "level": "INFO", "format": "json"},
+        "serving": {
+            "autoscaling_enabled": False,
+            "http_port": port,
+            "http_host": "127.0.0.1",
+            "gateway": {"num_replicas": 1, "num_cpus": 0, "max_ongoing_requests": 1000},
+        },
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        "network_security": {"limits": {"max_body_bytes": 65536}},
+    }
+    material = write_security_material(
+        root, cert=certs.cert, key=certs.key, overrides=overrides
+    )
+    return material.config, material.rsa_private_key_path
+
+
+@pytest.fixture(scope="session")
+def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack]:
+    import ray
+    from ray import serve
+
+    from app.build import build_from_config
+    from app.ops.serve_options import http_options
+    from app.settings import Settings
+    from model.export import make_random_artifact
+
+    root = tmp_path_factory.mktemp("stack")
+    certs = ensure_dev_certs(root / "certs")
+    config, rsa_key = _stack_config(root, certs)
+    registry_root = Path(config.model_registry.path)
+    registry_root.mkdir(parents=True)
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+    )
+    ray_log_dir = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+    serve.start(http_options=http_options(config))
+    settings = Settings(DEVICE="cpu", MODEL_REGISTRY_PATH=registry_root)
+    deploy_error: list[BaseException] = []
+
+    def _deploy() -> None:
+        try:
+            serve.run(build_from_config(config, settings), name="cnnlstm", route_prefix="/")
+        except BaseException as exc:  # surfaced by the fixture below
+            deploy_error.append(exc)
+
+    thread = threading.Thread(target=_deploy, daemon=True)
+    thread.start()
+    scheme = "https"
+    base_url = f"{scheme}://127.0.0.1:{config.serving.http_port}"
+    stack = ServeStack(
+        base_url=base_url,
+        ca_file=certs.ca,
+        config=config,
+        root=root,
+        registry_root=registry_root,
+        log_dir=Path(config.logging.directory or root / "logs"),
+        ray_log_dir=ray_log_dir,
+        rsa_private_key_path=rsa_key,
+        ref=ModelRef("", "", ""),
+    )
+    try:
+        # 1. The gateway answers before the predictor has a model: /ready must say 503.
+        deadline = time.monotonic() + 180
+        with stack.client() as client:
+            while time.monotonic() < deadline and not deploy_error:
+                try:
+                    r = client.get("/ready")
+                except httpx.HTTPError:
+                    r = None
+                # Until the gateway is up, the Serve proxy itself answers 404/503 in text.
+                if r is not None and r.headers.get("content-type", "").startswith("application/json"):
+                    stack.ready_before_model = r.status_code
+                    stack.ready_before_body = r.json()
+                    break
+                time.sleep(0.5)
+        if deploy_error:
+            raise deploy_error[0]
+        # 2. Publish a model; the waiting predictor loads, validates and warms it.
+        stack.ref = make_random_artifact(registry_root, version="1.0.0", seed=7)
+        t0 = time.monotonic()
+        thread.join(timeout=240)
+        if deploy_error:
+            raise deploy_error[0]
+        with stack.client() as client:
+            while time.monotonic() - t0 < 240:
+                if client.get("/ready").status_code == 200:
+                    break
+                time.sleep(0.25)
+            else:
+                raise TimeoutError("/ready never became 200")
+        stack.ready_after_s = time.monotonic() - t0
+        yield stack
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def live_target(serve_stack: ServeStack) -> LiveTarget:
+    """The security attack suite's view of the real Serve app."""
+    from tests.support.live import columnar_bars
+
+    return LiveTarget(
+        base_url=serve_stack.base_url,
+        ca_file=serve_stack.ca_file,
+        config=serve_stack.config,
+        log_paths=[serve_stack.log_dir, serve_stack.ray_log_dir],
+        rsa_private_key_path=serve_stack.rsa_private_key_path,
+        predict_body=columnar_bars(),
+    )

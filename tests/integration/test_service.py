@@ -1,0 +1,225 @@
+"""The service end to end on a real local Ray + Serve over real HTTPS."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.cli.serve_cmd import sample_request
+from model.features import compute_features
+from model.registry import ModelRegistry
+from model.runtime import load_model
+from tests.integration.conftest import ServeStack
+from tests.support.live import LiveTarget
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def predict_key(live_target: LiveTarget) -> str:
+    _, key = live_target.create_key(["model:predict"], owner="service-tests")
+    return key
+
+
+@pytest.fixture(scope="module")
+def stats_token(live_target: LiveTarget) -> str:
+    return live_target.mint(["model:stats"], ttl_s=1800)
+
+
+def test_ready_is_503_before_the_model_loads_and_200_after(serve_stack: ServeStack) -> None:
+    assert serve_stack.ready_before_model == 503
+    assert serve_stack.ready_before_body["error"]["code"] == "not_ready"
+    with serve_stack.client() as client:
+        r = client.get("/ready")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is True
+    assert body["model"] == {
+        "name": serve_stack.ref.name,
+        "version": serve_stack.ref.version,
+        "sha256": serve_stack.ref.sha256,
+    }
+
+
+def test_healthz_is_open_and_cheap(serve_stack: ServeStack) -> None:
+    with serve_stack.client() as client:
+        r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+    assert r.headers.get("x-request-id")
+
+
+def test_prediction_matches_the_torch_runtime_called_directly(
+    serve_stack: ServeStack, predict_key: str
+) -> None:
+    body = sample_request("EURUSD", offset=2000)
+    with serve_stack.client() as client:
+        r = client.post("/predict", json=body, headers={"X-API-Key": predict_key})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    bars = np.stack([np.asarray(body[c], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")], axis=1)
+    registry = ModelRegistry(serve_stack.registry_root)
+    model = load_model(registry, serve_stack.ref, device="cpu")
+    expected = model.predict(compute_features(bars)[None, ...])[0]
+    assert got["expected_return"] == pytest.approx(float(expected[0]), rel=1e-5, abs=1e-7)
+    assert got["prob_up"] == pytest.approx(float(expected[1]), rel=1e-5, abs=1e-7)
+    assert got["model"] == {
+        "name": serve_stack.ref.name,
+        "version": serve_stack.ref.version,
+        "sha256": serve_stack.ref.sha256,
+    }
+    assert got["symbol"] == "EURUSD"
+    assert got["as_of"] == body["timestamps"][-1]
+    assert got["request_id"] == r.headers["x-request-id"]
+    assert np.isfinite([got["expected_return"], got["prob_up"]]).all()
+
+
+def test_batch_endpoint_answers_in_request_order(serve_stack: ServeStack, predict_key: str) -> None:
+    items = [sample_request(f"SYM{i}", offset=100 + 37 * i) for i in range(12)]
+    with serve_stack.client() as client:
+        batch = client.post("/predict/batch", json={"items": items}, headers={"X-API-Key": predict_key})
+        singles = [
+            client.post("/predict", json=item, headers={"X-API-Key": predict_key}).json()
+            for item in items[:3]
+        ]
+    assert batch.status_code == 200, batch.text
+    preds = batch.json()["predictions"]
+    assert [p["symbol"] for p in preds] == [f"SYM{i}" for i in range(12)]
+    for single, pred in zip(singles, preds[:3], strict=True):
+        assert pred["expected_return"] == pytest.approx(single["expected_return"], rel=1e-5, abs=1e-7)
+
+
+def test_concurrent_requests_are_batched(
+    serve_stack: ServeStack, predict_key: str, stats_token: str
+) -> None:
+    bodies = [sample_request(f"C{i}", offset=50 * i) for i in range(64)]
+
+    async def fire() -> list[int]:
+        async with serve_stack.async_client() as client:
+            rs = await asyncio.gather(
+                *(client.post("/predict", json=b, headers={"X-API-Key": predict_key}) for b in bodies)
+            )
+        return [r.status_code for r in rs]
+
+    codes = asyncio.run(fire())
+    assert codes == [200] * 64
+    with serve_stack.client() as client:
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {stats_token}"})
+    assert stats.status_code == 200, stats.text
+    s = stats.json()
+    assert s["queue"]["gateway_rows"] >= 64
+    assert s["queue"]["mean_gateway_batch"] > 1.0, s["queue"]
+    sizes = s["batch_size"]["distribution"]
+    assert any(float(k) > 1 and v > 0 for k, v in sizes.items()), sizes
+    assert s["model"]["version"] == serve_stack.ref.version
+    assert s["replicas"].get("cnn_lstm_predictor", 0) >= 1
+
+
+def _mutate(body: dict[str, Any], how: str) -> dict[str, Any] | str:
+    b = copy.deepcopy(body)
+    if how == "missing_field":
+        del b["close"]
+    elif how == "unequal_lengths":
+        b["volume"] = b["volume"][:-1]
+    elif how == "short_window":
+        for k in ("timestamps", "open", "high", "low", "close", "volume"):
+            b[k] = b[k][:10]
+    elif how == "nan":
+        return json.dumps(b).replace(str(b["close"][5]), "NaN", 1)
+    elif how == "inf":
+        return json.dumps(b).replace(str(b["close"][5]), "Infinity", 1)
+    elif how == "non_positive_price":
+        b["low"][3] = 0.0
+    elif how == "negative_volume":
+        b["volume"][7] = -5.0
+    elif how == "timestamps_not_increasing":
+        b["timestamps"][10] = b["timestamps"][9]
+    elif how == "wrong_type":
+        b["open"][0] = "abc"
+    elif how == "extra_field":
+        b["leverage"] = 100
+    return b
+
+
+BAD_INPUTS = [
+    ("missing_field", 422),
+    ("unequal_lengths", 422),
+    ("short_window", 422),
+    ("nan", 422),
+    ("inf", 422),
+    ("non_positive_price", 422),
+    ("negative_volume", 422),
+    ("timestamps_not_increasing", 422),
+    ("wrong_type", 422),
+    ("extra_field", 422),
+]
+
+
+@pytest.mark.parametrize(("how", "status"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_its_4xx_in_the_one_error_shape(
+    serve_stack: ServeStack, predict_key: str, how: str, status: int
+) -> None:
+    body = _mutate(sample_request(), how)
+    headers = {"X-API-Key": predict_key, "Content-Type": "application/json"}
+    with serve_stack.client() as client:
+        if isinstance(body, str):
+            r = client.post("/predict", content=body, headers=headers)
+        else:
+            r = client.post("/predict", json=body, headers=headers)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"code", "message", "request_id", "details"}
+    assert err["request_id"] == r.headers["x-request-id"]
+
+
+def test_malformed_json_is_400(serve_stack: ServeStack, predict_key: str) -> None:
+    with serve_stack.client() as client:
+        r = client.post(
+            "/predict",
+            content=b'{"symbol": "X", "open": [1,2',
+            headers={"X-API-Key": predict_key, "Content-Type": "application/json"},
+        )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "malformed_json"
+
+
+def test_body_over_the_limit_is_413(serve_stack: ServeStack, predict_key: str) -> None:
+    limit = serve_stack.config.network_security.limits.max_body_bytes
+    with serve_stack.client() as client:
+        r = client.post(
+            "/predict",
+            content=b"[" + b"1," * limit + b"1]",
+            headers={"X-API-Key": predict_key, "Content-Type": "application/json"},
+        )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("model", "version"), [("no_such_model", None), (None, "9.9.9")], ids=["model", "version"]
+)
+def test_unknown_model_or_version_is_404(
+    serve_stack: ServeStack, predict_key: str, model: str | None, version: str | None
+) -> None:
+    body = sample_request()
+    if model:
+        body["model"] = model
+    if version:
+        body["version"] = version
+    with serve_stack.client() as client:
+        r = client.post("/predict", json=body, headers={"X-API-Key": predict_key})
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == "model_not_found"
+
+
+def test_openapi_describes_every_route(serve_stack: ServeStack) -> None:
+    with serve_stack.client() as client:
+        spec = client.get("/openapi.json").json()
+    paths = set(spec["paths"])
+    assert {"/predict", "/predict/batch", "/stats", "/healthz", "/ready", "/metrics", "/token"} <= paths
+    assert "422" in spec["paths"]["/predict"]["post"]["responses"]

@@ -1,0 +1,78 @@
+"""Import rules from DESIGN: the gateway-side modules stay torch-free, nothing pulls in
+web frameworks or Ray, and the GPU check runs (CPU path) without either."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from model import gpu_check
+
+ROOT = Path(__file__).resolve().parents[3]
+TORCH_FREE = [
+    "model.refs",
+    "model.errors",
+    "model.features",
+    "model.artifact",
+    "model.registry",
+    "model.data",
+]
+TORCH_SIDE = ["model.network", "model.runtime", "model.export", "model.train", "model.gpu_check"]
+
+
+def _modules_after_import(modules: list[str]) -> set[str]:
+    code = (
+        "import json, sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
+def test_gateway_side_modules_import_without_torch() -> None:
+    loaded = _modules_after_import(TORCH_FREE)
+    assert "torch" not in loaded
+    assert not loaded & {"fastapi", "starlette", "ray"}
+
+
+def test_torch_side_modules_import_without_web_frameworks_or_ray() -> None:
+    loaded = _modules_after_import(TORCH_SIDE)
+    assert "torch" in loaded
+    assert not loaded & {"fastapi", "starlette", "ray", "app"}
+
+
+def test_model_package_init_stays_empty() -> None:
+    assert (ROOT / "model" / "__init__.py").read_text().strip() == ""
+
+
+def test_gpu_check_reports_the_cpu_path_without_cuda(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    code = gpu_check.main(
+        [
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1,4",
+            "--iters",
+            "3",
+            "--warmup",
+            "1",
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert code == 0
+    assert report["golden_max_deviation_fp32"] <= 1e-4
+    assert {(r["mode"], r["batch"]) for r in report["results"]} == {
+        ("eager", 1),
+        ("predict", 1),
+        ("eager", 4),
+        ("predict", 4),
+    }
+    assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in report["results"])

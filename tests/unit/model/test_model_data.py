@@ -1,0 +1,33 @@
+"""Bundled and synthetic market data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.data import load_bars
+from model.features import validate_bars
+
+
+@pytest.mark.parametrize(("source", "rows"), [("eurusd", 5000), ("goog", 2148), ("btcusd", 156)])
+def test_load_bars_reads_each_bundled_csv(source: str, rows: int) -> None:
+    bars = load_bars(source)  # type: ignore[arg-type]
+    assert bars.shape == (rows, 5)
+    assert bars.dtype == np.float64
+    assert validate_bars(bars) is None
+
+
+def test_synthetic_bars_are_seeded_and_consistent() -> None:
+    a, b = load_bars("synthetic", n_synthetic=800, seed=3), load_bars("synthetic", 800, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, load_bars("synthetic", 800, seed=4))
+    assert validate_bars(a) is None
+    o, h, low, c, v = a.T
+    assert (h >= np.maximum(o, c)).all()
+    assert (low <= np.minimum(o, c)).all()
+    assert (v > 0).all()
+
+
+def test_load_bars_rejects_an_unknown_source() -> None:
+    with pytest.raises(ValueError, match="unknown data source"):
+        load_bars("ftse")  # type: ignore[arg-type]

@@ -1,0 +1,72 @@
+"""The Prometheus and Alertmanager files pass their own tools' checks and unit tests.
+
+Locally the binaries may be missing (Debian packages ``prometheus`` and
+``prometheus-alertmanager``): the tests skip, saying so. In CI (``CI`` set) a missing
+binary is a failure, because CI installs them and a silent skip would hide broken rules.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.config import ServiceConfig
+
+pytestmark = pytest.mark.prometheus
+
+ROOT = Path(__file__).resolve().parents[3]
+DEPLOY = ROOT / "deploy"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install it")
+        pytest.skip(f"{message}; CI runs this check")
+    return path
+
+
+def run(*argv: str) -> str:
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-cluster.yml"])
+def test_prometheus_config_is_valid(config: str) -> None:
+    output = run(tool("promtool"), "check", "config", str(DEPLOY / "prometheus" / config))
+    assert "SUCCESS" in output
+
+
+def test_alert_rules_are_valid_and_lint_clean() -> None:
+    output = run(tool("promtool"), "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
+    assert "SUCCESS" in output
+
+
+def test_alert_rule_unit_tests_pass() -> None:
+    output = run(tool("promtool"), "test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml"))
+    assert "SUCCESS" in output
+
+
+def test_alertmanager_config_is_valid() -> None:
+    output = run(tool("amtool"), "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml"))
+    assert "SUCCESS" in output
+
+
+def test_alertmanager_sends_to_the_configured_webhook() -> None:
+    # The service config's monitoring_integration.alerting.webhook_url (spec 11.2).
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    urls = {
+        hook["url"]
+        for receiver in config["receivers"]
+        for hook in receiver.get("webhook_configs", [])
+    }
+    assert urls == {ServiceConfig().monitoring_integration.alerting.webhook_url}

@@ -1,0 +1,119 @@
+"""ReplicaMetrics: the per-replica series recorded through ray.serve.metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import Metrics
+from app.observability.replica_metrics import (
+    GATEWAY_MIRROR_PREFIX,
+    ReplicaMetrics,
+    exported_names,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class FakeMetric:
+    def __init__(self, name: str, description: str = "", boundaries: Any = None,
+                 tag_keys: tuple[str, ...] | None = None) -> None:  # fmt: skip
+        self.name, self.boundaries, self.tag_keys = name, boundaries, tag_keys
+        self.records: list[tuple[float, dict[str, str] | None]] = []
+
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.records.append((value, tags))
+
+    inc = set = observe
+
+
+class FakeRayMetrics:
+    Counter = Gauge = Histogram = FakeMetric
+
+
+def test_histograms_use_the_spec_buckets_and_model_version_tag() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    assert m.prediction_latency_ms.boundaries == [10, 25, 50, 75, 100, 250, 500, 1000]
+    assert m.prediction_latency_ms.tag_keys == ("model_version",)
+    assert m.batch_size.boundaries == [1, 5, 10, 20, 32]
+
+
+def test_observe_batch_records_one_batch() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    m.observe_batch(size=12, model_ms=1.5)
+    assert m.batch_size.records == [(12, None)]
+    assert m.prediction_model_time_ms.records == [(1.5, None)]
+
+
+def test_observe_prediction_counts_failures_without_latency() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    m.observe_prediction(latency_ms=9.0, model_version="2", queue_wait_ms=1.0)
+    m.observe_prediction(latency_ms=0.0, model_version="2", status="deadline")
+    assert m.predictions.records == [(1, {"status": "ok"}), (1, {"status": "timeout"})]
+    assert m.prediction_latency_ms.records == [(9.0, {"model_version": "2"})]
+    assert m.prediction_queue_wait_ms.records == [(1.0, None)]
+
+
+def test_control_plane_gauges_zero_what_is_no_longer_current() -> None:
+    m = ReplicaMetrics(Metrics(), prefix=GATEWAY_MIRROR_PREFIX, metrics_module=FakeRayMetrics)
+    assert m.model_info.name == "gateway_model_info"
+    m.set_models([("cnn", "1", "a")])
+    m.set_models([("cnn", "2", "b")])
+    last = {tuple(sorted(t.items())): v for v, t in m.model_info.records[-2:] if t}
+    assert last == {
+        (("name", "cnn"), ("sha256", "a"), ("version", "1")): 0,
+        (("name", "cnn"), ("sha256", "b"), ("version", "2")): 1,
+    }
+    m.set_rollout("shifting", 10.0)
+    m.set_rollout("done", 100.0)
+    assert (0, {"state": "shifting"}) in m.rollout_state.records[-2:]
+    m.set_profile("off_hours")
+    assert {t["profile"]: v for v, t in m.autoscaling_profile.records if t} == {
+        "market_hours": 0, "off_hours": 1, "prescale": 0,
+    }  # fmt: skip
+
+
+def test_exported_names_follow_rays_prefix_and_counter_suffix() -> None:
+    names = exported_names()
+    assert "ray_prediction_latency_ms_bucket" in names
+    assert "ray_predictions_total" in names
+    assert "ray_gpu_utilization" in names
+    assert "ray_gateway_predictions_total" in exported_names(GATEWAY_MIRROR_PREFIX)
+
+
+def test_module_import_does_not_load_ray() -> None:
+    code = "import sys, app.observability.replica_metrics; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_real_ray_serve_metrics_accept_our_definitions_without_starting_ray() -> None:
+    pytest.importorskip("ray", reason="ray is not installed")
+    # A subprocess, so this test process never imports Ray; nothing here calls ray.init.
+    code = """
+import ray
+from app.config import Metrics
+from app.observability.replica_metrics import ReplicaMetrics, GATEWAY_MIRROR_PREFIX
+for prefix in ("", GATEWAY_MIRROR_PREFIX):
+    m = ReplicaMetrics(Metrics(), prefix=prefix)
+    m.observe_prediction(latency_ms=12.0, model_version="1", batch_size=3, queue_wait_ms=1.0,
+                         model_ms=0.5)
+    m.observe_batch(size=4, model_ms=1.0)
+    m.observe_cache("feature", True)
+    m.set_queue_depth(2)
+    m.set_gpu_utilization("0", 5.0)
+    m.set_models([("cnn", "1", "abc")])
+    m.set_profile("off_hours")
+    m.set_rollout("idle", 0.0)
+    m.set_replicas("Predictor", 2)
+print("started" if ray.is_initialized() else "not-started")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "not-started"

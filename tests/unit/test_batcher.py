@@ -1,0 +1,116 @@
+"""Gateway-side batching: order, version separation, back-pressure, deadlines, priority."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from app.batcher import Batcher, DeadlineExceededError, PredictorFailedError, QueueFullError
+from model.features import NUM_FEATURES, WINDOW
+from model.protocol import PredictError
+from model.refs import ModelRef
+from tests.fakes import FAKE_REF, FakePredictor, fake_outputs
+
+OTHER_REF = ModelRef(name="cnn_lstm", version="0.0.2", sha256="b" * 64)
+
+
+def _row(value: float) -> np.ndarray:
+    return np.full((WINDOW, NUM_FEATURES), value, dtype=np.float32)
+
+
+def _batcher(fake: FakePredictor, **kw: float) -> Batcher:
+    opts = {"max_batch_size": 8, "batch_wait_timeout_s": 0.01, "capacity": 100, "max_in_flight": 1}
+    opts.update(kw)
+    return Batcher(fake.dispatch, **opts)  # type: ignore[arg-type]
+
+
+async def test_results_follow_request_order_when_batched() -> None:
+    fake = FakePredictor()
+    batcher = _batcher(fake)
+    values = [float(i) for i in range(20)]
+    futures = [batcher.submit(FAKE_REF, _row(v)) for v in values]
+    rows = await asyncio.gather(*futures)
+    expected = fake_outputs(np.stack([_row(v) for v in values]))
+    assert [r.expected_return for r in rows] == pytest.approx(expected[:, 0].tolist())
+    assert max(len(c.features) for c in fake.calls) > 1, "rows were never batched"
+    assert all(c.rows <= 8 for c in fake.calls)
+    await batcher.stop()
+
+
+async def test_batches_never_mix_model_versions() -> None:
+    fake = FakePredictor(known={OTHER_REF})
+    batcher = _batcher(fake)
+    refs = [FAKE_REF if i % 2 else OTHER_REF for i in range(16)]
+    rows = await asyncio.gather(*(batcher.submit(r, _row(i)) for i, r in enumerate(refs)))
+    for call in fake.calls:
+        assert len({call.ref}) == 1
+    assert [r.ref for r in rows] == refs
+    assert {c.ref for c in fake.calls} == {FAKE_REF, OTHER_REF}
+    await batcher.stop()
+
+
+async def test_full_queue_refuses_with_retry_after() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, capacity=5, max_batch_size=1)
+    accepted = [batcher.submit(FAKE_REF, _row(0))]
+    await asyncio.sleep(0.05)  # the first row is now stuck in flight behind the gate
+    accepted += [batcher.submit(FAKE_REF, _row(i)) for i in range(5)]
+    with pytest.raises(QueueFullError) as info:
+        batcher.submit(FAKE_REF, _row(9))
+    assert info.value.retry_after_s >= 1
+    assert batcher.stats.rejected_full == 1
+    fake.gate.set()  # type: ignore[union-attr]
+    rows = await asyncio.gather(*accepted)
+    assert len(rows) == 6, "rows accepted before the queue filled must all be answered"
+    await batcher.stop()
+
+
+async def test_expired_deadline_never_reaches_the_model() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, max_batch_size=1)
+    blocker = batcher.submit(FAKE_REF, _row(0))
+    await asyncio.sleep(0.05)
+    doomed = batcher.submit(FAKE_REF, _row(7), deadline=time.monotonic() + 0.02)
+    await asyncio.sleep(0.05)
+    fake.gate.set()  # type: ignore[union-attr]
+    await blocker
+    with pytest.raises(DeadlineExceededError):
+        await doomed
+    seen = [float(c.features[0, 0, 0]) for c in fake.calls]
+    assert 7.0 not in seen
+    assert batcher.stats.expired == 1
+    await batcher.stop()
+
+
+async def test_high_priority_overtakes_low_under_backlog() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, max_batch_size=2)
+    first = batcher.submit(FAKE_REF, _row(-1))
+    await asyncio.sleep(0.05)  # in flight; everything after this queues
+    low = [batcher.submit(FAKE_REF, _row(i), priority=0) for i in range(6)]
+    high = [batcher.submit(FAKE_REF, _row(100 + i), priority=10) for i in range(2)]
+    fake.gate.set()  # type: ignore[union-attr]
+    await asyncio.gather(first, *low, *high)
+    order = [float(c.features[0, 0, 0]) for c in fake.calls]
+    assert order[1] == 100.0, f"high priority should ride in the first batch after the gate: {order}"
+    await batcher.stop()
+
+
+async def test_predictor_error_reaches_only_its_rows() -> None:
+    fake = FakePredictor(fail_with=PredictError("not_found", "gone"))
+    batcher = _batcher(fake)
+    with pytest.raises(PredictorFailedError) as info:
+        await batcher.submit(FAKE_REF, _row(1))
+    assert info.value.error.kind == "not_found"
+    await batcher.stop()
+
+
+async def test_stop_drains_accepted_rows() -> None:
+    fake = FakePredictor(delay_s=0.01)
+    batcher = _batcher(fake, batch_wait_timeout_s=0.05)
+    futures = [batcher.submit(FAKE_REF, _row(i)) for i in range(10)]
+    await batcher.stop()
+    assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
