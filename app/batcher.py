@@ -96,6 +96,8 @@ class Batcher:
         self._heap: list[_Pending] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever the queue is empty
+        self._drained.set()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -115,8 +117,7 @@ class Batcher:
     async def stop(self) -> None:
         """Stop taking rows; rows already accepted are still answered (drained)."""
         if self._task is not None:
-            while self._heap:
-                await asyncio.sleep(self.batch_wait_timeout_s or 0.001)
+            await self._drained.wait()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -152,6 +153,7 @@ class Batcher:
             deadline=deadline,
         )
         heapq.heappush(self._heap, item)
+        self._drained.clear()
         self.stats.submitted += 1
         self._wakeup.set()
         return future
@@ -198,6 +200,8 @@ class Batcher:
                 item.future.set_exception(DeadlineExceededError("client deadline passed"))
                 continue
             taken.append(item)
+        if not self._heap:
+            self._drained.set()
         return taken
 
     async def _send(self, batch: list[_Pending]) -> None:
@@ -214,7 +218,9 @@ class Batcher:
     async def _send_group(self, ref: ModelRef, items: list[_Pending]) -> None:
         sent = self._clock()
         features = np.stack([i.features for i in items]).astype(np.float32, copy=False)
-        call = PredictBatch(ref=ref, features=features, request_ids=tuple(i.request_id for i in items))
+        call = PredictBatch(
+            ref=ref, features=features, request_ids=tuple(i.request_id for i in items)
+        )
         try:
             result = await self._dispatch(call)
         except Exception as exc:

@@ -7,9 +7,9 @@ defined once: gateway (ingress) -> predictor (batched model).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from app.config import ServiceConfig
 from app.gateway import Gateway
@@ -41,11 +41,15 @@ def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, A
 
 
 def build_from_config(config: ServiceConfig, settings: Settings) -> Application:
-    predictor = PredictorDeployment.options(
-        **predictor_options(config, settings.DEVICE)
-    ).bind(predictor_settings(config, settings))
-    return Gateway.options(**gateway_options(config)).bind(
-        predictor, config.model_dump(mode="json")
+    predictor = (
+        cast(Deployment, PredictorDeployment)
+        .options(**predictor_options(config, settings.DEVICE))
+        .bind(predictor_settings(config, settings))
+    )
+    return (
+        cast(Deployment, Gateway)
+        .options(**gateway_options(config))
+        .bind(predictor, config.model_dump(mode="json"))
     )
 
 

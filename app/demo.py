@@ -81,7 +81,9 @@ def _ensure_model(config: ServiceConfig, *, max_seconds: float, log: bool) -> st
     return f"{ref.name}/{ref.version}"
 
 
-def prepare_demo(config: ServiceConfig, *, train_seconds: float = 60.0, log: bool = True) -> DemoMaterial:
+def prepare_demo(
+    config: ServiceConfig, *, train_seconds: float = 60.0, log: bool = True
+) -> DemoMaterial:
     for path in (
         config.security.authentication.api_key_store_path.parent,
         Path(config.model_registry.path),

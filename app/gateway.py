@@ -47,7 +47,7 @@ class ServeCluster:
         if app is None:
             return {}
         return {
-            name: int(d.replica_states.get("RUNNING", 0))
+            name: sum(n for state, n in d.replica_states.items() if state == "RUNNING")
             for name, d in app.deployments.items()
         }
 
@@ -69,9 +69,7 @@ class Gateway:
         ctx = serve.get_replica_context()
         # One log file per replica process: replicas sharing a file would fight over
         # rotation.
-        configure_logging(
-            self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}"
-        )
+        configure_logging(self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}")
         self.predictor = predictor
         self.app_name = ctx.app_name
 

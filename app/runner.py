@@ -25,8 +25,6 @@ from app.settings import Settings
 
 log = structlog.get_logger("app.runner")
 
-APP_NAME = "cnnlstm"
-
 
 def required_cpus(config: ServiceConfig) -> float:
     """Logical CPUs the app asks Ray for at its minimum size (a local Ray needs them)."""
@@ -75,8 +73,8 @@ def deploy(config: ServiceConfig, settings: Settings, *, blocking: bool = False)
     serve.start(http_options=http_options(config, tls))
     serve.run(
         build_from_config(config, settings),
-        name=APP_NAME,
-        route_prefix="/",
+        name=config.serving.app_name,
+        route_prefix=config.serving.route_prefix,
         blocking=blocking,
     )
 

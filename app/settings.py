@@ -47,10 +47,11 @@ class Settings(BaseSettings):
         """Return ``config`` with the environment's values laid over the matching keys."""
         explicit = self.model_fields_set
         updated = config.model_copy(deep=True)
-        # The registry path and log level always come from here: their spec defaults are
-        # the same in both places, and the environment is where operators set them.
-        updated.model_registry.path = self.MODEL_REGISTRY_PATH
-        if "LOG_LEVEL" in explicit or config.logging.level == "INFO":
+        # The file's values stand unless the variable is set: both carry the spec's
+        # defaults (/models, INFO), so an unset variable must not undo the file.
+        if "MODEL_REGISTRY_PATH" in explicit:
+            updated.model_registry.path = self.MODEL_REGISTRY_PATH
+        if "LOG_LEVEL" in explicit:
             updated.logging.level = self.LOG_LEVEL
         if "MAX_BATCH_SIZE" in explicit:
             updated.batching.max_batch_size = self.MAX_BATCH_SIZE

@@ -77,7 +77,9 @@ class Readiness:
                 ready=False, stage="unreachable", error="predictor did not answer in time"
             )
         except Exception as exc:
-            self.status = PredictorStatus(ready=False, stage="unreachable", error=type(exc).__name__)
+            self.status = PredictorStatus(
+                ready=False, stage="unreachable", error=type(exc).__name__
+            )
         self.checked_at = time.monotonic()
         return self.status
 

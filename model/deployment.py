@@ -64,9 +64,11 @@ class PredictorDeployment:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Lightweight updates (no replica restart): batch size and wait."""
         if "max_batch_size" in user_config:
-            self.predict_batch.set_max_batch_size(int(user_config["max_batch_size"]))
+            batched: Any = self.predict_batch  # serve.batch adds the setters at runtime
+            batched.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
-            self.predict_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+            waiting: Any = self.predict_batch
+            waiting.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=_rows)
     async def predict_batch(self, batches: list[PredictBatch]) -> list[BatchResult | PredictError]:
@@ -80,6 +82,11 @@ class PredictorDeployment:
             return PredictError("not_ready", "model is not loaded yet")
         result: BatchResult | PredictError = await self.predict_batch(batch)
         return result
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Rows served so far: the market-hours policy turns this into requests/s for
+        ``target_throughput_per_replica`` (spec 3.1)."""
+        return {"requests_total": float(self.service.rows)}
 
     async def status(self) -> PredictorStatus:
         return self.service.status()

@@ -45,7 +45,10 @@ class FakePredictor:
         if batch.ref != self.ref and batch.ref not in self.known:
             return PredictError("not_found", f"unknown model {batch.ref.key}")
         return BatchResult(
-            ref=batch.ref, outputs=fake_outputs(batch.features), forward_rows=batch.rows, model_ms=0.1
+            ref=batch.ref,
+            outputs=fake_outputs(batch.features),
+            forward_rows=batch.rows,
+            model_ms=0.1,
         )
 
     async def status(self) -> PredictorStatus:

@@ -87,7 +87,7 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
         help="train a model artifact from real bars shipped in a package (or synthetic)",

@@ -26,24 +26,29 @@ def sample_request(symbol: str = "EURUSD", offset: int = 1000) -> dict[str, obje
     return {
         "symbol": symbol,
         "timestamps": [start + 3600 * i for i in range(WINDOW)],
-        **{name: np.round(bars[:, j], 6).tolist() for j, name in enumerate(
-            ("open", "high", "low", "close", "volume"))},
+        **{
+            name: np.round(bars[:, j], 6).tolist()
+            for j, name in enumerate(("open", "high", "low", "close", "volume"))
+        },
     }
 
 
-def _print_howto(url: str, ca: Path | None, key_hint: str, sample: Path, token: str | None) -> None:
+def _print_howto(url: str, ca: Path | None, key_hint: str, sample: Path | None) -> None:
     cacert = f"--cacert {ca} " if ca else ""
+    body = f"@{sample}" if sample else "@request.json"
     print(f"\nServing on {url}  (Ctrl-C stops it)\n", flush=True)
     print("Try it:")
     print(f"  curl {cacert}{url}/ready")
     print(
         f"  curl {cacert}-H \"X-API-Key: {key_hint}\" -H 'Content-Type: application/json' "
-        f"-d @{sample} {url}/predict"
+        f"-d {body} {url}/predict"
     )
-    if token:
-        print(f"  curl {cacert}-H \"Authorization: Bearer $(cat {sample.parent / 'stats-token'})\" "
-              f"{url}/stats")
-    print(f"  curl {cacert}{url}/metrics | head\n  open {url}/docs for the OpenAPI docs\n", flush=True)
+    if sample:
+        token_file = sample.parent / "stats-token"
+        print(f'  curl {cacert}-H "Authorization: Bearer $(cat {token_file})" {url}/stats')
+    print(
+        f"  curl {cacert}{url}/metrics | head\n  open {url}/docs for the OpenAPI docs\n", flush=True
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -51,8 +56,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.logging, component="cli")
     ca: Path | None = None
     key_hint = "<your API key>"
-    token: str | None = None
-    local_dir = Path(config.security.authentication.api_key_store_path).parent
+    # Demo material goes to ./.local (git-ignored); a production run writes nothing:
+    # its secrets directory is a read-only mount.
+    local_dir = Path(".local")
+    sample: Path | None = None
     if args.demo:
         from app.demo import prepare_demo
         from app.security.secret_files import atomic_write_private
@@ -61,8 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
         demo = prepare_demo(config, train_seconds=args.train_seconds)
         ca = demo.ca_file
         key_hint = f"$(cat {demo.api_key_file})"
-        token = demo.stats_token
-        atomic_write_private(local_dir / "stats-token", token.encode())
+        atomic_write_private(local_dir / "stats-token", demo.stats_token.encode())
+        sample = local_dir / "sample-request.json"
+        sample.write_text(json.dumps(sample_request()))
         if demo.api_key_is_new:
             # Shown once, on the terminal only (never logged); kept 0600 for re-runs.
             print(f"\nNew demo API key (scope model:predict): {demo.api_key}")
@@ -71,9 +79,6 @@ def _serve(args: argparse.Namespace) -> int:
     elif config.network_security.tls.enabled:
         candidate = config.network_security.tls.cert_path.parent / "ca.crt"
         ca = candidate if candidate.exists() else None
-    sample = local_dir / "sample-request.json"
-    sample.parent.mkdir(parents=True, exist_ok=True)
-    sample.write_text(json.dumps(sample_request()))
 
     how = runner.start_ray(settings, config)
     print(f"Ray: {how}", flush=True)
@@ -90,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
         info = runner.wait_ready(url, verify=runner.ssl_context(ca), timeout_s=args.timeout)
         model = info.body.get("model") or {}
         print(f"Ready after {info.waited_s:.1f}s: model {model.get('name')}/{model.get('version')}")
-        _print_howto(url, ca, key_hint, sample, token)
+        _print_howto(url, ca, key_hint, sample)
         if args.exit_when_ready:
             return 0
         stop.wait()
@@ -103,8 +108,10 @@ def _serve(args: argparse.Namespace) -> int:
         runner.shutdown()
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="start Ray (local or RAY_ADDRESS) and the app; wait for /ready")
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="start Ray (local or RAY_ADDRESS) and the app; wait for /ready"
+    )
     p.add_argument(
         "--demo",
         action="store_true",

@@ -24,7 +24,9 @@ async def healthz() -> HealthResponse:
 @router.get(
     "/ready",
     response_model=ReadyResponse,
-    responses={503: {"model": ErrorResponse, "description": "Model not loaded, validated and warm"}},
+    responses={
+        503: {"model": ErrorResponse, "description": "Model not loaded, validated and warm"}
+    },
     summary="Readiness: the model is loaded, validated and warmed",
 )
 async def ready(request: Request) -> object:

@@ -118,14 +118,20 @@ async def _predict_rows(
     try:
         for _, ref, _, feats in prepared:
             futures.append(
-                state.batcher.submit(ref, feats, request_id=rid, priority=priority, deadline=deadline)
+                state.batcher.submit(
+                    ref, feats, request_id=rid, priority=priority, deadline=deadline
+                )
             )
     except QueueFullError as exc:
         for f in futures:
             f.cancel()
         state.metrics.observe_prediction(
-            latency_ms=0.0, model_version="-", batch_size=None, queue_wait_ms=None,
-            model_ms=None, status="queue_full",
+            latency_ms=0.0,
+            model_version="-",
+            batch_size=None,
+            queue_wait_ms=None,
+            model_ms=None,
+            status="queue_full",
         )
         raise ApiError(
             429,
@@ -139,7 +145,9 @@ async def _predict_rows(
         rows: list[RowResult] = await asyncio.wait_for(asyncio.gather(*futures), timeout)
     except DeadlineExceededError:
         _count_failure(state, "deadline")
-        raise ApiError(503, "the request deadline passed while queued", code="deadline_exceeded") from None
+        raise ApiError(
+            503, "the request deadline passed while queued", code="deadline_exceeded"
+        ) from None
     except PredictorFailedError as exc:
         _count_failure(state, exc.error.kind)
         raise _map_predictor_error(exc) from None
@@ -180,8 +188,12 @@ async def _predict_rows(
 
 def _count_failure(state: GatewayState, status: str) -> None:
     state.metrics.observe_prediction(
-        latency_ms=0.0, model_version="-", batch_size=None, queue_wait_ms=None,
-        model_ms=None, status=status,
+        latency_ms=0.0,
+        model_version="-",
+        batch_size=None,
+        queue_wait_ms=None,
+        model_ms=None,
+        status=status,
     )
 
 
@@ -192,7 +204,9 @@ def _map_predictor_error(exc: PredictorFailedError) -> ApiError:
     if kind == "invalid_model":
         return ApiError(503, "the requested model failed validation", code="invalid_model")
     if kind == "not_ready":
-        return ApiError(503, "the model is not loaded yet", code="not_ready", headers={"Retry-After": "5"})
+        return ApiError(
+            503, "the model is not loaded yet", code="not_ready", headers={"Retry-After": "5"}
+        )
     if kind == "bad_input":
         return ApiError(422, exc.error.message, code="invalid_features")
     return ApiError(503, "the predictor failed", code="unavailable", headers={"Retry-After": "1"})
@@ -223,7 +237,9 @@ async def predict(
         priority=_priority(principal.priority, x_priority),
         deadline=_deadline(x_request_deadline_ms),
     )
-    return PredictResponse(**pred.model_dump(), request_id=getattr(request.state, "request_id", None))
+    return PredictResponse(
+        **pred.model_dump(), request_id=getattr(request.state, "request_id", None)
+    )
 
 
 @router.post(
@@ -243,7 +259,9 @@ async def predict_batch(
     limit = state.config.network_security.limits.max_batch_symbols
     if len(body.items) > limit:
         raise ApiError(
-            422, f"at most {limit} items per batch request, got {len(body.items)}", code="too_many_items"
+            422,
+            f"at most {limit} items per batch request, got {len(body.items)}",
+            code="too_many_items",
         )
     preds = await _predict_rows(
         request,
@@ -252,4 +270,6 @@ async def predict_batch(
         priority=_priority(principal.priority, x_priority),
         deadline=_deadline(x_request_deadline_ms),
     )
-    return BatchPredictResponse(request_id=getattr(request.state, "request_id", None), predictions=preds)
+    return BatchPredictResponse(
+        request_id=getattr(request.state, "request_id", None), predictions=preds
+    )

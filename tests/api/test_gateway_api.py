@@ -52,7 +52,9 @@ def _build(
     state = GatewayState(
         config=config,
         registry=registry,
-        batcher=Batcher(fake.dispatch, max_batch_size=8, batch_wait_timeout_s=0.005, capacity=capacity),
+        batcher=Batcher(
+            fake.dispatch, max_batch_size=8, batch_wait_timeout_s=0.005, capacity=capacity
+        ),
         features=FeatureCache(ttl_seconds=60, max_entries=100),
         metrics=GatewayMetrics(metrics_registry, config.metrics),
         readiness=Readiness(fake.status, timeout_s=1.0, period_s=0.05),
@@ -77,8 +79,12 @@ def harness(registry_ref: tuple[Path, object]) -> Iterator[Harness]:
 
     auth = state.config.security.authentication
     token = mint_token(
-        read_jwt_secret(auth.jwt_secret_path), "ops", ["model:stats"], 300,
-        issuer=auth.jwt_issuer, audience=auth.jwt_audience,
+        read_jwt_secret(auth.jwt_secret_path),
+        "ops",
+        ["model:stats"],
+        300,
+        issuer=auth.jwt_issuer,
+        audience=auth.jwt_audience,
     )
     with TestClient(app) as client:  # runs the lifespan: batcher and readiness start
         yield Harness(client, fake, state, key, token)
@@ -114,7 +120,7 @@ def test_repeated_window_is_served_from_the_feature_cache(harness: Harness) -> N
 def test_predict_is_503_until_the_predictor_is_ready(registry_ref: tuple[Path, object]) -> None:
     root, ref = registry_ref
     fake = FakePredictor(ref=ref, ready=False)  # type: ignore[arg-type]
-    state, app, key = _build(root, fake)
+    _state, app, key = _build(root, fake)
     with TestClient(app) as client:
         assert client.get("/ready").status_code == 503
         r = client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key})
@@ -125,13 +131,16 @@ def test_predict_is_503_until_the_predictor_is_ready(registry_ref: tuple[Path, o
         deadline = time.monotonic() + 5
         while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key}).status_code == 200
+        assert (
+            client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key}).status_code
+            == 200
+        )
 
 
 def test_full_queue_answers_429_with_retry_after(registry_ref: tuple[Path, object]) -> None:
     root, ref = registry_ref
     fake = FakePredictor(ref=ref, gate=None)  # type: ignore[arg-type]
-    state, app, key = _build(root, fake, capacity=0)
+    _state, app, key = _build(root, fake, capacity=0)
     with TestClient(app) as client:
         r = client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key})
     assert r.status_code == 429
@@ -158,7 +167,9 @@ def test_unknown_version_is_404(harness: Harness) -> None:
 def test_batch_limit_is_enforced(harness: Harness) -> None:
     limit = harness.state.config.network_security.limits.max_batch_symbols
     items = [columnar_bars(f"S{i}") for i in range(limit + 1)]
-    r = harness.client.post("/predict/batch", json={"items": items}, headers={"X-API-Key": harness.key})
+    r = harness.client.post(
+        "/predict/batch", json={"items": items}, headers={"X-API-Key": harness.key}
+    )
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "too_many_items"
 
@@ -170,7 +181,9 @@ def test_batch_results_keep_request_order(harness: Harness) -> None:
         item["high"] = [h + i for h in item["high"]]
         item["open"] = [o + i for o in item["open"]]
         item["low"] = [lo + i for lo in item["low"]]
-    r = harness.client.post("/predict/batch", json={"items": items}, headers={"X-API-Key": harness.key})
+    r = harness.client.post(
+        "/predict/batch", json={"items": items}, headers={"X-API-Key": harness.key}
+    )
     assert r.status_code == 200, r.text
     assert [p["symbol"] for p in r.json()["predictions"]] == [f"S{i}" for i in range(10)]
     singles = [_predict(harness, item).json()["expected_return"] for item in items]

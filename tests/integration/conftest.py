@@ -77,9 +77,7 @@ def _stack_config(root: Path, certs: Any) -> tuple[ServiceConfig, Path]:
         "autoscaling": {"min_replicas": 1, "max_replicas": 1},
         "network_security": {"limits": {"max_body_bytes": 65536}},
     }
-    material = write_security_material(
-        root, cert=certs.cert, key=certs.key, overrides=overrides
-    )
+    material = write_security_material(root, cert=certs.cert, key=certs.key, overrides=overrides)
     return material.config, material.rsa_private_key_path
 
 
@@ -139,7 +137,9 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
                 except httpx.HTTPError:
                     r = None
                 # Until the gateway is up, the Serve proxy itself answers 404/503 in text.
-                if r is not None and r.headers.get("content-type", "").startswith("application/json"):
+                if r is not None and r.headers.get("content-type", "").startswith(
+                    "application/json"
+                ):
                     stack.ready_before_model = r.status_code
                     stack.ready_before_body = r.json()
                     break

@@ -62,7 +62,10 @@ def test_prediction_matches_the_torch_runtime_called_directly(
         r = client.post("/predict", json=body, headers={"X-API-Key": predict_key})
     assert r.status_code == 200, r.text
     got = r.json()
-    bars = np.stack([np.asarray(body[c], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")], axis=1)
+    bars = np.stack(
+        [np.asarray(body[c], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")],
+        axis=1,
+    )
     registry = ModelRegistry(serve_stack.registry_root)
     model = load_model(registry, serve_stack.ref, device="cpu")
     expected = model.predict(compute_features(bars)[None, ...])[0]
@@ -82,7 +85,9 @@ def test_prediction_matches_the_torch_runtime_called_directly(
 def test_batch_endpoint_answers_in_request_order(serve_stack: ServeStack, predict_key: str) -> None:
     items = [sample_request(f"SYM{i}", offset=100 + 37 * i) for i in range(12)]
     with serve_stack.client() as client:
-        batch = client.post("/predict/batch", json={"items": items}, headers={"X-API-Key": predict_key})
+        batch = client.post(
+            "/predict/batch", json={"items": items}, headers={"X-API-Key": predict_key}
+        )
         singles = [
             client.post("/predict", json=item, headers={"X-API-Key": predict_key}).json()
             for item in items[:3]
@@ -91,7 +96,9 @@ def test_batch_endpoint_answers_in_request_order(serve_stack: ServeStack, predic
     preds = batch.json()["predictions"]
     assert [p["symbol"] for p in preds] == [f"SYM{i}" for i in range(12)]
     for single, pred in zip(singles, preds[:3], strict=True):
-        assert pred["expected_return"] == pytest.approx(single["expected_return"], rel=1e-5, abs=1e-7)
+        assert pred["expected_return"] == pytest.approx(
+            single["expected_return"], rel=1e-5, abs=1e-7
+        )
 
 
 def test_concurrent_requests_are_batched(
@@ -102,7 +109,10 @@ def test_concurrent_requests_are_batched(
     async def fire() -> list[int]:
         async with serve_stack.async_client() as client:
             rs = await asyncio.gather(
-                *(client.post("/predict", json=b, headers={"X-API-Key": predict_key}) for b in bodies)
+                *(
+                    client.post("/predict", json=b, headers={"X-API-Key": predict_key})
+                    for b in bodies
+                )
             )
         return [r.status_code for r in rs]
 
@@ -221,5 +231,13 @@ def test_openapi_describes_every_route(serve_stack: ServeStack) -> None:
     with serve_stack.client() as client:
         spec = client.get("/openapi.json").json()
     paths = set(spec["paths"])
-    assert {"/predict", "/predict/batch", "/stats", "/healthz", "/ready", "/metrics", "/token"} <= paths
+    assert {
+        "/predict",
+        "/predict/batch",
+        "/stats",
+        "/healthz",
+        "/ready",
+        "/metrics",
+        "/token",
+    } <= paths
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]

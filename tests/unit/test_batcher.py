@@ -95,7 +95,9 @@ async def test_high_priority_overtakes_low_under_backlog() -> None:
     fake.gate.set()  # type: ignore[union-attr]
     await asyncio.gather(first, *low, *high)
     order = [float(c.features[0, 0, 0]) for c in fake.calls]
-    assert order[1] == 100.0, f"high priority should ride in the first batch after the gate: {order}"
+    assert order[1] == 100.0, (
+        f"high priority should ride in the first batch after the gate: {order}"
+    )
     await batcher.stop()
 
 

@@ -14,12 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec" / "ray-serve-deployment-spec.md"
 
 SPEC8_VARS = {
-    "MODEL_REGISTRY_PATH": ("/srv/models", lambda s, c: str(c.model_registry.path) == "/srv/models"),
+    "MODEL_REGISTRY_PATH": (
+        "/srv/models",
+        lambda s, c: str(c.model_registry.path) == "/srv/models",
+    ),
     "RAY_ADDRESS": ("ray://head:10001", lambda s, c: s.RAY_ADDRESS == "ray://head:10001"),
     "DEVICE": ("GPU", lambda s, c: s.DEVICE == "gpu"),
     "LOG_LEVEL": ("debug", lambda s, c: c.logging.level == "DEBUG"),
     "MAX_BATCH_SIZE": ("16", lambda s, c: c.batching.max_batch_size == 16),
-    "BATCH_TIMEOUT_MS": ("25", lambda s, c: c.batching.batch_wait_timeout_s == pytest.approx(0.025)),
+    "BATCH_TIMEOUT_MS": (
+        "25",
+        lambda s, c: c.batching.batch_wait_timeout_s == pytest.approx(0.025),
+    ),
     "CACHE_TTL_SECONDS": ("120", lambda s, c: c.caching.model_cache.ttl_seconds == 120),
 }
 
@@ -32,14 +38,19 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_equal_the_spec_when_no_file_and_no_env() -> None:
     s, c = load_service_config(None)
-    assert (
-        Path("/models"), "auto", "cpu", "INFO"
-    ) == (s.MODEL_REGISTRY_PATH, s.RAY_ADDRESS, s.DEVICE, s.LOG_LEVEL)
+    assert (Path("/models"), "auto", "cpu", "INFO") == (
+        s.MODEL_REGISTRY_PATH,
+        s.RAY_ADDRESS,
+        s.DEVICE,
+        s.LOG_LEVEL,
+    )
     assert (s.MAX_BATCH_SIZE, s.BATCH_TIMEOUT_MS, s.CACHE_TTL_SECONDS) == (32, 10, 3600)
     assert c.deployment.deployment_name == "cnn_lstm_predictor"
-    assert c.batching.max_batch_size == 32 and c.batching.batch_wait_timeout_s == 0.01
+    assert c.batching.max_batch_size == 32
+    assert c.batching.batch_wait_timeout_s == 0.01
     assert c.batching.priority_queue_size == 1000
-    assert c.caching.feature_cache.ttl_seconds == 600 and c.caching.feature_cache.max_entries == 1000
+    assert c.caching.feature_cache.ttl_seconds == 600
+    assert c.caching.feature_cache.max_entries == 1000
     assert c.market_hours_autoscaling.min_replicas == 5
     assert c.off_hours_autoscaling.target_num_ongoing_requests_per_replica == 10
     assert c.resource_tiers["large"].num_gpus == 1.0
@@ -71,9 +82,13 @@ def test_bad_values_are_reported_with_their_location() -> None:
         parse_config({"autoscaling": {"min_replicas": 9, "max_replicas": 3}})
 
 
-def test_file_values_survive_and_env_overrides_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_values_survive_and_env_overrides_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump({"batching": {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}}))
+    f.write_text(
+        yaml.safe_dump({"batching": {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}})
+    )
     _, c = load_service_config(f)
     assert c.batching.max_batch_size == 64
     monkeypatch.setenv("MAX_BATCH_SIZE", "8")
@@ -97,6 +112,10 @@ def test_shipped_config_files_validate(path: Path) -> None:
 def test_every_spec8_variable_is_a_setting() -> None:
     text = SPEC.read_text()
     section = text[text.index("## 8. Environment Variables") : text.index("## 9.")]
-    names = {line.strip()[:-1] for line in section.splitlines() if line.startswith("  ") and line.strip().endswith(":") and line.strip()[:-1].isupper()}
+    names = {
+        line.strip()[:-1]
+        for line in section.splitlines()
+        if line.startswith("  ") and line.strip().endswith(":") and line.strip()[:-1].isupper()
+    }
     assert names == set(SPEC8_VARS)
     assert names <= set(Settings.model_fields)

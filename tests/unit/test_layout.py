@@ -24,7 +24,12 @@ GATEWAY_MODULES = [
 def test_gateway_side_import_does_not_load_torch(module: str) -> None:
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert out.stdout.strip().splitlines()[-1] == "False"
 
@@ -34,7 +39,9 @@ def test_model_package_never_imports_fastapi() -> None:
         str(p.relative_to(ROOT))
         for p in (ROOT / "model").rglob("*.py")
         if any(
-            line.lstrip().startswith(("import fastapi", "from fastapi", "import starlette", "from starlette"))
+            line.lstrip().startswith(
+                ("import fastapi", "from fastapi", "import starlette", "from starlette")
+            )
             for line in p.read_text().splitlines()
         )
     ]
