@@ -1,0 +1,1 @@
+"""``cnnlstm bench``: open-loop load against the Serve stack and a no-Ray baseline."""

@@ -1,0 +1,127 @@
+"""Resident memory and CPU time of the server processes, by process title or pid.
+
+Ray names its worker processes with ``setproctitle`` (``ray::ServeReplica:<app>:<deployment>``,
+``ray::ProxyActor``, ``ray::ServeController``), so a scan of the process table finds the
+gateway and predictor replicas without asking Ray. psutil is used when importable
+(portable); otherwise ``/proc`` (Linux), which is all this needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_PROC = Path("/proc")
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_SERVE_PREFIXES = ("ray::ServeReplica:", "ray::ProxyActor", "ray::ServeController")
+_RAY_DAEMONS = ("raylet", "gcs_server")
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    pid: int
+    name: str
+    rss_bytes: int
+    cpu_s: float
+
+
+def _psutil_sample(pid: int, name: str) -> ProcSample | None:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            t = p.cpu_times()
+            return ProcSample(pid, name, int(p.memory_info().rss), float(t.user + t.system))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _proc_sample(pid: int, name: str) -> ProcSample | None:
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+        status = (_PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name, which may itself contain spaces.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+    rss_kb = next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+    )
+    return ProcSample(pid, name, rss_kb * 1024, cpu_s)
+
+
+def sample(pid: int, name: str) -> ProcSample | None:
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return _proc_sample(pid, name)
+    return _psutil_sample(pid, name)
+
+
+def _title(pid: int) -> str:
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    # setproctitle overwrites argv in place; the title is the first NUL-terminated chunk,
+    # sometimes padded with spaces.
+    return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
+
+
+def serve_processes(app_name: str | None = None) -> dict[int, str]:
+    """``{pid: label}`` for Serve replicas (of ``app_name``, if given), proxies, the
+    controller and Ray's per-node daemons on this host."""
+    found: dict[int, str] = {}
+    if not _PROC.is_dir():
+        return found
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        title = _title(pid)
+        if title.startswith("ray::ServeReplica:"):
+            parts = title.split()[0].split(":")
+            # ray::ServeReplica:<app>:<deployment>
+            if len(parts) >= 5 and (app_name is None or parts[3] == app_name):
+                found[pid] = f"replica:{parts[4]}"
+        elif title.startswith(_SERVE_PREFIXES):
+            found[pid] = title.split()[0].removeprefix("ray::")
+        else:
+            exe = Path(title.split()[0]).name if title else ""
+            if exe in _RAY_DAEMONS:
+                found[pid] = exe
+    return found
+
+
+def snapshot(pids: dict[int, str]) -> dict[int, ProcSample]:
+    out = {}
+    for pid, name in pids.items():
+        s = sample(pid, name)
+        if s is not None:
+            out[pid] = s
+    return out
+
+
+def usage(
+    before: dict[int, ProcSample], after: dict[int, ProcSample], seconds: float
+) -> list[dict[str, object]]:
+    """Per process: RSS at the end and CPU used in between, as % of one core."""
+    rows: list[dict[str, object]] = []
+    for pid, end in sorted(after.items(), key=lambda kv: (kv[1].name, kv[0])):
+        start = before.get(pid)
+        cpu = end.cpu_s - start.cpu_s if start else None
+        rows.append(
+            {
+                "pid": pid,
+                "name": end.name,
+                "rss_mb": round(end.rss_bytes / 2**20, 1),
+                "cpu_s": round(cpu, 2) if cpu is not None else None,
+                "cpu_pct_of_core": round(100.0 * cpu / seconds, 1)
+                if cpu is not None and seconds > 0
+                else None,
+            }
+        )
+    return rows

@@ -1,0 +1,102 @@
+"""Latency summaries for a benchmark run (nearest-rank, the rule ``/stats`` uses too).
+
+Nearest-rank never interpolates: every percentile reported is a latency some request
+really saw, which is what a tail-latency target is written against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.observability.window import nearest_rank
+
+# Keys of a latency summary, in the order tables print them.
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 0.50),
+    ("p95", 0.95),
+    ("p99", 0.99),
+    ("p99_9", 0.999),
+)
+
+
+def summarize_ms(values_s: Sequence[float]) -> dict[str, float | None]:
+    """Mean, p50/p95/p99/p99.9 and max in milliseconds of latencies given in seconds."""
+    if not values_s:
+        return {"mean": None, **{k: None for k, _ in PERCENTILES}, "max": None}
+    ordered = sorted(values_s)
+    out: dict[str, float | None] = {"mean": round(1000.0 * sum(ordered) / len(ordered), 3)}
+    for key, q in PERCENTILES:
+        out[key] = round(1000.0 * nearest_rank(ordered, q), 3)
+    out["max"] = round(1000.0 * ordered[-1], 3)
+    return out
+
+
+def distribution_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Counts that arrived between two snapshots of a cumulative ``{bucket: count}``."""
+    keys = sorted({*before, *after}, key=_numeric_first)
+    delta = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in keys}
+    return {k: v for k, v in delta.items() if v}
+
+
+def weighted_mean(distribution: dict[str, int]) -> float | None:
+    total = sum(distribution.values())
+    if not total:
+        return None
+    return round(sum(float(k) * v for k, v in distribution.items()) / total, 3)
+
+
+def _numeric_first(key: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(key), key)
+    except ValueError:
+        return (1, 0.0, key)
+
+
+_QUEUE_COUNTERS = (
+    "submitted", "rejected_full", "expired_deadlines", "gateway_batches", "gateway_rows",
+)  # fmt: skip
+
+
+def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the gateway's ``/stats`` says happened between two snapshots.
+
+    Counters become deltas (the run window only); the latency windows are the server's
+    last-N samples at the end, which under steady load are the run's. With several
+    gateway replicas this is the one replica that answered ``/stats``.
+    """
+    if "error" in before or "error" in after:
+        return {"error": before.get("error") or after.get("error")}
+    dist = distribution_delta(
+        before.get("batch_size", {}).get("distribution", {}),
+        after.get("batch_size", {}).get("distribution", {}),
+    )
+    q0, q1 = before.get("queue", {}), after.get("queue", {})
+    queue: dict[str, Any] = {
+        k: int(q1.get(k, 0) or 0) - int(q0.get(k, 0) or 0)
+        for k in _QUEUE_COUNTERS
+    }
+    batches = queue["gateway_batches"]
+    queue["mean_gateway_batch"] = round(queue["gateway_rows"] / batches, 3) if batches else None
+    queue["depth_at_end"] = q1.get("depth")
+    f0 = before.get("caches", {}).get("feature", {})
+    f1 = after.get("caches", {}).get("feature", {})
+    hits = int(f1.get("hits", 0)) - int(f0.get("hits", 0))
+    misses = int(f1.get("misses", 0)) - int(f0.get("misses", 0))
+    return {
+        "batch_size": {
+            "count": sum(dist.values()),
+            "mean": weighted_mean(dist),
+            "distribution": dist,
+        },
+        "queue": queue,
+        "feature_cache": {
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        },
+        "server_latency_ms": after.get("latency_ms"),
+        "queue_wait_ms": after.get("queue_wait_ms"),
+        "model_time_ms": after.get("model_time_ms"),
+        "replicas": after.get("replicas"),
+    }
