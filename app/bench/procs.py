@@ -61,6 +61,20 @@ def sample(pid: int, name: str) -> ProcSample | None:
     return _psutil_sample(pid, name)
 
 
+def peak_rss_mb_self() -> float:
+    """This process's peak RSS. ``VmHWM`` belongs to the address space, so it starts
+    afresh at exec; ``ru_maxrss`` would carry over the forking parent's peak on Linux."""
+    try:
+        for line in (_PROC / "self" / "status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
 def _title(pid: int) -> str:
     try:
         raw = (_PROC / str(pid) / "cmdline").read_bytes()
@@ -71,9 +85,33 @@ def _title(pid: int) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
 
 
-def serve_processes(app_name: str | None = None) -> dict[int, str]:
+def _parent(pid: int) -> int | None:
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    seen = 0
+    current: int | None = pid
+    while current and seen < 64:
+        if current == ancestor:
+            return True
+        current = _parent(current)
+        seen += 1
+    return False
+
+
+def serve_processes(app_name: str | None = None, *, under: int | None = None) -> dict[int, str]:
     """``{pid: label}`` for Serve replicas (of ``app_name``, if given), proxies, the
-    controller and Ray's per-node daemons on this host."""
+    controller and Ray's per-node daemons on this host.
+
+    ``under``: only descendants of that pid. A Ray started by this process forks its
+    daemons and workers below it, so this keeps another Ray on the same machine (a test
+    suite running next to the benchmark) out of the figures.
+    """
     found: dict[int, str] = {}
     if not _PROC.is_dir():
         return found
@@ -81,6 +119,8 @@ def serve_processes(app_name: str | None = None) -> dict[int, str]:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
+        if under is not None and not _descends_from(pid, under):
+            continue
         title = _title(pid)
         if title.startswith("ray::ServeReplica:"):
             parts = title.split()[0].split(":")

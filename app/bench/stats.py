@@ -54,8 +54,12 @@ def _numeric_first(key: str) -> tuple[int, float, str]:
 
 
 _QUEUE_COUNTERS = (
-    "submitted", "rejected_full", "expired_deadlines", "gateway_batches", "gateway_rows",
-)  # fmt: skip
+    "submitted",
+    "rejected_full",
+    "expired_deadlines",
+    "gateway_batches",
+    "gateway_rows",
+)
 
 
 def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -73,8 +77,7 @@ def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
     )
     q0, q1 = before.get("queue", {}), after.get("queue", {})
     queue: dict[str, Any] = {
-        k: int(q1.get(k, 0) or 0) - int(q0.get(k, 0) or 0)
-        for k in _QUEUE_COUNTERS
+        k: int(q1.get(k, 0) or 0) - int(q0.get(k, 0) or 0) for k in _QUEUE_COUNTERS
     }
     batches = queue["gateway_batches"]
     queue["mean_gateway_batch"] = round(queue["gateway_rows"] / batches, 3) if batches else None

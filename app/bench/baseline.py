@@ -1,0 +1,218 @@
+"""The no-Ray peer: one uvicorn process, the same app, the same model, in-process batching.
+
+This is what a user would otherwise pick, so ``cnnlstm bench --compare-baseline`` puts
+Serve next to it. It is built from the very pieces the Serve gateway uses (``create_app``,
+``GatewayState``, ``Batcher``, ``FeatureCache``, ``Readiness``, the same security, logging
+and metrics), so the only difference measured is the serving substrate: here the batcher
+hands each batch to :class:`model.service.PredictorService` on a worker thread in the same
+process, where the gateway sends it through a Serve handle to a predictor replica.
+
+Run it as its own process so it gets its own core time and RSS::
+
+    python -m app.bench.baseline --config deploy/config.local.yaml --port 8100
+
+torch is imported lazily by ``model.service`` when the model loads; nothing in ``app/``
+imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from app.batcher import Batcher
+from app.config import ServiceConfig
+from app.feature_cache import FeatureCache
+from app.main import create_app
+from app.observability.logging import configure_logging
+from app.observability.metrics import GatewayMetrics, new_registry
+from app.settings import Settings, load_service_config
+from app.state import GatewayState, Readiness, StaticCluster
+from model.errors import ArtifactValidationError, ModelNotFoundError
+from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.registry import ModelRegistry
+from model.service import PredictorService, PredictorSettings
+
+
+def predictor_settings(config: ServiceConfig, settings: Settings) -> PredictorSettings:
+    """The predictor replica's settings (``app.build.predictor_settings``), rebuilt here
+    because importing ``app.build`` pulls in Ray and would inflate this process's RSS.
+    A unit test checks the two agree."""
+    gpu = config.gpu_optimization
+    return PredictorSettings(
+        registry_path=str(config.model_registry.path),
+        device=settings.DEVICE,
+        default_model=config.model_registry.default_model,
+        default_version=None,
+        validation_enabled=config.model_registry.validation_enabled,
+        model_wait_s=config.model_registry.wait_for_model_s,
+        model_cache_ttl_s=config.caching.model_cache.ttl_seconds,
+        model_cache_max_entries=config.caching.model_cache.max_entries,
+        gpu={
+            "enable_tf32": gpu.enable_tf32,
+            "memory_fraction": gpu.memory_fraction,
+            "enable_cudnn_benchmark": gpu.enable_cudnn_benchmark,
+            "cleanup_interval_s": gpu.cleanup_interval_s,
+        },
+    )
+
+
+def _as_error(exc: Exception) -> PredictError:
+    # The same mapping as model.deployment (which imports Ray, so it is not reused here).
+    if isinstance(exc, ModelNotFoundError):
+        return PredictError("not_found", str(exc))
+    if isinstance(exc, ArtifactValidationError):
+        return PredictError("invalid_model", str(exc))
+    if isinstance(exc, ValueError):
+        return PredictError("bad_input", str(exc))
+    return PredictError("internal", type(exc).__name__)
+
+
+class InProcessPredictor:
+    """The predictor replica's role, in this process: one forward at a time on one worker
+    thread (like ``@serve.batch`` with one concurrent batch), so the event loop keeps
+    parsing requests and computing features while torch runs."""
+
+    def __init__(self, service: PredictorService) -> None:
+        self.service = service
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+
+    async def dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
+        loop = asyncio.get_running_loop()
+        [result] = await loop.run_in_executor(self._executor, self.service.predict_batches, [batch])
+        return result if isinstance(result, BatchResult) else _as_error(result)
+
+    async def status(self) -> PredictorStatus:
+        return self.service.status()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def build_baseline_app(config: ServiceConfig, predictor: InProcessPredictor) -> FastAPI:
+    """The gateway's app around an in-process predictor (mirrors
+    ``app.gateway.Gateway.__serve_build_asgi_app__``: keep the two in step)."""
+    registry = new_registry()
+    batching = config.batching
+    state = GatewayState(
+        config=config,
+        registry=ModelRegistry(config.model_registry.path),
+        batcher=Batcher(
+            predictor.dispatch,
+            max_batch_size=batching.max_batch_size,
+            batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
+            capacity=batching.priority_queue_size,
+        ),
+        features=FeatureCache(
+            ttl_seconds=config.caching.feature_cache.ttl_seconds,
+            max_entries=config.caching.feature_cache.max_entries,
+            enabled=config.caching.feature_cache.enabled,
+        ),
+        metrics=GatewayMetrics(registry, config.metrics),
+        readiness=Readiness(
+            predictor.status,
+            timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
+            period_s=min(5.0, config.readiness_probe.period_s),
+        ),
+        cluster=StaticCluster({"baseline": 1}),
+    )
+    return create_app(config, state, metrics_registry=registry)
+
+
+def serve(config: ServiceConfig, settings: Settings, *, host: str, port: int) -> None:
+    """Load and warm the model, then serve until SIGTERM/SIGINT (blocking)."""
+    import uvicorn
+
+    configure_logging(config.logging, component="baseline")
+    service = PredictorService(predictor_settings(config, settings))
+    service.load_default()
+    predictor = InProcessPredictor(service)
+    app = build_baseline_app(config, predictor)
+    # DESIGN 4: a full collection over torch's objects stalled this server for 130-150 ms
+    # every few seconds; everything built so far lives as long as the process.
+    gc.collect()
+    gc.freeze()
+    tls = config.network_security.tls
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            ssl_certfile=str(tls.cert_path) if tls.enabled else None,
+            ssl_keyfile=str(tls.key_path) if tls.enabled else None,
+            log_config=None,  # configure_logging's handlers stay in charge
+            access_log=False,  # the app writes its own access line per request
+            server_header=False,
+            lifespan="on",
+        )
+    finally:
+        predictor.close()
+
+
+# --- the launcher side (used by the benchmark runner) -----------------------------------
+
+
+@dataclass
+class BaselineProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def launch(
+    config_path: str | None, *, port: int, registry: Path, host: str = "127.0.0.1"
+) -> BaselineProcess:
+    """Start ``python -m app.bench.baseline`` (no waiting: poll ``/ready`` yourself)."""
+    argv = [sys.executable, "-m", "app.bench.baseline", "--port", str(port), "--host", host]
+    argv += ["--registry", str(registry)]
+    if config_path:
+        argv += ["--config", str(config_path)]
+    proc = subprocess.Popen(argv, env=dict(os.environ), stdin=subprocess.DEVNULL)
+    _, config = load_service_config(config_path)
+    scheme = "https" if config.network_security.tls.enabled else "http"
+    # Give the child a moment to fail fast on a bad argument before anyone polls it.
+    time.sleep(0.2)
+    if proc.poll() is not None:
+        raise RuntimeError(f"the baseline server exited at once (code {proc.returncode})")
+    return BaselineProcess(proc, f"{scheme}://{host}:{port}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="YAML configuration (as cnnlstm --config)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--registry", type=Path, default=None, help="model registry path")
+    args = parser.parse_args(argv)
+    settings, config = load_service_config(args.config)
+    if args.registry is not None:
+        config.model_registry.path = args.registry
+    serve(config, settings, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

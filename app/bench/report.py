@@ -1,0 +1,191 @@
+"""Spec 12.1 verdicts, Serve/baseline ratios and the printed table of a benchmark.
+
+Everything here is a pure function of the result dicts the runner collects, so the
+table a user reads and the JSON a CI job archives cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import PerformanceTargets
+
+LATENCY_KEYS = ("p50", "p95", "p99", "p99_9", "max")
+
+
+def _run_at(runs: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
+    return next((r for r in runs if abs(float(r["offered_rps"]) - rate) < 1e-9), None)
+
+
+def _verdict(
+    what: str,
+    limit: float,
+    measured: float | None,
+    met: bool | None,
+    margin: float | None,
+    text: str,
+) -> dict[str, Any]:
+    return {
+        "check": what,
+        "limit": limit,
+        "measured": measured,
+        "met": met,
+        "margin": margin,
+        "text": text,
+    }
+
+
+def _check(what: str, measured: float | None, limit: float, unit: str = "ms") -> dict[str, Any]:
+    if measured is None:
+        return _verdict(what, limit, None, False, None, f"{what}: no successful requests")
+    margin = round(limit - measured, 3)
+    met = margin >= 0
+    how = f"met, {margin:g} {unit} to spare" if met else f"NOT met, over by {-margin:g} {unit}"
+    text = f"{what} <= {limit:g} {unit}: {measured:g} {unit} ({how})"
+    return _verdict(what, limit, measured, met, margin, text)
+
+
+def verdicts(runs: list[dict[str, Any]], targets: PerformanceTargets) -> list[dict[str, Any]]:
+    """Spec 12.1: p50/p95/p99/max at the target rate, p99 at the max rate, availability."""
+    lat = targets.latency
+    out: list[dict[str, Any]] = []
+    plan = [
+        (
+            targets.throughput.target_rps,
+            [("p50", lat.p50_ms), ("p95", lat.p95_ms), ("p99", lat.p99_ms), ("max", lat.max_ms)],
+        ),
+        (targets.throughput.max_rps, [("p99", lat.p99_ms)]),
+    ]
+    for rate, checks in plan:
+        run = _run_at(runs, rate)
+        for key, limit in checks:
+            what = f"{key} at {rate:g} req/s"
+            if run is None:
+                text = f"{what}: not measured (add {rate:g} to --rates)"
+                out.append(_verdict(what, limit, None, None, None, text))
+                continue
+            v = _check(what, run["latency_ms"][key], limit)
+            if run["errors"]["total"]:
+                v["met"] = False
+                v["text"] += f"; {run['errors']['total']} errors"
+            out.append(v)
+        if run is not None:
+            total = run["requests"]["scheduled"]
+            avail = 100.0 * run["requests"]["ok"] / total if total else 0.0
+            out.append(_availability(rate, round(avail, 4), targets.availability.target_pct))
+    return out
+
+
+def _availability(rate: float, pct: float, target: float) -> dict[str, Any]:
+    met = pct >= target
+    what = f"availability at {rate:g} req/s"
+    text = f"{what} >= {target:g}%: {pct:g}% ({'met' if met else 'NOT met'})"
+    return _verdict(what, target, pct, met, round(pct - target, 4), text)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 2)
+
+
+def comparison(serve: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Serve / baseline for every rate both ran, and for the highest passing rate."""
+    rows = []
+    for run in serve["runs"]:
+        other = _run_at(baseline["runs"], float(run["offered_rps"]))
+        if other is None:
+            continue
+        rows.append(
+            {
+                "offered_rps": run["offered_rps"],
+                "achieved_rps": _ratio(run["achieved_rps"], other["achieved_rps"]),
+                **{k: _ratio(run["latency_ms"][k], other["latency_ms"][k]) for k in LATENCY_KEYS},
+            }
+        )
+    s_max = (serve.get("find_max") or {}).get("max_passing_rps")
+    b_max = (baseline.get("find_max") or {}).get("max_passing_rps")
+    return {"per_rate": rows, "max_rate": _ratio(s_max, b_max)}
+
+
+def _fmt(v: Any, width: int, digits: int = 1) -> str:
+    if v is None:
+        return "-".rjust(width)
+    if isinstance(v, float):
+        return f"{v:.{digits}f}".rjust(width)
+    return str(v).rjust(width)
+
+
+HEADER = (
+    f"{'target':<9}{'path':<15}{'offered':>8}{'achieved':>9}{'pred/s':>8}"
+    f"{'p50':>7}{'p95':>7}{'p99':>7}{'p99.9':>7}{'max':>7}{'err':>6}"
+    f"{'batch':>6}{'lag99':>6}{'cli%':>6}{'load1':>6}"
+)
+
+
+def run_line(target: str, run: dict[str, Any]) -> str:
+    lat = run["latency_ms"]
+    srv = run.get("server", {}).get("stats", {})
+    batch = (srv.get("batch_size") or {}).get("mean") if isinstance(srv, dict) else None
+    gen = run["generator"]
+    flag = "" if gen["kept_up"] else "  <- client fell behind"
+    return (
+        f"{target:<9}{run['path']:<15}{_fmt(float(run['offered_rps']), 8)}"
+        f"{_fmt(float(run['achieved_rps']), 9)}{_fmt(float(run['predictions_per_s']), 8, 0)}"
+        + "".join(_fmt(lat[k], 7) for k in LATENCY_KEYS)
+        + f"{_fmt(run['errors']['total'], 6)}{_fmt(batch, 6)}"
+        f"{_fmt(gen['send_lag_ms']['p99'], 6)}{_fmt(gen['cpu_pct_of_core'], 6, 0)}"
+        f"{_fmt(run.get('loadavg_1m'), 6, 2)}{flag}"
+    )
+
+
+def _memory_lines(name: str, memory: list[dict[str, Any]]) -> list[str]:
+    if not memory:
+        return []
+    parts = [f"{m['name']} {m['rss_mb']:.0f}" for m in memory]
+    total = sum(float(m["rss_mb"]) for m in memory)
+    return [f"  {name} RSS MB: {', '.join(parts)}  (total {total:.0f})"]
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "latency in ms from the scheduled send time; batch = mean forward batch "
+        "(server /stats); lag99 = client send lag p99 ms; cli% = client CPU, % of a core",
+        "",
+        HEADER,
+        "-" * len(HEADER),
+    ]
+    for name, target in result["targets"].items():
+        for run in [*target["runs"], *target.get("batch_runs", [])]:
+            lines.append(run_line(name, run))
+        fm = target.get("find_max")
+        if fm:
+            lines.append(
+                f"{name:<9}find-max: {fm['max_passing_rps']} req/s passing "
+                f"(stopped: {fm['stopped_because']})"
+            )
+    lines.append("")
+    for name, target in result["targets"].items():
+        lines += _memory_lines(name, target.get("memory", []))
+    cmp = result.get("comparison")
+    if cmp:
+        lines += [
+            "",
+            "Serve / baseline (latency: >1 means Serve is slower; achieved: <1 means "
+            "Serve served less)",
+        ]
+        for row in cmp["per_rate"]:
+            lines.append(
+                f"  {row['offered_rps']:>7g} req/s: achieved x{row['achieved_rps']}  "
+                + "  ".join(f"{k} x{row[k]}" for k in LATENCY_KEYS)
+            )
+        lines.append(f"  max passing rate: x{cmp['max_rate']}")
+    for name, checks in result.get("verdicts", {}).items():
+        lines += ["", f"Spec 12.1 verdicts, {name}:"]
+        lines += [f"  [{_mark(c['met'])}] {c['text']}" for c in checks]
+    return "\n".join(lines)
+
+
+def _mark(met: bool | None) -> str:
+    return "n/a" if met is None else ("met" if met else "MISS")

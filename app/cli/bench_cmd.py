@@ -1,0 +1,130 @@
+"""``cnnlstm bench``: open-loop latency/throughput against Serve (and the no-Ray baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.bench.report import format_report
+from app.bench.runner import BenchOptions, run_bench
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of rates: {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError("rates must be positive numbers")
+    return rates
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    return BenchOptions(
+        rates=args.rates,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        batch_symbols=args.batch_symbols,
+        batch_rates=args.batch_rates,
+        find_max=args.find_max,
+        find_max_start=args.find_max_start,
+        find_max_step=args.find_max_step,
+        find_max_limit=args.find_max_limit,
+        compare_baseline=args.compare_baseline,
+        distinct_windows=args.windows,
+        timeout_s=args.request_timeout,
+        config_path=args.config,
+        url=args.url,
+        ca_file=args.ca,
+        api_key_file=args.api_key_file,
+        stats_token_file=args.stats_token_file,
+        baseline_port=args.baseline_port,
+        train_seconds=args.train_seconds,
+    )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.url and not args.api_key_file:
+        print("error: --url needs --api-key-file", file=sys.stderr)
+        return 2
+    opts = options_from_args(args)
+
+    def progress(msg: str) -> None:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        result = run_bench(opts, progress)
+    except (TimeoutError, RuntimeError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="open-loop load at fixed rates; p50..p99.9 against the spec 12.1 targets",
+        description="Offer fixed arrival rates (open loop: latency counts from the scheduled "
+        "send time) with real EURUSD windows and real credentials over HTTPS. Without --url, "
+        "starts the stack as 'cnnlstm serve --demo' does and stops it at the end.",
+    )
+    target = p.add_argument_group("target (default: start the local Serve stack)")
+    target.add_argument("--url", default=None, help="benchmark a running server instead")
+    target.add_argument("--ca", type=Path, default=None, help="CA file to verify its certificate")
+    target.add_argument("--api-key-file", type=Path, default=None, help="X-API-Key, in a file")
+    target.add_argument(
+        "--stats-token-file", type=Path, default=None, help="JWT with model:stats, for /stats"
+    )
+    load = p.add_argument_group("load")
+    load.add_argument("--rates", type=_rates, default=[200.0, 500.0], help="req/s, e.g. 200,500")
+    load.add_argument("--duration", type=float, default=60.0, help="measured seconds per rate")
+    load.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
+    load.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    load.add_argument(
+        "--windows",
+        type=int,
+        default=2048,
+        help="distinct EURUSD windows cycled through (more than the feature cache holds, so "
+        "every request misses it; 1 measures the cache-hit path)",
+    )
+    load.add_argument("--request-timeout", type=float, default=30.0, help="seconds per request")
+    load.add_argument(
+        "--batch-symbols",
+        type=int,
+        default=0,
+        help="also measure /predict/batch with N symbols per request (reports predictions/s)",
+    )
+    load.add_argument(
+        "--batch-rates",
+        type=_rates,
+        default=None,
+        help="req/s for the /predict/batch runs (default: each --rates value / N, the same "
+        "predictions/s as the single-row runs)",
+    )
+    search = p.add_argument_group("search")
+    search.add_argument(
+        "--find-max",
+        action="store_true",
+        help="step the rate up until p99 > target or errors; report the highest passing rate",
+    )
+    search.add_argument("--find-max-start", type=float, default=100.0)
+    search.add_argument("--find-max-step", type=float, default=100.0)
+    search.add_argument("--find-max-limit", type=float, default=3000.0)
+    p.add_argument(
+        "--compare-baseline",
+        action="store_true",
+        help="then run the same schedule against a single-process uvicorn server (no Ray) "
+        "serving the same model; prints Serve/baseline ratios",
+    )
+    p.add_argument("--baseline-port", type=int, default=0, help="default: a free port")
+    p.add_argument("--train-seconds", type=float, default=60.0, help="demo model training budget")
+    p.add_argument("--json", type=Path, default=None, help="write the full result here")
+    p.set_defaults(func=_bench)

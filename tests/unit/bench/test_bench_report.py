@@ -1,0 +1,83 @@
+"""Spec 12.1 verdicts, Serve/baseline ratios and the printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.bench.report import comparison, format_report, verdicts
+from app.config import PerformanceTargets
+
+TARGETS = PerformanceTargets()  # the spec's: 50/80/100/200 ms, 200 and 500 req/s
+
+
+def _run(rate: float, p50: float, p95: float, p99: float, mx: float, errors: int = 0) -> dict:
+    ok = int(rate * 10) - errors
+    return {
+        "path": "/predict",
+        "offered_rps": rate,
+        "achieved_rps": rate * 0.99,
+        "predictions_per_s": rate * 0.99,
+        "latency_ms": {"mean": p50, "p50": p50, "p95": p95, "p99": p99, "p99_9": mx, "max": mx},
+        "requests": {"scheduled": ok + errors, "ok": ok, "errors": errors},
+        "errors": {"total": errors},
+        "generator": {"kept_up": True, "send_lag_ms": {"p99": 0.5}, "cpu_pct_of_core": 20.0},
+        "server": {"stats": {"batch_size": {"mean": 6.5}}},
+        "loadavg_1m": 1.5,
+    }
+
+
+def _by_check(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["check"]: c for c in checks}
+
+
+def test_verdicts_mark_each_target_met_or_missed_with_its_margin() -> None:
+    runs = [_run(200, p50=20, p95=85, p99=99.5, mx=250), _run(500, 40, 90, 130, 300)]
+    v = _by_check(verdicts(runs, TARGETS))
+    assert v["p50 at 200 req/s"]["met"] is True
+    assert v["p50 at 200 req/s"]["margin"] == 30
+    assert v["p95 at 200 req/s"]["met"] is False
+    assert v["p95 at 200 req/s"]["margin"] == -5
+    assert v["p99 at 200 req/s"]["met"] is True
+    assert v["max at 200 req/s"]["met"] is False
+    assert v["p99 at 500 req/s"]["met"] is False
+    assert "over by 30 ms" in v["p99 at 500 req/s"]["text"]
+    assert v["availability at 200 req/s"]["met"] is True
+
+
+def test_errors_fail_a_latency_verdict_and_availability() -> None:
+    runs = [_run(200, 10, 20, 30, 40, errors=10)]
+    v = _by_check(verdicts(runs, TARGETS))
+    assert v["p99 at 200 req/s"]["met"] is False
+    assert v["availability at 200 req/s"]["met"] is False  # 99.5% < 99.9%
+    assert v["p99 at 500 req/s"]["met"] is None  # not measured
+
+
+def test_comparison_gives_serve_over_baseline_per_rate_and_for_max_rate() -> None:
+    serve = {"runs": [_run(200, 40, 60, 80, 100)], "find_max": {"max_passing_rps": 300}}
+    base = {"runs": [_run(200, 10, 20, 20, 50)], "find_max": {"max_passing_rps": 1200}}
+    cmp = comparison(serve, base)
+    [row] = cmp["per_rate"]
+    assert row["p50"] == 4.0
+    assert row["p99"] == 4.0
+    assert row["achieved_rps"] == 1.0
+    assert cmp["max_rate"] == 0.25
+
+
+def test_report_prints_every_run_the_ratios_and_the_verdicts() -> None:
+    serve = {"runs": [_run(200, 40, 60, 80, 100)], "batch_runs": [], "memory": []}
+    base = {"runs": [_run(200, 10, 20, 20, 50)], "batch_runs": [], "memory": []}
+    serve["verdicts"] = verdicts(serve["runs"], TARGETS)
+    base["verdicts"] = verdicts(base["runs"], TARGETS)
+    text = format_report(
+        {
+            "targets": {"serve": serve, "baseline": base},
+            "comparison": comparison(serve, base),
+            "verdicts": {"serve": serve["verdicts"], "baseline": base["verdicts"]},
+        }
+    )
+    lines = text.splitlines()
+    assert any(line.startswith("serve ") and "200.0" in line for line in lines)
+    assert any(line.startswith("baseline ") for line in lines)
+    assert "p99 x4.0" in text
+    assert "[met] p99 at 200 req/s <= 100 ms: 80 ms (met, 20 ms to spare)" in text
+    assert "[n/a] p99 at 500 req/s" in text
