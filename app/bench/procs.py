@@ -14,8 +14,12 @@ from pathlib import Path
 
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_SERVE_PREFIXES = ("ray::ServeReplica:", "ray::ProxyActor", "ray::ServeController")
+# Ray actors/agents by title; while an actor runs a method Ray appends ".<method>".
+_RAY_ACTORS = ("ProxyActor", "ServeController", "DashboardAgent", "RuntimeEnvAgent")
 _RAY_DAEMONS = ("raylet", "gcs_server")
+# Ray's Python daemons, by script: the log monitor forwards every replica's stdout and
+# stderr to the driver, a real cost when replicas log each request.
+_RAY_SCRIPTS = {"log_monitor.py": "log_monitor", "dashboard.py": "dashboard"}
 
 
 @dataclass(frozen=True)
@@ -75,14 +79,36 @@ def peak_rss_mb_self() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
-def _title(pid: int) -> str:
+def _cmdline(pid: int) -> list[str]:
     try:
         raw = (_PROC / str(pid) / "cmdline").read_bytes()
     except OSError:
-        return ""
-    # setproctitle overwrites argv in place; the title is the first NUL-terminated chunk,
-    # sometimes padded with spaces.
-    return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
+        return []
+    # setproctitle overwrites argv in place: the title is the first NUL-terminated
+    # chunk, sometimes padded with spaces.
+    return [a.decode(errors="replace").strip() for a in raw.split(b"\0") if a.strip()]
+
+
+def label(argv: list[str], app_name: str | None = None) -> str | None:
+    """What a process is, from its command line; None when it is not Serve's or Ray's."""
+    if not argv:
+        return None
+    head = argv[0].split()[0]
+    if head.startswith("ray::ServeReplica:"):
+        parts = head.split(":")  # ray::ServeReplica:<app>:<deployment>[.<method>]
+        if len(parts) >= 5 and (app_name is None or parts[3] == app_name):
+            return f"replica:{parts[4].split('.')[0]}"
+        return None
+    if head.startswith("ray::"):
+        name = head.removeprefix("ray::").split(".")[0]
+        return name if name in _RAY_ACTORS else None
+    if Path(head).name in _RAY_DAEMONS:
+        return Path(head).name
+    for arg in argv[1:4]:
+        script = _RAY_SCRIPTS.get(Path(arg).name)
+        if script and "ray" in arg:
+            return script
+    return None
 
 
 def _parent(pid: int) -> int | None:
@@ -94,13 +120,13 @@ def _parent(pid: int) -> int | None:
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:
-    seen = 0
     current: int | None = pid
-    while current and seen < 64:
+    for _ in range(64):  # a bound: pid reuse could in theory make a cycle
+        if not current:
+            return False
         if current == ancestor:
             return True
         current = _parent(current)
-        seen += 1
     return False
 
 
@@ -121,18 +147,9 @@ def serve_processes(app_name: str | None = None, *, under: int | None = None) ->
         pid = int(entry.name)
         if under is not None and not _descends_from(pid, under):
             continue
-        title = _title(pid)
-        if title.startswith("ray::ServeReplica:"):
-            parts = title.split()[0].split(":")
-            # ray::ServeReplica:<app>:<deployment>
-            if len(parts) >= 5 and (app_name is None or parts[3] == app_name):
-                found[pid] = f"replica:{parts[4]}"
-        elif title.startswith(_SERVE_PREFIXES):
-            found[pid] = title.split()[0].removeprefix("ray::")
-        else:
-            exe = Path(title.split()[0]).name if title else ""
-            if exe in _RAY_DAEMONS:
-                found[pid] = exe
+        name = label(_cmdline(pid), app_name)
+        if name is not None:
+            found[pid] = name
     return found
 
 

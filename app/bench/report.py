@@ -112,7 +112,8 @@ def _fmt(v: Any, width: int, digits: int = 1) -> str:
     if v is None:
         return "-".rjust(width)
     if isinstance(v, float):
-        return f"{v:.{digits}f}".rjust(width)
+        # Seconds-long latencies of an overloaded server must not break the columns.
+        return f"{v:.{digits if abs(v) < 1000 else 0}f}".rjust(width)
     return str(v).rjust(width)
 
 
@@ -161,10 +162,9 @@ def format_report(result: dict[str, Any]) -> str:
             lines.append(run_line(name, run))
         fm = target.get("find_max")
         if fm:
-            lines.append(
-                f"{name:<9}find-max: {fm['max_passing_rps']} req/s passing "
-                f"(stopped: {fm['stopped_because']})"
-            )
+            best = fm["max_passing_rps"]
+            passing = f"{best:g} req/s passed" if best is not None else "no rate passed"
+            lines.append(f"{name:<9}find-max: {passing} (stopped: {fm['stopped_because']})")
     lines.append("")
     for name, target in result["targets"].items():
         lines += _memory_lines(name, target.get("memory", []))
@@ -180,7 +180,10 @@ def format_report(result: dict[str, Any]) -> str:
                 f"  {row['offered_rps']:>7g} req/s: achieved x{row['achieved_rps']}  "
                 + "  ".join(f"{k} x{row[k]}" for k in LATENCY_KEYS)
             )
-        lines.append(f"  max passing rate: x{cmp['max_rate']}")
+        if cmp["max_rate"] is not None:
+            lines.append(f"  max passing rate: x{cmp['max_rate']}")
+        elif any("find_max" in t for t in result["targets"].values()):
+            lines.append("  max passing rate: no ratio (a target passed no rate)")
     for name, checks in result.get("verdicts", {}).items():
         lines += ["", f"Spec 12.1 verdicts, {name}:"]
         lines += [f"  [{_mark(c['met'])}] {c['text']}" for c in checks]

@@ -78,3 +78,24 @@ def test_serve_replicas_are_found_by_process_title() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["ray::ServeReplica:cnnlstm:gateway.handle_request_with_rejection"], "replica:gateway"),
+        (["ray::ServeReplica:cnnlstm:cnn_lstm_predictor"], "replica:cnn_lstm_predictor"),
+        (["ray::ServeReplica:otherapp:gateway"], None),
+        (["ray::ProxyActor.receive_asgi_messages"], "ProxyActor"),
+        (["ray::IDLE"], None),
+        (["/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--x"], "raylet"),
+        (
+            ["/venv/bin/python", "-u", "/venv/site-packages/ray/_private/log_monitor.py"],
+            "log_monitor",
+        ),
+        (["/venv/bin/python", "dashboard.py"], None),  # not Ray's
+        ([], None),
+    ],
+)
+def test_processes_are_labelled_by_title(argv: list[str], expected: str | None) -> None:
+    assert procs.label(argv, "cnnlstm") == expected
