@@ -210,6 +210,8 @@ class Logging(Section):
     # Not in the spec: rotated files kept per component even within retention_days, so a
     # burst of logging cannot fill the disk (10 x 100 MB by default).
     max_files: int = Field(10, ge=1, le=1000)
+    # Not in the spec: with a log directory, also write to stderr (which Ray forwards)?
+    stderr_with_file: bool = False
 
 
 # --- 7. Security -------------------------------------------------------------------------
@@ -423,6 +425,9 @@ class Serving(Section):
     autoscaling_enabled: bool = True
     gateway: GatewayDeployment = GatewayDeployment()
     predictor_max_ongoing_requests: int | None = None  # None: derived from batch size
+    # The predictor's @serve.batch wait; None: batching.batch_wait_timeout_s (spec 4.1).
+    # Calls already carry gateway batches, so a shorter wait here trims latency.
+    predictor_batch_wait_s: float | None = Field(None, ge=0, le=10)
     request_timeout_s: float = Field(30, gt=0)
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)

@@ -31,6 +31,27 @@ class FeatureCache:
         h.update(window.bars.tobytes())
         return h.digest()
 
+    def lookup(self, window: Window) -> tuple[bytes, np.ndarray | None]:
+        """The window's cache key and its cached features (None on a miss or when off).
+
+        On a miss the caller computes the features (the batcher does, for a whole batch
+        at once) and hands them back with :meth:`put`.
+        """
+        k = self.key(window)
+        if not self.enabled:
+            return k, None
+        cached = self._cache.get(k)
+        if cached is None:
+            self.misses += 1
+            return k, None
+        self.hits += 1
+        return k, cached
+
+    def put(self, key: bytes, features: np.ndarray) -> None:
+        if self.enabled:
+            features.setflags(write=False)  # shared between requests: nobody may mutate it
+            self._cache[key] = features
+
     def features(self, window: Window) -> tuple[np.ndarray, bool]:
         """Features ``[WINDOW, NUM_FEATURES]`` float32 and whether they came from the cache."""
         if not self.enabled:

@@ -16,15 +16,11 @@ import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from app.batcher import Batcher
 from app.config import ServiceConfig
-from app.feature_cache import FeatureCache
 from app.main import create_app
 from app.observability.logging import configure_logging
-from app.observability.metrics import GatewayMetrics, new_registry
-from app.state import GatewayState, Readiness
+from app.state import build_gateway_state
 from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
-from model.registry import ModelRegistry
 
 log = structlog.get_logger("app.gateway")
 
@@ -83,31 +79,10 @@ class Gateway:
 
     def __serve_build_asgi_app__(self) -> Any:
         config = self.config
-        registry = new_registry()
-        metrics = GatewayMetrics(registry, config.metrics)
-        batching = config.batching
-        state = GatewayState(
-            config=config,
-            registry=ModelRegistry(config.model_registry.path),
-            batcher=Batcher(
-                self._dispatch,
-                max_batch_size=batching.max_batch_size,
-                batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
-                capacity=batching.priority_queue_size,
-            ),
-            features=FeatureCache(
-                ttl_seconds=config.caching.feature_cache.ttl_seconds,
-                max_entries=config.caching.feature_cache.max_entries,
-                enabled=config.caching.feature_cache.enabled,
-            ),
-            metrics=metrics,
-            readiness=Readiness(
-                self._status,
-                timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
-                period_s=min(5.0, config.readiness_probe.period_s),
-            ),
-            cluster=ServeCluster(self.app_name),
+        state = build_gateway_state(
+            config, dispatch=self._dispatch, probe=self._status, cluster=ServeCluster(self.app_name)
         )
+        registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
         # Objects built so far live as long as the replica; keep the collector off them.
         gc.collect()

@@ -20,7 +20,7 @@ from ray import serve
 
 from app.build import build_from_config
 from app.config import ServiceConfig
-from app.ops.serve_options import http_options
+from app.ops.serve_options import http_options, serve_env_vars
 from app.settings import Settings
 
 log = structlog.get_logger("app.runner")
@@ -40,6 +40,13 @@ def required_cpus(config: ServiceConfig) -> float:
     return max(1, int(pred_replicas)) * pred_cpus + int(gate.get("num_replicas", 1)) * gate_cpus
 
 
+def apply_serve_env(config: ServiceConfig) -> None:
+    """Serve reads some settings from the environment at import, in every Ray process:
+    put them where a local Ray's processes inherit them (an explicit value wins)."""
+    for name, value in serve_env_vars(config).items():
+        os.environ.setdefault(name, value)
+
+
 def start_ray(settings: Settings, config: ServiceConfig, *, local_cpus: int | None = None) -> str:
     """Join ``RAY_ADDRESS`` if set to a cluster; with ``auto``, join the cluster on this
     machine if there is one, else start a local one. Returns how it connected."""
@@ -56,6 +63,7 @@ def start_ray(settings: Settings, config: ServiceConfig, *, local_cpus: int | No
             return "joined the local cluster"
         except ConnectionError:
             pass
+    apply_serve_env(config)
     # Logical CPUs are scheduling tokens: size them to fit the app's minimum, at least
     # the real core count, so a 2-core laptop can still run 2 predictor replicas.
     cpus = local_cpus or max(os.cpu_count() or 1, int(required_cpus(config) + 1.5))

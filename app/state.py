@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from app.batcher import Batcher
+from app.batcher import Batcher, Dispatch
 from app.config import ServiceConfig
 from app.feature_cache import FeatureCache
-from app.observability.metrics import GatewayMetrics
+from app.observability.metrics import GatewayMetrics, new_registry
 from model.protocol import PredictorStatus
 from model.refs import ModelRef
 from model.registry import ModelRegistry
@@ -133,3 +133,41 @@ class GatewayState:
     async def stop(self) -> None:
         await self.readiness.stop()
         await self.batcher.stop()
+
+
+def build_gateway_state(
+    config: ServiceConfig,
+    *,
+    dispatch: Dispatch,
+    probe: Callable[[], Awaitable[PredictorStatus]],
+    cluster: ClusterView,
+) -> GatewayState:
+    """The one wiring of a gateway's parts, shared by the Serve gateway and the no-Ray
+    benchmark baseline (so the two measure the same code)."""
+    metrics = GatewayMetrics(new_registry(), config.metrics)
+    batching = config.batching
+    feature_cfg = config.caching.feature_cache
+    features = FeatureCache(
+        ttl_seconds=feature_cfg.ttl_seconds,
+        max_entries=feature_cfg.max_entries,
+        enabled=feature_cfg.enabled,
+    )
+    return GatewayState(
+        config=config,
+        registry=ModelRegistry(config.model_registry.path),
+        batcher=Batcher(
+            dispatch,
+            max_batch_size=batching.max_batch_size,
+            batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
+            capacity=batching.priority_queue_size,
+            on_features=features.put,
+        ),
+        features=features,
+        metrics=metrics,
+        readiness=Readiness(
+            probe,
+            timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
+            period_s=min(5.0, config.readiness_probe.period_s),
+        ),
+        cluster=cluster,
+    )

@@ -31,17 +31,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.batcher import Batcher
 from app.config import ServiceConfig
-from app.feature_cache import FeatureCache
 from app.main import create_app
 from app.observability.logging import configure_logging
-from app.observability.metrics import GatewayMetrics, new_registry
 from app.settings import Settings, load_service_config
-from app.state import GatewayState, Readiness, StaticCluster
+from app.state import StaticCluster, build_gateway_state
 from model.errors import ArtifactValidationError, ModelNotFoundError
 from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
-from model.registry import ModelRegistry
 from model.service import PredictorService, PredictorSettings
 
 
@@ -101,33 +97,15 @@ class InProcessPredictor:
 
 
 def build_baseline_app(config: ServiceConfig, predictor: InProcessPredictor) -> FastAPI:
-    """The gateway's app around an in-process predictor (mirrors
-    ``app.gateway.Gateway.__serve_build_asgi_app__``: keep the two in step)."""
-    registry = new_registry()
-    batching = config.batching
-    state = GatewayState(
-        config=config,
-        registry=ModelRegistry(config.model_registry.path),
-        batcher=Batcher(
-            predictor.dispatch,
-            max_batch_size=batching.max_batch_size,
-            batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
-            capacity=batching.priority_queue_size,
-        ),
-        features=FeatureCache(
-            ttl_seconds=config.caching.feature_cache.ttl_seconds,
-            max_entries=config.caching.feature_cache.max_entries,
-            enabled=config.caching.feature_cache.enabled,
-        ),
-        metrics=GatewayMetrics(registry, config.metrics),
-        readiness=Readiness(
-            predictor.status,
-            timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
-            period_s=min(5.0, config.readiness_probe.period_s),
-        ),
+    """The gateway's app around an in-process predictor: the same wiring as the Serve
+    gateway (``app.state.build_gateway_state``), only the dispatch differs."""
+    state = build_gateway_state(
+        config,
+        dispatch=predictor.dispatch,
+        probe=predictor.status,
         cluster=StaticCluster({"baseline": 1}),
     )
-    return create_app(config, state, metrics_registry=registry)
+    return create_app(config, state, metrics_registry=state.metrics.registry)
 
 
 def serve(config: ServiceConfig, settings: Settings, *, host: str, port: int) -> None:

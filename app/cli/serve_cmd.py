@@ -53,7 +53,7 @@ def _print_howto(url: str, ca: Path | None, key_hint: str, sample: Path | None) 
 
 def _serve(args: argparse.Namespace) -> int:
     settings, config = load_service_config(args.config)
-    configure_logging(config.logging, component="cli")
+    configure_logging(config.logging, component="cli", stderr=True)
     ca: Path | None = None
     key_hint = "<your API key>"
     # Demo material goes to ./.local (git-ignored); a production run writes nothing:

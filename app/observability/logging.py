@@ -128,17 +128,24 @@ def configure_logging(
     log_file: Path | None = None,
     stream: TextIO | None = None,
     routed_loggers: Sequence[str] = ROUTED_LOGGERS,
+    stderr: bool | None = None,
 ) -> None:
     """Install JSON logging for this process (idempotent; the last call wins).
 
     ``component`` names the process in every line and, with ``logging.directory`` set, the
     file ``<directory>/<component>.log``; make it unique per process when files are on.
+    ``stderr`` None follows ``logging.stderr_with_file``: with a log file, a Ray replica
+    writes only there, since everything on its stderr is also captured and forwarded by
+    Ray (each access line rendered and shipped twice costs CPU on the hot path).
     """
     level = logging.getLevelNamesMapping()[config.level]
     formatter = build_formatter(config, component=component)
 
-    handlers: list[logging.Handler] = [logging.StreamHandler(stream or _default_stream())]
     path = resolve_log_file(config, component, log_file)
+    use_stderr = stderr if stderr is not None else (path is None or config.stderr_with_file)
+    handlers: list[logging.Handler] = (
+        [logging.StreamHandler(stream or _default_stream())] if use_stderr else []
+    )
     if path is not None:
         sweep_directory(path.parent, retention_days=config.retention_days, keep=path)
         handlers.append(

@@ -205,6 +205,12 @@ def predictor_options(config: ServiceConfig, device: Device) -> dict[str, Any]:
         "graceful_shutdown_wait_loop_s": config.serving.graceful_shutdown_wait_loop_s,
         "max_surge_percent": rolling_update_options(config)["max_surge_percent"],
         "max_constructor_retry_count": config.rolling_update.constructor_retry_count,
+        # Spec 4.1 batching, applied by reconfigure() so a change is lightweight (no
+        # replica restart). The gateway batches too; calls arrive as row batches.
+        "user_config": predictor_user_config(config),
+        # The gateway writes one access line per HTTP request; Serve's own per-call line
+        # on every replica would double the logging cost of the hot path.
+        "logging_config": serve_logging_config(config),
     }
     auto = predictor_autoscaling_config(config)
     if auto is not None:
@@ -227,6 +233,19 @@ def predictor_config_overrides(config: ServiceConfig, device: Device) -> dict[st
     return {**options, **rolling_update_options(config)}
 
 
+def predictor_user_config(config: ServiceConfig) -> dict[str, Any]:
+    batching = config.batching
+    wait = config.serving.predictor_batch_wait_s
+    return {
+        "max_batch_size": batching.max_batch_size,
+        "batch_wait_timeout_s": batching.batch_wait_timeout_s if wait is None else wait,
+    }
+
+
+def serve_logging_config(config: ServiceConfig) -> dict[str, Any]:
+    return {"enable_access_log": False, "log_level": config.logging.level}
+
+
 def gateway_options(config: ServiceConfig) -> dict[str, Any]:
     """Keyword arguments for ``Gateway.options(**...)``: CPU only, sized by ``serving``."""
     gateway = config.serving.gateway
@@ -241,6 +260,7 @@ def gateway_options(config: ServiceConfig) -> dict[str, Any]:
         "health_check_timeout_s": liveness.timeout_s,
         "graceful_shutdown_timeout_s": config.serving.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": config.serving.graceful_shutdown_wait_loop_s,
+        "logging_config": serve_logging_config(config),
     }
 
 
@@ -273,4 +293,7 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
     interval = f"{config.autoscaling.metrics_interval_s:g}"
     env = dict.fromkeys(METRICS_PUSH_ENV_VARS, interval)
     env[SLOW_STARTUP_ENV_VAR] = str(math.ceil(config.rolling_update.health_check_timeout_s))
+    # Our replica code is async and sends its blocking work (torch) to worker threads
+    # itself, so Serve's extra hop onto a separate user-code thread per call is pure cost.
+    env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = "0"
     return env

@@ -110,16 +110,22 @@ async def _predict_rows(
     for item in items:
         ref = _resolve(state, item.model, item.version)
         window = window_from_request(item, max_bars=limits.max_bars)
-        feats, hit = state.features.features(window)
-        state.metrics.observe_cache("feature", hit)
-        prepared.append((item, ref, window, feats))
+        key, feats = state.features.lookup(window)
+        state.metrics.observe_cache("feature", feats is not None)
+        prepared.append((item, ref, window, key, feats))
     rid = getattr(request.state, "request_id", "") or ""
     futures = []
     try:
-        for _, ref, _, feats in prepared:
+        for _, ref, window, key, feats in prepared:
             futures.append(
                 state.batcher.submit(
-                    ref, feats, request_id=rid, priority=priority, deadline=deadline
+                    ref,
+                    feats,
+                    bars=window.bars if feats is None else None,
+                    cache_key=key,
+                    request_id=rid,
+                    priority=priority,
+                    deadline=deadline,
                 )
             )
     except QueueFullError as exc:
@@ -163,7 +169,7 @@ async def _predict_rows(
         ) from None
     latency_ms = (time.perf_counter() - started) * 1000.0
     out = []
-    for (item, _, window, _), row in zip(prepared, rows, strict=True):
+    for (item, _, window, _, _), row in zip(prepared, rows, strict=True):
         state.metrics.observe_prediction(
             latency_ms=latency_ms,
             model_version=row.ref.version,

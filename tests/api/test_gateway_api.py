@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.batcher import Batcher
-from app.feature_cache import FeatureCache
 from app.main import create_app
-from app.observability.metrics import GatewayMetrics, new_registry
 from app.security.api_keys import ApiKeyStore
-from app.state import GatewayState, Readiness, StaticCluster
+from app.state import GatewayState, StaticCluster, build_gateway_state
 from model.export import make_random_artifact
-from model.registry import ModelRegistry
 from tests.fakes import FakePredictor
 from tests.support.live import columnar_bars
 from tests.support.security_app import write_security_material
@@ -47,20 +43,16 @@ def _build(
     _, key = ApiKeyStore(config.security.authentication.api_key_store_path).create(
         owner="api-tests", scopes=["model:predict"], priority=5
     )
-    registry = ModelRegistry(config.model_registry.path)
-    metrics_registry = new_registry()
-    state = GatewayState(
-        config=config,
-        registry=registry,
-        batcher=Batcher(
-            fake.dispatch, max_batch_size=8, batch_wait_timeout_s=0.005, capacity=capacity
-        ),
-        features=FeatureCache(ttl_seconds=60, max_entries=100),
-        metrics=GatewayMetrics(metrics_registry, config.metrics),
-        readiness=Readiness(fake.status, timeout_s=1.0, period_s=0.05),
+    if capacity != config.batching.priority_queue_size:
+        config.batching.priority_queue_size = max(1, capacity)
+    state = build_gateway_state(
+        config,
+        dispatch=fake.dispatch,
+        probe=fake.status,
         cluster=StaticCluster({"cnn_lstm_predictor": 1, "gateway": 1}),
     )
-    return state, create_app(config, state, metrics_registry=metrics_registry), key
+    state.batcher.capacity = capacity
+    return state, create_app(config, state, metrics_registry=state.metrics.registry), key
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,9 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     config, rsa_key = _stack_config(root, certs)
     registry_root = Path(config.model_registry.path)
     registry_root.mkdir(parents=True)
+    from app.runner import apply_serve_env
+
+    apply_serve_env(config)  # the same Serve environment `cnnlstm serve` uses
     ray.init(
         address="local",
         num_cpus=8,

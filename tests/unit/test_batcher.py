@@ -116,3 +116,45 @@ async def test_stop_drains_accepted_rows() -> None:
     futures = [batcher.submit(FAKE_REF, _row(i)) for i in range(10)]
     await batcher.stop()
     assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+
+
+async def test_cache_misses_get_features_with_the_batch_and_go_back_to_the_cache() -> None:
+    from model.features import compute_features
+
+    fake = FakePredictor()
+    sunk: dict[bytes, np.ndarray] = {}
+    calls: list[int] = []
+
+    def featurize(bars: np.ndarray) -> np.ndarray:
+        calls.append(len(bars))
+        return compute_features(bars)
+
+    batcher = Batcher(
+        fake.dispatch,  # type: ignore[arg-type]
+        max_batch_size=8,
+        batch_wait_timeout_s=0.02,
+        capacity=100,
+        featurize=featurize,
+        on_features=sunk.__setitem__,
+    )
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (4, WINDOW)), axis=1))
+    bars = np.stack([close, close * 1.01, close * 0.99, close, np.full_like(close, 1e3)], axis=2)
+    cached = compute_features(bars[0])
+    futures = [batcher.submit(FAKE_REF, cached, cache_key=b"k0")]
+    futures += [
+        batcher.submit(FAKE_REF, None, bars=bars[i], cache_key=f"k{i}".encode()) for i in (1, 2, 3)
+    ]
+    rows = await asyncio.gather(*futures)
+    assert calls == [3], "the three misses should be featurised together, once"
+    assert set(sunk) == {b"k1", b"k2", b"k3"}
+    np.testing.assert_allclose(sunk[b"k2"], compute_features(bars[2]))
+    expected = fake_outputs(compute_features(bars))
+    assert [r.expected_return for r in rows] == pytest.approx(expected[:, 0].tolist())
+    await batcher.stop()
+
+
+async def test_submit_without_features_or_bars_is_refused() -> None:
+    batcher = _batcher(FakePredictor())
+    with pytest.raises(ValueError, match="features or bars"):
+        batcher.submit(FAKE_REF, None)
