@@ -2,7 +2,8 @@
 
 ``serve run deploy/serve.yaml``, ``serve deploy`` against a cluster, KubeRay's
 ``serveConfigV2`` and ``cnnlstm serve`` all come through here, so the application graph is
-defined once: gateway (ingress) -> predictor (batched model).
+defined once: gateway (ingress) -> predictor (batched model), both talking to the rollout
+controller (blue/green routing and registry sync, ``app.ops.rollout_controller``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ray.serve import Application, Deployment
 
 from app.config import ServiceConfig
 from app.gateway import Gateway
+from app.ops.rollout_controller import RolloutController, controller_options
 from app.ops.serve_options import gateway_options, predictor_options
 from app.settings import Settings, load_service_config
 from model.deployment import PredictorDeployment
@@ -31,6 +33,8 @@ def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, A
         "model_wait_s": config.model_registry.wait_for_model_s,
         "model_cache_ttl_s": config.caching.model_cache.ttl_seconds,
         "model_cache_max_entries": config.caching.model_cache.max_entries,
+        "fault_injection": dict(config.serving.fault_injection),
+        "routing_poll_s": config.blue_green_deployment.predictor_poll_interval_s,
         "gpu": {
             "enable_tf32": gpu.enable_tf32,
             "memory_fraction": gpu.memory_fraction,
@@ -41,15 +45,21 @@ def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, A
 
 
 def build_from_config(config: ServiceConfig, settings: Settings) -> Application:
+    """gateway -> predictor, both also talking to the rollout controller (blue/green and
+    registry sync; the controller finds the predictor by name, see its module)."""
+    config_json = config.model_dump(mode="json")
+    controller = (
+        cast(Deployment, RolloutController).options(**controller_options(config)).bind(config_json)
+    )
     predictor = (
         cast(Deployment, PredictorDeployment)
         .options(**predictor_options(config, settings.DEVICE))
-        .bind(predictor_settings(config, settings))
+        .bind(predictor_settings(config, settings), controller)
     )
     return (
         cast(Deployment, Gateway)
         .options(**gateway_options(config))
-        .bind(predictor, config.model_dump(mode="json"))
+        .bind(predictor, config_json, controller)
     )
 
 

@@ -325,6 +325,19 @@ class BlueGreen(Section):
     rollback_threshold_pct: float = Field(5, ge=0, le=100)
     traffic_steps_pct: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0])
     state_path: Path | None = None  # where rollout state persists (default: in the registry)
+    # Not in the spec (app/ops/rollout_engine.py): green's error rate is judged only once
+    # the health window holds this many green requests, so one early error in three
+    # requests cannot roll a rollout back.
+    min_samples: int = Field(20, ge=1)
+    # How long every predictor replica may take to load, validate and warm green (or a
+    # version registry sync switches to) before the attempt is given up.
+    preload_timeout_s: float = Field(300, gt=0)
+    # Control-loop cadences: the controller's tick, how often predictors and gateways
+    # ask for the routing, and how often gateways push their per-version outcome counts.
+    control_interval_s: float = Field(0.5, gt=0)
+    predictor_poll_interval_s: float = Field(2.0, gt=0)
+    gateway_poll_interval_s: float = Field(0.5, gt=0)
+    report_interval_s: float = Field(1.0, gt=0)
 
 
 class Backup(Section):
@@ -431,6 +444,15 @@ class Serving(Section):
     request_timeout_s: float = Field(30, gt=0)
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
+    # How HTTPS reaches the gateway (BENCHMARKS.md has the measurements behind the default):
+    # "direct": each gateway replica serves HTTPS itself (Serve direct ingress) on
+    #   http_port (a second replica on the same node takes the next free port), and Serve's
+    #   proxy stays up on proxy_port as a fallback route to any replica;
+    # "proxy": Serve's proxy serves http_port and forwards every request to a replica
+    #   (one more process hop and an actor call back to the proxy for the body).
+    ingress: Literal["direct", "proxy"] = "direct"
+    proxy_port: int = Field(8100, ge=1, le=65535)
+    direct_port_span: int = Field(50, ge=1, le=1000)
     # How Serve stops a replica: drain for up to graceful_shutdown_timeout_s, polling every
     # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).
     graceful_shutdown_timeout_s: float = Field(20, ge=0)
@@ -439,6 +461,20 @@ class Serving(Section):
     proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
     app_name: str = Field("cnnlstm", min_length=1)
     route_prefix: str = "/"
+    # Chaos/testing switch, off by default (model/faults.py): "<name>:<version>" -> the
+    # fraction of predictor calls for that version that fail with an injected error.
+    # Exists to exercise blue/green rollback end to end; never set it in production.
+    fault_injection: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fault_fractions(self) -> Serving:
+        for key, frac in self.fault_injection.items():
+            if not 0.0 <= frac <= 1.0 or key.count(":") != 1:
+                raise ValueError(
+                    "fault_injection maps '<name>:<version>' to a fraction in [0, 1], "
+                    f"got {key!r}: {frac!r}"
+                )
+        return self
 
 
 class ServiceConfig(Section):
@@ -480,6 +516,9 @@ class ServiceConfig(Section):
 
     @model_validator(mode="after")
     def _tier_exists(self) -> ServiceConfig:
+        s = self.serving
+        if s.ingress == "direct" and s.http_port <= s.proxy_port < s.http_port + s.direct_port_span:
+            raise ValueError("serving.proxy_port must lie outside the direct-ingress port range")
         tier = self.serving.resource_tier
         if tier is not None and tier not in self.resource_tiers:
             raise ValueError(f"serving.resource_tier {tier!r} is not in resource_tiers")

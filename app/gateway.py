@@ -20,7 +20,7 @@ from app.config import ServiceConfig
 from app.main import create_app
 from app.observability.logging import configure_logging
 from app.state import build_gateway_state
-from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
 
 log = structlog.get_logger("app.gateway")
 
@@ -60,13 +60,19 @@ class ServeCluster:
 @serve.deployment(name=GATEWAY_NAME)
 @serve.ingress()
 class Gateway:
-    def __init__(self, predictor: DeploymentHandle, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        predictor: DeploymentHandle,
+        config: dict[str, Any],
+        controller: DeploymentHandle | None = None,
+    ) -> None:
         self.config = ServiceConfig.model_validate(config)
         ctx = serve.get_replica_context()
         # One log file per replica process: replicas sharing a file would fight over
         # rotation.
         configure_logging(self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}")
         self.predictor = predictor
+        self.controller = controller
         self.app_name = ctx.app_name
 
     async def _dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
@@ -77,10 +83,23 @@ class Gateway:
         status: PredictorStatus = await self.predictor.status.remote()
         return status
 
+    async def _routing(self) -> Routing:
+        assert self.controller is not None
+        routing: Routing = await self.controller.routing.remote()
+        return routing
+
+    async def _report(self, counts: dict[str, tuple[int, int]]) -> None:
+        assert self.controller is not None
+        await self.controller.report.remote(counts)
+
     def __serve_build_asgi_app__(self) -> Any:
         config = self.config
         state = build_gateway_state(
-            config, dispatch=self._dispatch, probe=self._status, cluster=ServeCluster(self.app_name)
+            config,
+            dispatch=self._dispatch,
+            probe=self._status,
+            cluster=ServeCluster(self.app_name),
+            rollout=(self._routing, self._report) if self.controller is not None else None,
         )
         registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)

@@ -19,7 +19,8 @@ from app.batcher import Batcher, Dispatch
 from app.config import ServiceConfig
 from app.feature_cache import FeatureCache
 from app.observability.metrics import GatewayMetrics, new_registry
-from model.protocol import PredictorStatus
+from app.rollout_router import FetchRouting, PushCounts, RolloutRouter
+from model.protocol import PredictorStatus, Routing
 from model.refs import ModelRef
 from model.registry import ModelRegistry
 
@@ -115,7 +116,15 @@ class GatewayState:
     cluster: ClusterView = field(default_factory=StaticCluster)
     started_at: float = field(default_factory=time.time)
     extra_stats: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # Blue/green routing (app.rollout_router); None: every request goes to the
+    # predictor's own default (the API tests, the no-Ray benchmark baseline).
+    rollout: RolloutRouter | None = None
     _horizons: dict[ModelRef, int] = field(default_factory=dict)
+
+    def record_outcome(self, ref: ModelRef, ok: bool) -> None:
+        """Count one prediction's outcome for its version (the rollout health check)."""
+        if self.rollout is not None:
+            self.rollout.record(ref, ok)
 
     def horizon_bars(self, ref: ModelRef) -> int:
         """The model's prediction horizon, from its manifest (read once per version)."""
@@ -128,11 +137,16 @@ class GatewayState:
     async def start(self) -> None:
         self.batcher.start()
         self.readiness.start()
+        if self.rollout is not None:
+            self.rollout.start()
+            await self.rollout.refresh()
         await self.readiness.refresh()
 
     async def stop(self) -> None:
         await self.readiness.stop()
         await self.batcher.stop()
+        if self.rollout is not None:
+            await self.rollout.stop()
 
 
 def build_gateway_state(
@@ -141,9 +155,11 @@ def build_gateway_state(
     dispatch: Dispatch,
     probe: Callable[[], Awaitable[PredictorStatus]],
     cluster: ClusterView,
+    rollout: tuple[FetchRouting, PushCounts] | None = None,
 ) -> GatewayState:
     """The one wiring of a gateway's parts, shared by the Serve gateway and the no-Ray
-    benchmark baseline (so the two measure the same code)."""
+    benchmark baseline (so the two measure the same code). ``rollout``: how to reach the
+    rollout controller (fetch the routing, push outcome counts), when there is one."""
     metrics = GatewayMetrics(new_registry(), config.metrics)
     batching = config.batching
     feature_cfg = config.caching.feature_cache
@@ -170,4 +186,27 @@ def build_gateway_state(
             period_s=min(5.0, config.readiness_probe.period_s),
         ),
         cluster=cluster,
+        rollout=_rollout_router(config, metrics, rollout) if rollout is not None else None,
+    )
+
+
+def _rollout_router(
+    config: ServiceConfig, metrics: GatewayMetrics, calls: tuple[FetchRouting, PushCounts]
+) -> RolloutRouter:
+    bg = config.blue_green_deployment
+
+    def publish(routing: Routing) -> None:
+        metrics.set_rollout(routing.phase, routing.green_weight_pct)
+        serving = [r for r in (routing.blue, routing.green) if r is not None]
+        metrics.set_models([(r.name, r.version, r.sha256) for r in serving])
+
+    fetch, push = calls
+    return RolloutRouter(
+        fetch,
+        push,
+        poll_s=bg.gateway_poll_interval_s,
+        report_s=bg.report_interval_s,
+        # Thirty missed polls (15 s by default) before green stops getting traffic.
+        stale_after_s=max(5.0, 30 * bg.gateway_poll_interval_s),
+        on_change=publish,
     )

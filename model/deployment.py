@@ -2,9 +2,15 @@
 
 Serve options (resources, autoscaling, queue limits, health-check timings) are applied by
 ``app.ops.serve_options.predictor_options`` at bind time; this module only defines the
-behaviour. The replica loads, validates and warms the default model in ``__init__``, so
+behaviour. The replica loads, validates and warms the model in service in ``__init__``, so
 Serve sends it no traffic until the model is usable, and a version that fails validation
 never takes traffic (its replicas never become healthy while the old ones keep serving).
+
+"The model in service" is the rollout controller's blue (``app.ops.rollout_controller``)
+when the controller answers, else the registry's default: a replica that starts while the
+DEFAULT pointer names a version registry sync refused must not crash-loop on it. After
+that a :class:`model.follower.RoutingFollower` keeps the replica's versions in line with
+the controller (preloading green before traffic shifts to it).
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from dataclasses import asdict
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from model.errors import ArtifactValidationError, ModelNotFoundError
-from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.faults import INJECTED_FAULT_MESSAGE, InjectedFaultError
+from model.follower import RoutingFollower
+from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
+from model.refs import ModelRef
 from model.service import PredictorService, PredictorSettings
 
 log = logging.getLogger("model.deployment")
@@ -42,6 +52,8 @@ def settings_to_dict(settings: PredictorSettings) -> dict[str, Any]:
 
 
 def _as_error(exc: Exception) -> PredictError:
+    if isinstance(exc, InjectedFaultError):
+        return PredictError("internal", INJECTED_FAULT_MESSAGE)
     if isinstance(exc, ModelNotFoundError):
         return PredictError("not_found", str(exc))
     if isinstance(exc, ArtifactValidationError):
@@ -53,13 +65,57 @@ def _as_error(exc: Exception) -> PredictError:
 
 @serve.deployment(name=DEPLOYMENT_NAME)
 class PredictorDeployment:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    # Serve awaits an async constructor; it lets the replica ask the controller which
+    # version to load and load it on a worker thread, off the replica's event loop.
+    async def __init__(  # type: ignore[misc]
+        self, settings: dict[str, Any], controller: DeploymentHandle | None = None
+    ) -> None:
         self.service = PredictorService(settings_from_dict(settings))
-        self.service.load_default()
+        self.controller = controller
+        self.follower: RoutingFollower | None = None
+        in_service = await self._in_service_ref()
+        try:
+            await asyncio.to_thread(self.service.load_default, in_service)
+        except Exception:
+            if in_service is None:
+                raise
+            log.exception("in_service_load_failed", extra={"model": in_service.key})
+            await asyncio.to_thread(self.service.load_default, None)
         # A full collection over torch's many objects stalls a request for 100+ ms every
         # few seconds (DESIGN 4). Everything allocated so far lives as long as the replica.
         gc.collect()
         gc.freeze()
+        if controller is not None:
+            replica = serve.get_replica_context().replica_id.unique_id
+            self.follower = RoutingFollower(
+                self.service,
+                self._sync_routing,
+                replica,
+                poll_s=self.service.settings.routing_poll_s,
+            )
+            self.follower.start()
+
+    async def _sync_routing(
+        self, replica: str, loaded: list[str], failed: dict[str, str]
+    ) -> Routing:
+        assert self.controller is not None
+        routing: Routing = await self.controller.predictor_sync.remote(replica, loaded, failed)
+        return routing
+
+    async def _in_service_ref(self) -> ModelRef | None:
+        if self.controller is None:
+            return None
+        try:
+            routing: Routing = await asyncio.wait_for(self._routing(), 10.0)
+        except Exception as exc:  # no controller yet: the registry's default will do
+            log.warning("controller_unreachable_at_start", extra={"error": type(exc).__name__})
+            return None
+        return routing.blue
+
+    async def _routing(self) -> Routing:
+        assert self.controller is not None
+        routing: Routing = await self.controller.routing.remote()
+        return routing
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Lightweight updates (no replica restart): batch size and wait."""
@@ -90,6 +146,16 @@ class PredictorDeployment:
 
     async def status(self) -> PredictorStatus:
         return self.service.status()
+
+    async def validate(self, ref: ModelRef) -> PredictError | None:
+        """Load ``ref`` into this replica's cache with the golden-output check (registry
+        sync asks before it switches the version in service); None when it is servable."""
+        try:
+            await asyncio.to_thread(self.service.preload, ref)
+        except Exception as exc:
+            error = _as_error(exc)
+            return PredictError(error.kind, f"{type(exc).__name__}: {exc}")
+        return None
 
     def check_health(self) -> None:
         status = self.service.status()

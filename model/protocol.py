@@ -58,5 +58,27 @@ class PredictError:
     """A typed failure returned (not raised) across the handle, so the gateway can map it
     to a status without unpickling exception classes from another process."""
 
-    kind: str  # "not_found" | "invalid_model" | "bad_input" | "not_ready"
+    kind: str  # "not_found" | "invalid_model" | "bad_input" | "not_ready" | "internal"
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Which versions serve, from the rollout controller (``app.ops.rollout_controller``).
+
+    Gateways read it to split traffic; predictors read it to keep the right versions
+    loaded and warm before any request for them arrives.
+    """
+
+    blue: ModelRef | None  # in service: what requests that name no version get
+    green: ModelRef | None = None  # the candidate while a rollout is preparing or shifting
+    green_weight_pct: float = 0.0
+    # Versions every predictor should hold loaded, validated and warm: blue, green and a
+    # version registry sync is about to switch to.
+    preload: tuple[ModelRef, ...] = ()
+    phase: str = "idle"
+    revision: int = 0  # bumps on every change, so followers can tell a new decision
+
+    @property
+    def in_service(self) -> ModelRef | None:
+        return self.blue

@@ -2,7 +2,8 @@
 
 :mod:`model.deployment` wraps this in a Serve deployment; tests and the GPU check use it
 directly. Every public method is synchronous and thread-safe enough for one forward at a
-time (the deployment runs batches one after another on a worker thread).
+time (the deployment runs batches one after another on a worker thread, and preloads
+versions the rollout controller asks for on another).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from cachetools import TTLCache
 
 from model.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
+from model.faults import FaultInjector, InjectedFaultError
 from model.features import NUM_FEATURES, WINDOW
 from model.protocol import BatchResult, PredictBatch, PredictorStatus
 from model.refs import ModelRef
 from model.registry import ModelRegistry
+from model.versions import LoadedVersions
 
 if TYPE_CHECKING:  # torch is imported only where a model is really loaded
     from model.runtime import LoadedModel
@@ -44,6 +46,10 @@ class PredictorSettings:
     model_wait_s: float = 0.0  # how long a starting replica waits for the model to appear
     torch_threads: int | None = None
     gpu: dict[str, Any] = field(default_factory=dict)  # model.runtime.GpuOptions fields
+    # Chaos/testing switch (model.faults): "name:version" -> fraction of calls that fail.
+    fault_injection: dict[str, float] = field(default_factory=dict)
+    # How often the replica asks the rollout controller which versions to hold.
+    routing_poll_s: float = 2.0
 
 
 class PredictorService:
@@ -57,14 +63,13 @@ class PredictorService:
         self.replica = f"{os.uname().nodename}:{os.getpid()}"
         self._stage = "loading"
         self._error: str | None = None
-        self._default: LoadedModel | None = None
-        # Spec 4.2 model cache: other versions requested explicitly (a pinned version, a
-        # green rollout). The version in service is held outside it so a TTL expiry can
-        # never unload the model that carries the traffic.
-        self._cache: TTLCache[str, LoadedModel] = TTLCache(
-            maxsize=settings.model_cache_max_entries, ttl=settings.model_cache_ttl_s
+        # The version in service is held outside the spec 4.2 TTL cache so an expiry can
+        # never unload the model that carries the traffic (model.versions).
+        self.versions = LoadedVersions(
+            ttl_s=settings.model_cache_ttl_s, max_entries=settings.model_cache_max_entries
         )
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one load at a time; lookups never wait on it
+        self.faults = FaultInjector(settings.fault_injection)
         self.cache_hits = 0
         self.cache_misses = 0
         self.batches = 0
@@ -74,11 +79,13 @@ class PredictorService:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def load_default(self) -> ModelRef:
-        """Resolve, load, validate and warm the default model; raise if any stage fails."""
+    def load_default(self, ref: ModelRef | None = None) -> ModelRef:
+        """Load, validate and warm ``ref`` (else the registry's default) as the version in
+        service; raise if any stage fails."""
         try:
             self._stage = "loading"
-            ref = self._resolve_default()
+            ref = ref or self._resolve_default()
+            self._stage = "validating" if self.settings.validation_enabled else "loading"
             model = self._load(ref)
             self._stage = "warming"
             model.warmup(self.settings.warmup_batch_sizes)
@@ -86,7 +93,7 @@ class PredictorService:
             self._stage = "failed"
             self._error = f"{type(exc).__name__}: {exc}"
             raise
-        self._default = model
+        self.versions.set_default(model)
         self._stage = "ready"
         self._error = None
         log.info("model_ready", extra={"model": ref.key, "device": str(model.device)})
@@ -107,7 +114,8 @@ class PredictorService:
                 time.sleep(0.5)
 
     def _load(self, ref: ModelRef) -> LoadedModel:
-        self._stage = "validating" if self.settings.validation_enabled else "loading"
+        # No stage change here: loading another version beside the default must not make
+        # the replica look unready (the gateway would answer 503 meanwhile).
         return self._runtime.load_model(
             self.registry,
             ref,
@@ -117,7 +125,7 @@ class PredictorService:
         )
 
     def status(self) -> PredictorStatus:
-        model = self._default
+        model = self.versions.default
         return PredictorStatus(
             ready=self._stage == "ready" and model is not None,
             stage=self._stage,
@@ -125,46 +133,73 @@ class PredictorService:
             device=str(model.device) if model else self.settings.device,
             error=self._error,
             replica=self.replica,
-            loaded_models=tuple(sorted(self._cache.keys())),
+            loaded_models=tuple(sorted(ref.key for ref in self.versions.refs())),
             extra={
                 "model_cache_hits": self.cache_hits,
                 "model_cache_misses": self.cache_misses,
                 "batches": self.batches,
                 "rows": self.rows,
+                "injected_fault_calls": self.faults.injected_calls,
+                "injected_fault_rows": self.faults.injected_rows,
             },
         )
 
     @property
     def default_ref(self) -> ModelRef | None:
-        return self._default.ref if self._default else None
+        model = self.versions.default
+        return model.ref if model else None
 
-    # -- serving ----------------------------------------------------------------------
+    # -- versions ---------------------------------------------------------------------
 
-    def model_for(self, ref: ModelRef) -> LoadedModel:
-        """The loaded model for exactly ``ref`` (same sha256), loading it if needed."""
-        default = self._default
-        if default is not None and default.ref == ref:
-            return default
-        cached = self._cache.get(ref.key)
-        if cached is not None and cached.ref == ref:
-            self.cache_hits += 1
-            return cached
+    def _ensure(self, ref: ModelRef, warm: tuple[int, ...]) -> tuple[LoadedModel, bool]:
+        """``ref`` loaded, validated and warm, loading it if needed (one load at a time).
+        Returns the model and whether it was already loaded."""
+        model = self.versions.get(ref)
+        if model is not None:
+            return model, True
         with self._load_lock:
-            cached = self._cache.get(ref.key)
-            if cached is not None and cached.ref == ref:
-                self.cache_hits += 1
-                return cached
-            self.cache_misses += 1
+            model = self.versions.get(ref)
+            if model is not None:
+                return model, True
             current = self.registry.resolve(ref.name, ref.version)
             if current != ref:
                 # The registry moved under the caller (re-published weights): refuse
                 # rather than answer with weights the caller did not ask for.
                 raise ModelNotFoundError(f"model {ref.key} is no longer in the registry")
             model = self._load(ref)
-            model.warmup((1,))
-            self._stage = "ready" if self._default is not None else self._stage
-            self._cache[ref.key] = model
-            return model
+            model.warmup(warm)
+            self.versions.add(model)
+            return model, False
+
+    def model_for(self, ref: ModelRef) -> LoadedModel:
+        """The loaded model for exactly ``ref`` (same sha256), loading it if needed."""
+        model, hit = self._ensure(ref, (1,))
+        if model is not self.versions.default:
+            if hit:
+                self.cache_hits += 1
+            else:
+                self.cache_misses += 1
+        return model
+
+    def preload(self, ref: ModelRef) -> ModelRef:
+        """Load, validate and warm ``ref`` ahead of its traffic and pin it (no TTL).
+        Raises (RegistryError, ArtifactValidationError, ...) when it cannot be served."""
+        model, _ = self._ensure(ref, self.settings.warmup_batch_sizes)
+        self.versions.pin(model)
+        return ref
+
+    def retain(self, refs: list[ModelRef]) -> None:
+        """Keep exactly ``refs`` pinned (the rest drop to the TTL cache)."""
+        self.versions.retain({ref.key for ref in refs})
+
+    def promote(self, ref: ModelRef) -> None:
+        """Make ``ref`` the version in service, loading it first if it is not loaded: the
+        old default answers until the new one is ready."""
+        model, _ = self._ensure(ref, self.settings.warmup_batch_sizes)
+        if self.versions.set_default(model) is not None:
+            log.info("model_in_service", extra={"model": ref.key})
+
+    # -- serving ----------------------------------------------------------------------
 
     def predict_batches(self, batches: list[PredictBatch]) -> list[BatchResult | Exception]:
         """Run every call of one ``@serve.batch`` round; one forward per model version.
@@ -177,7 +212,15 @@ class PredictorService:
         for i, batch in enumerate(batches):
             groups.setdefault(batch.ref, []).append(i)
         results: list[BatchResult | Exception] = [RuntimeError("unprocessed") for _ in batches]
-        for ref, indices in groups.items():
+        for ref, all_indices in groups.items():
+            indices = []
+            for i in all_indices:
+                if self.faults.should_fail(ref, batches[i].rows):
+                    results[i] = InjectedFaultError()
+                else:
+                    indices.append(i)
+            if not indices:
+                continue
             try:
                 model = self.model_for(ref)
                 parts = [_check_shape(batches[i].features) for i in indices]
@@ -203,8 +246,9 @@ class PredictorService:
                     replica=self.replica,
                 )
                 offset += n
-        if self._default is not None:
-            self._default.maybe_cleanup()
+        default = self.versions.default
+        if default is not None:
+            default.maybe_cleanup()
         return results
 
 

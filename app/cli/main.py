@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from app.cli import bench_cmd, model_cmds, ops_cmds, security_cmds, serve_cmd
+from app.cli import bench_cmd, model_cmds, ops_cmds, rollout_cmds, security_cmds, serve_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmds.register(sub)
     security_cmds.register(sub)
     ops_cmds.register(sub)
+    rollout_cmds.register(sub)
     bench_cmd.register(sub)
     return parser
 

@@ -269,7 +269,7 @@ def http_options(config: ServiceConfig, tls_enabled: bool | None = None) -> dict
     serving = config.serving
     options: dict[str, Any] = {
         "host": serving.http_host,
-        "port": serving.http_port,
+        "port": serving.proxy_port if serving.ingress == "direct" else serving.http_port,
         "request_timeout_s": serving.request_timeout_s,
     }
     tls = config.network_security.tls
@@ -296,4 +296,13 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
     # Our replica code is async and sends its blocking work (torch) to worker threads
     # itself, so Serve's extra hop onto a separate user-code thread per call is pure cost.
     env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = "0"
+    serving = config.serving
+    if serving.ingress == "direct":
+        # Gateway replicas serve HTTPS themselves (same TLS files: Serve hands its
+        # http_options to the replica's server), starting at http_port.
+        env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(serving.http_port)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(
+            serving.http_port + serving.direct_port_span - 1
+        )
     return env

@@ -77,8 +77,9 @@ def _resolve(state: GatewayState, model: str | None, version: str | None) -> Mod
         raise ApiError(
             503, "the model is not loaded yet", code="not_ready", headers={"Retry-After": "5"}
         )
-    if model is None and version is None:
-        return in_service
+    if version is None and model in (None, in_service.name):
+        # No version named: blue/green decides (blue, or green for its share of traffic).
+        return state.rollout.pick(in_service) if state.rollout is not None else in_service
     name = model or in_service.name
     try:
         return state.registry.resolve(name, version)
@@ -148,7 +149,7 @@ async def _predict_rows(
     state.metrics.set_queue_depth(state.batcher.depth)
     timeout = state.config.serving.request_timeout_s
     try:
-        rows: list[RowResult] = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        rows = await _gather_reporting(state, [p[1] for p in prepared], futures, timeout)
     except DeadlineExceededError:
         _count_failure(state, "deadline")
         raise ApiError(
@@ -190,6 +191,47 @@ async def _predict_rows(
     request.state.model_version = rows[-1].ref.version
     request.state.batch_size = rows[-1].forward_rows
     return out
+
+
+# Failures that say nothing about the model version: the client's own input, name or
+# deadline. Everything else (predictor errors, timeouts, an unreachable replica) counts
+# against the version in the blue/green health check.
+_CLIENT_KINDS = frozenset({"bad_input", "not_found"})
+
+
+async def _gather_reporting(
+    state: GatewayState,
+    refs: list[ModelRef],
+    futures: list[asyncio.Future[RowResult]],
+    limit_s: float,
+) -> list[RowResult]:
+    """Every row's answer; each row's outcome is counted for its version."""
+    try:
+        rows: list[RowResult] = await asyncio.wait_for(asyncio.gather(*futures), limit_s)
+    except asyncio.CancelledError:
+        raise  # the client went away: that says nothing about the model version
+    except BaseException:
+        _report_outcomes(state, refs, futures)
+        raise
+    _report_outcomes(state, refs, futures)
+    return rows
+
+
+def _report_outcomes(
+    state: GatewayState, refs: list[ModelRef], futures: list[asyncio.Future[RowResult]]
+) -> None:
+    for ref, future in zip(refs, futures, strict=False):
+        if not future.done():
+            continue  # another row failed first; this one's fate is unknown
+        if future.cancelled():
+            state.record_outcome(ref, ok=False)  # the request timed out
+            continue
+        exc = future.exception()
+        client_side = isinstance(exc, DeadlineExceededError) or (
+            isinstance(exc, PredictorFailedError) and exc.error.kind in _CLIENT_KINDS
+        )
+        if not client_side:
+            state.record_outcome(ref, ok=exc is None)
 
 
 def _count_failure(state: GatewayState, status: str) -> None:

@@ -80,6 +80,9 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
         },
         "replicas": await state.cluster.replicas(),
     }
+    if state.rollout is not None:
+        # Richer than the metrics' {state, green_weight_pct}: blue, green, freshness.
+        out["rollout"] = state.rollout.view()
     for name, provider in state.extra_stats.items():
         out[name] = provider()
     return out

@@ -71,6 +71,7 @@ def _stack_config(root: Path, certs: Any) -> tuple[ServiceConfig, Path]:
         "serving": {
             "autoscaling_enabled": False,
             "http_port": port,
+            "proxy_port": _free_port(),
             "http_host": "127.0.0.1",
             "gateway": {"num_replicas": 1, "num_cpus": 0, "max_ongoing_requests": 1000},
         },

@@ -168,8 +168,21 @@ def test_http_options_carry_tls_files_only_when_tls_is_on() -> None:
     config = ServiceConfig()
     on = http_options(config, True)
     assert (on["ssl_certfile"], on["ssl_keyfile"]) == ("/certs/tls.crt", "/certs/tls.key")
-    assert (on["host"], on["port"], on["request_timeout_s"]) == ("0.0.0.0", 8000, 30)
+    # Direct ingress (the default): replicas serve 8000, the proxy moves to proxy_port.
+    assert (on["host"], on["port"], on["request_timeout_s"]) == ("0.0.0.0", 8100, 30)
     assert "ssl_certfile" not in http_options(config, False)
+    proxied = parse_config({"serving": {"ingress": "proxy"}})
+    assert http_options(proxied, True)["port"] == 8000
+
+
+def test_direct_ingress_env_starts_replica_ports_at_http_port() -> None:
+    env = serve_env_vars(ServiceConfig())
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8000"
+    assert int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) < 8100
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in serve_env_vars(
+        parse_config({"serving": {"ingress": "proxy"}})
+    )
 
 
 def test_metadata_keeps_version_and_description_for_stats() -> None:
