@@ -134,7 +134,7 @@ class PredictorDeployment:
         return [r if isinstance(r, BatchResult) else _as_error(r) for r in results]
 
     async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
-        if not self.service.status().ready:
+        if not self.service.ready:
             return PredictError("not_ready", "model is not loaded yet")
         result: BatchResult | PredictError = await self.predict_batch(batch)
         return result

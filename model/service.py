@@ -127,7 +127,7 @@ class PredictorService:
     def status(self) -> PredictorStatus:
         model = self.versions.default
         return PredictorStatus(
-            ready=self._stage == "ready" and model is not None,
+            ready=self.ready,
             stage=self._stage,
             model=model.ref if model else None,
             device=str(model.device) if model else self.settings.device,
@@ -143,6 +143,11 @@ class PredictorService:
                 "injected_fault_rows": self.faults.injected_rows,
             },
         )
+
+    @property
+    def ready(self) -> bool:
+        """What ``status().ready`` says, without building a status (checked per call)."""
+        return self._stage == "ready" and self.versions.default is not None
 
     @property
     def default_ref(self) -> ModelRef | None:
@@ -189,7 +194,7 @@ class PredictorService:
         return ref
 
     def retain(self, refs: list[ModelRef]) -> None:
-        """Keep exactly ``refs`` pinned (the rest drop to the TTL cache)."""
+        """Pin exactly ``refs`` among the loaded versions (the rest drop to the TTL cache)."""
         self.versions.retain({ref.key for ref in refs})
 
     def promote(self, ref: ModelRef) -> None:

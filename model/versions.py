@@ -62,11 +62,15 @@ class LoadedVersions:
             self._pinned[model.ref.key] = model
 
     def retain(self, keys: set[str]) -> None:
-        """Keep exactly ``keys`` pinned; the rest drop to the TTL cache, where explicit
-        requests can still find them until the TTL unloads them."""
+        """Pin exactly ``keys`` (those loaded); the rest drop to the TTL cache, where
+        explicit requests can still find them until the TTL unloads them."""
         with self._lock:
             for key in [k for k in self._pinned if k not in keys]:
                 self._cache[key] = self._pinned.pop(key)
+            for key in keys:
+                model = self._cache.pop(key, None)
+                if model is not None and model is not self._default:
+                    self._pinned[key] = model
 
     def set_default(self, model: LoadedModel) -> LoadedModel | None:
         """Make ``model`` the default; the previous one drops to the TTL cache."""
@@ -81,6 +85,10 @@ class LoadedVersions:
             # One assignment: a request sees either the old default or the new one.
             self._default = model
             return old
+
+    def pinned_keys(self) -> set[str]:
+        with self._lock:
+            return set(self._pinned)
 
     def refs(self) -> list[ModelRef]:
         """Every version held, the default first."""

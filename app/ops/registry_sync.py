@@ -59,6 +59,19 @@ class RegistrySync:
         self.validator = validator
         self._run_blocking = run_blocking
 
+    def bootstrap(self, state: RolloutState, now: float) -> bool:
+        """No blue yet (first start, an empty registry): take the registry's default.
+        Returns whether it found one."""
+        try:
+            ref = self.registry.resolve(state.model)
+        except RegistryError:
+            return False  # nothing published yet; the next tick looks again
+        state.blue = ref
+        state.sync.last_seen = f"{ref.version}:{ref.sha256}"
+        state.record(now, "bootstrap", version=ref.version)
+        log.info("rollout_bootstrap", blue=ref.key)
+        return True
+
     def due(self, state: RolloutState, now: float) -> bool:
         return (
             not state.active

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.config import ServiceConfig
+from app.observability.logging import configure_logging
 from app.ops.alerts import WebhookNotifier
 from app.ops.rollout_engine import RolloutEngine
 from app.ops.rollout_settings import CONTROLLER_NAME, RolloutSettings
@@ -58,7 +60,7 @@ def controller_options(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
-def state_path(config: ServiceConfig) -> Any:
+def state_path(config: ServiceConfig) -> Path:
     return config.blue_green_deployment.state_path or default_state_path(config.model_registry.path)
 
 
@@ -66,6 +68,8 @@ def state_path(config: ServiceConfig) -> Any:
 class RolloutController:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = ServiceConfig.model_validate(config)
+        replica = serve.get_replica_context().replica_id.unique_id
+        configure_logging(self.config.logging, component=f"rollout-controller-{replica}")
         alerting = self.config.monitoring_integration.alerting
         self._predictor: DeploymentHandle | None = None
         self.engine = RolloutEngine(

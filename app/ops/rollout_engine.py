@@ -202,8 +202,7 @@ class RolloutEngine:
         """One pass of the control loop (the controller calls this every ~0.5 s)."""
         async with self._lock:
             now = self.clock()
-            if self.state.blue is None:
-                self._bootstrap(now)
+            self._bootstrap(now)
             if self.state.phase == "preparing":
                 self._advance_preparing(now)
             elif self.state.phase == "shifting":
@@ -299,18 +298,8 @@ class RolloutEngine:
     # -- registry sync -----------------------------------------------------------------
 
     def _bootstrap(self, now: float) -> None:
-        """No blue yet (first start, empty registry): take the registry's default."""
-        if self.state.blue is not None:
-            return
-        try:
-            ref = self.registry.resolve(self.state.model)
-        except RegistryError:
-            return  # nothing published yet; the next tick looks again
-        self.state.blue = ref
-        self.state.sync.last_seen = f"{ref.version}:{ref.sha256}"
-        self.state.record(now, "bootstrap", version=ref.version)
-        log.info("rollout_bootstrap", blue=ref.key)
-        self._changed()
+        if self.state.blue is None and self.sync.bootstrap(self.state, now):
+            self._changed()
 
     def _on_sync(self, outcome: SyncOutcome | None) -> None:
         if outcome is None:

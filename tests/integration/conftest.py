@@ -3,10 +3,16 @@
 The session starts the app against an EMPTY registry (the predictor waits for its model),
 records what ``/ready`` says then, publishes a model artifact, and waits for ``/ready``
 200: the readiness test reads those observations instead of paying for a second start.
+
+Blue/green runs on second-scale intervals here (``test_rollout.py`` drives whole rollouts
+against this same app), alerts go to a local webhook receiver, and version ``2.1.0`` has
+fault injection on (10 % of its calls fail) for the rollback test. Other versions, and so
+every other test, are unaffected.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -23,6 +29,7 @@ from app.security.dev_certs import ensure_dev_certs
 from model.refs import ModelRef
 from tests.support.live import LiveTarget
 from tests.support.security_app import write_security_material
+from tests.support.webhook import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +54,8 @@ class ServeStack:
     ready_before_model: int | None = None
     ready_before_body: dict[str, Any] = field(default_factory=dict)
     ready_after_s: float = 0.0
+    alerts: WebhookReceiver | None = None
+    proxy_url: str = ""
 
     def client(self, **kwargs: Any) -> httpx.Client:
         import ssl
@@ -61,12 +70,31 @@ class ServeStack:
         return httpx.AsyncClient(base_url=self.base_url, verify=ctx, timeout=60.0, **kwargs)
 
 
-def _stack_config(root: Path, certs: Any) -> tuple[ServiceConfig, Path]:
+FAULTY_VERSION = "2.1.0"  # fails 10 % of its predictor calls (serving.fault_injection)
+
+
+def _stack_config(root: Path, certs: Any, webhook_url: str) -> tuple[ServiceConfig, Path]:
     port = _free_port()
     log_dir = root / "logs"
     overrides = {
         "resources": {"num_cpus": 0.5, "memory": 0, "num_gpus": 0},
-        "model_registry": {"path": str(root / "models"), "wait_for_model_s": 300},
+        "model_registry": {
+            "path": str(root / "models"),
+            "wait_for_model_s": 300,
+            "sync_interval_s": 1,
+        },
+        "blue_green_deployment": {
+            "traffic_shift_interval_s": 2,
+            "health_check_duration_s": 2,
+            "traffic_steps_pct": [25, 50, 100],
+            "min_samples": 10,
+            "preload_timeout_s": 120,
+            "control_interval_s": 0.25,
+            "predictor_poll_interval_s": 0.5,
+            "gateway_poll_interval_s": 0.25,
+            "report_interval_s": 0.25,
+        },
+        "monitoring_integration": {"alerting": {"webhook_url": webhook_url}},
         "logging": {"directory": str(log_dir), "level": "INFO", "format": "json"},
         "serving": {
             "autoscaling_enabled": False,
@@ -74,8 +102,11 @@ def _stack_config(root: Path, certs: Any) -> tuple[ServiceConfig, Path]:
             "proxy_port": _free_port(),
             "http_host": "127.0.0.1",
             "gateway": {"num_replicas": 1, "num_cpus": 0, "max_ongoing_requests": 1000},
+            "fault_injection": {f"cnn_lstm:{FAULTY_VERSION}": 0.1},
         },
-        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        # metrics_interval_s becomes Serve's autoscaling metric push interval for the whole
+        # session (apply_serve_env): short, so test_autoscaling's app reacts in seconds.
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1, "metrics_interval_s": 0.5},
         "network_security": {"limits": {"max_body_bytes": 65536}},
     }
     material = write_security_material(root, cert=certs.cert, key=certs.key, overrides=overrides)
@@ -83,7 +114,16 @@ def _stack_config(root: Path, certs: Any) -> tuple[ServiceConfig, Path]:
 
 
 @pytest.fixture(scope="session")
-def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack]:
+def alert_webhook() -> Iterator[WebhookReceiver]:
+    """Where the stack's rollout controller sends its alerts."""
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def serve_stack(
+    tmp_path_factory: pytest.TempPathFactory, alert_webhook: WebhookReceiver
+) -> Iterator[ServeStack]:
     import ray
     from ray import serve
 
@@ -94,12 +134,15 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
 
     root = tmp_path_factory.mktemp("stack")
     certs = ensure_dev_certs(root / "certs")
-    config, rsa_key = _stack_config(root, certs)
+    config, rsa_key = _stack_config(root, certs, alert_webhook.url)
     registry_root = Path(config.model_registry.path)
     registry_root.mkdir(parents=True)
     from app.runner import apply_serve_env
 
     apply_serve_env(config)  # the same Serve environment `cnnlstm serve` uses
+    # A direct-ingress gateway waits this long before it stops (30 s by default, to let
+    # load balancers notice). Tests have none: without this every app teardown costs 30 s.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     ray.init(
         address="local",
         num_cpus=8,
@@ -130,6 +173,8 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
         ray_log_dir=ray_log_dir,
         rsa_private_key_path=rsa_key,
         ref=ModelRef("", "", ""),
+        alerts=alert_webhook,
+        proxy_url=f"{scheme}://127.0.0.1:{config.serving.proxy_port}",
     )
     try:
         # 1. The gateway answers before the predictor has a model: /ready must say 503.

@@ -107,7 +107,8 @@ def test_object_store_memory_really_is_refused_as_an_actor_option() -> None:
 def test_http_options_build_serve_http_options() -> None:
     options = HTTPOptions(**http_options(_config("deploy/config.yaml")))
     assert options.ssl_certfile == "/certs/tls.crt"
-    assert options.port == 8000
+    # Direct ingress: gateway replicas serve :8000 with these files; the proxy moves aside.
+    assert options.port == 8100
 
 
 def _context(policy_state: dict[str, Any], **kwargs: Any) -> AutoscalingContext:

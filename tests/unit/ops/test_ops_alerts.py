@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.ops.alerts import WebhookNotifier, rolled_back_alert
 from app.ops.rollout_engine import RolloutEngine
 from model.refs import ModelRef
+from tests.support.webhook import WebhookReceiver, webhook_receiver
 from tests.unit.ops.rollout_support import (
     MODEL,
     artifact_source,  # noqa: F401  (fixture)
@@ -25,31 +23,10 @@ from tests.unit.ops.rollout_support import (
 )
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        self.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-    handler = type("Handler", (_Receiver,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    finally:
-        server.shutdown()
-        server.server_close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as hook:
+        yield hook
 
 
 def test_payload_is_shaped_like_an_alertmanager_webhook() -> None:
@@ -73,10 +50,10 @@ def test_payload_is_shaped_like_an_alertmanager_webhook() -> None:
 
 
 async def test_rollback_posts_the_alert_to_the_webhook(
-    receiver: tuple[str, list[dict[str, Any]]],
+    receiver: WebhookReceiver,
     registry_root: Path,  # noqa: F811
 ) -> None:
-    url, received = receiver
+    url, received = receiver.url, receiver.received
     rig = make_rig(registry_root)
     engine = RolloutEngine(
         rig.settings,
@@ -109,7 +86,8 @@ async def test_an_unreachable_webhook_is_reported_not_raised() -> None:
         port = s.getsockname()[1]  # nothing listens here once the socket closes
     notifier = WebhookNotifier(f"http://127.0.0.1:{port}/", timeout_s=1.0)
     why = await notifier.send({"groupLabels": {"alertname": "X"}})
-    assert why is not None and "ConnectError" in why
+    assert why is not None
+    assert "ConnectError" in why
 
 
 async def test_disabled_alerting_sends_nothing() -> None:

@@ -41,7 +41,8 @@ async def test_a_new_valid_default_is_served_once_every_predictor_holds_it(rig: 
     await rig.engine.tick()
     assert rig.engine.routing().blue == rig.ref("2.0.0")
     sync = rig.engine.state.sync
-    assert sync.last_synced == rig.ref("2.0.0") and sync.pending is None
+    assert sync.last_synced == rig.ref("2.0.0")
+    assert sync.pending is None
     assert [e.event for e in rig.engine.state.history][-2:] == ["sync_staged", "sync_synced"]
 
 

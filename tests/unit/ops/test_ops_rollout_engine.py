@@ -79,7 +79,8 @@ async def test_rollout_steps_through_the_weights_and_promotes_a_healthy_green(ri
     routing = rig.engine.routing()
     assert (routing.blue, routing.green, routing.green_weight_pct) == (rig.ref("2.0.0"), None, 0)
     assert [s.weight_pct for s in state.steps] == [25.0, 50.0, 100.0]
-    assert state.steps[0].green_ok == 50 and state.steps[0].blue_ok == 50
+    assert state.steps[0].green_ok == 50
+    assert state.steps[0].blue_ok == 50
     assert rig.notifier.sent == []
 
 
@@ -98,7 +99,8 @@ async def test_green_over_the_error_threshold_is_rolled_back_with_an_alert(rig: 
     assert alert["status"] == "firing"
     assert alert["alerts"][0]["labels"]["alertname"] == "ModelRolloutRolledBack"
     assert alert["alerts"][0]["labels"]["green_version"] == "2.0.0"
-    assert state.last_alert is not None and state.last_alert["delivered"] is True
+    assert state.last_alert is not None
+    assert state.last_alert["delivered"] is True
 
 
 async def test_one_error_in_three_requests_does_not_roll_back(rig: Rig) -> None:
@@ -164,7 +166,8 @@ async def test_start_is_refused_for_a_version_that_cannot_be_green(
 
 
 async def test_start_is_refused_when_greens_weights_are_corrupted(
-    rig: Rig, registry_root: Path  # noqa: F811
+    rig: Rig,
+    registry_root: Path,  # noqa: F811
 ) -> None:
     flip_weights_byte(registry_root, "2.0.0")
     answer = await rig.engine.start(MODEL, "2.0.0")
@@ -203,7 +206,8 @@ async def test_the_rollout_survives_a_controller_restart(rig: Rig) -> None:
     rig.clock.advance(10.0)
     await rig.engine.tick()  # -> 50 %
     saved = json.loads(rig.store.path.read_text())
-    assert saved["phase"] == "shifting" and saved["green_weight_pct"] == 50.0
+    assert saved["phase"] == "shifting"
+    assert saved["green_weight_pct"] == 50.0
 
     engine = rig.restart()
     assert engine.state.phase == "shifting"
@@ -230,3 +234,17 @@ def test_steps_are_sorted_and_always_end_at_100() -> None:
     assert normalise_steps([50, 10, 10, 0]) == (10.0, 50.0, 100.0)
     assert normalise_steps([25, 150]) == (25.0, 100.0)
     assert normalise_steps([]) == (100.0,)
+
+
+def test_the_controller_side_never_loads_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.ops.rollout_controller, app.rollout_router, app.cli.rollout_cmds; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
