@@ -8,12 +8,14 @@ controller (blue/green routing and registry sync, ``app.ops.rollout_controller``
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
 from app.config import ServiceConfig
 from app.gateway import Gateway
+from app.observability.logging import configure_replica_logging
 from app.ops.rollout_controller import RolloutController, controller_options
 from app.ops.serve_options import gateway_options, predictor_options
 from app.settings import Settings, load_service_config
@@ -54,7 +56,12 @@ def build_from_config(config: ServiceConfig, settings: Settings) -> Application:
     predictor = (
         cast(Deployment, PredictorDeployment)
         .options(**predictor_options(config, settings.DEVICE))
-        .bind(predictor_settings(config, settings), controller)
+        .bind(
+            predictor_settings(config, settings),
+            controller,
+            # model/ never imports app/: the predictor gets its logging set-up handed in.
+            functools.partial(configure_replica_logging, config.logging.model_dump(mode="json")),
+        )
     )
     return (
         cast(Deployment, Gateway)

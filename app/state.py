@@ -120,6 +120,7 @@ class GatewayState:
     # predictor's own default (the API tests, the no-Ray benchmark baseline).
     rollout: RolloutRouter | None = None
     _horizons: dict[ModelRef, int] = field(default_factory=dict)
+    _gauges: asyncio.Task[None] | None = None
 
     def record_outcome(self, ref: ModelRef, ok: bool) -> None:
         """Count one prediction's outcome for its version (the rollout health check)."""
@@ -135,14 +136,23 @@ class GatewayState:
         return horizon
 
     async def start(self) -> None:
+        from app.ops.serving_view import keep_gauges_current  # imports app.state itself
+
         self.batcher.start()
         self.readiness.start()
+        self._gauges = asyncio.get_running_loop().create_task(
+            keep_gauges_current(self.config, self.metrics, self.cluster)
+        )
         if self.rollout is not None:
             self.rollout.start()
             await self.rollout.refresh()
         await self.readiness.refresh()
 
     async def stop(self) -> None:
+        if self._gauges is not None:
+            self._gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauges
         await self.readiness.stop()
         await self.batcher.stop()
         if self.rollout is not None:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -32,6 +34,7 @@ from model.refs import ModelRef
 from model.service import PredictorService, PredictorSettings
 
 log = logging.getLogger("model.deployment")
+batch_log = structlog.get_logger("model.batches")
 
 DEPLOYMENT_NAME = "cnn_lstm_predictor"
 
@@ -68,8 +71,15 @@ class PredictorDeployment:
     # Serve awaits an async constructor; it lets the replica ask the controller which
     # version to load and load it on a worker thread, off the replica's event loop.
     async def __init__(  # type: ignore[misc]
-        self, settings: dict[str, Any], controller: DeploymentHandle | None = None
+        self,
+        settings: dict[str, Any],
+        controller: DeploymentHandle | None = None,
+        log_setup: Callable[..., None] | None = None,
     ) -> None:
+        if log_setup is not None:
+            # JSON lines like every other component, one file per replica process.
+            unique = serve.get_replica_context().replica_id.unique_id
+            log_setup(component=f"predictor-{unique}")
         self.service = PredictorService(settings_from_dict(settings))
         self.controller = controller
         self.follower: RoutingFollower | None = None
@@ -131,6 +141,18 @@ class PredictorDeployment:
         # The forward runs on a worker thread so this replica's event loop keeps taking
         # calls (and health checks) while torch computes.
         results = await asyncio.to_thread(self.service.predict_batches, batches)
+        done = [r for r in results if isinstance(r, BatchResult)]
+        # One line per forward, carrying the gateway's request ids so a request can be
+        # followed from its access line to the batch that computed it.
+        batch_log.info(
+            "predict_batch",
+            calls=len(batches),
+            rows=sum(b.rows for b in batches),
+            forward_rows=max((r.forward_rows for r in done), default=0),
+            model_ms=round(done[0].model_ms, 3) if done else None,
+            failed=len(results) - len(done),
+            request_ids=[rid for b in batches for rid in b.request_ids],
+        )
         return [r if isinstance(r, BatchResult) else _as_error(r) for r in results]
 
     async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:

@@ -82,8 +82,8 @@ def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
     batches = queue["gateway_batches"]
     queue["mean_gateway_batch"] = round(queue["gateway_rows"] / batches, 3) if batches else None
     queue["depth_at_end"] = q1.get("depth")
-    f0 = before.get("caches", {}).get("feature", {})
-    f1 = after.get("caches", {}).get("feature", {})
+    f0 = before.get("cache", {}).get("feature", {})
+    f1 = after.get("cache", {}).get("feature", {})
     hits = int(f1.get("hits", 0)) - int(f0.get("hits", 0))
     misses = int(f1.get("misses", 0)) - int(f0.get("misses", 0))
     return {

@@ -187,3 +187,9 @@ def configure_logging(
         # configure_logging call, so bound loggers are not cached.
         cache_logger_on_first_use=False,
     )
+
+
+def configure_replica_logging(logging_json: dict[str, Any], *, component: str) -> None:
+    """``configure_logging`` from plain values: handed (as a ``functools.partial``) to
+    deployments that must not import ``app`` themselves, i.e. the predictor."""
+    configure_logging(Logging.model_validate(logging_json), component=component)

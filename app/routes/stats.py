@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.domain import ErrorResponse
+from app.ops.serving_view import serving_view
 from app.security.dependencies import StatsPrincipal
 from app.state import GatewayState
 
@@ -27,7 +28,6 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
     status = state.readiness.status
     snapshot = state.metrics.snapshot()
     features = state.features
-    lookups = features.hits + features.misses
     pred_extra = status.extra
     model_hits = int(pred_extra.get("model_cache_hits", 0) or 0)  # type: ignore[call-overload]
     model_misses = int(pred_extra.get("model_cache_misses", 0) or 0)  # type: ignore[call-overload]
@@ -61,24 +61,21 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
             "gateway_rows": b.rows,
             "mean_gateway_batch": round(b.rows / b.batches, 3) if b.batches else None,
         },
-        "caches": {
-            "feature": {
-                "entries": len(features),
-                "hits": features.hits,
-                "misses": features.misses,
-                "hit_rate": round(features.hits / lookups, 4) if lookups else None,
-            },
-            "model": {
-                "hits": model_hits,
-                "misses": model_misses,
-                "hit_rate": (
-                    round(model_hits / (model_hits + model_misses), 4)
-                    if model_hits + model_misses
-                    else None
-                ),
-            },
-        },
         "replicas": await state.cluster.replicas(),
+        "serving": serving_view(state.config),
+    }
+    # One cache section: the gateway's feature cache (from the metrics) plus the
+    # predictor's model cache (from its last status report).
+    cache = out.setdefault("cache", {})
+    cache.setdefault("feature", {})["entries"] = len(features)
+    cache["model"] = {
+        "hits": model_hits,
+        "misses": model_misses,
+        "hit_rate": (
+            round(model_hits / (model_hits + model_misses), 4)
+            if model_hits + model_misses
+            else None
+        ),
     }
     if state.rollout is not None:
         # Richer than the metrics' {state, green_weight_pct}: blue, green, freshness.

@@ -190,8 +190,11 @@ def test_stats_reports_counts_caches_and_replicas(harness: Harness) -> None:
     assert s["model"]["version"] == "1.0.0"
     assert s["requests"]["by_status"]["ok"] >= 1
     assert s["replicas"] == {"cnn_lstm_predictor": 1, "gateway": 1}
-    assert s["caches"]["feature"]["misses"] >= 1
+    assert s["cache"]["feature"]["misses"] >= 1
     assert s["latency_ms"]["p50"] is not None
+    assert s["cache"]["feature"]["entries"] >= 1
+    assert s["serving"]["ingress"] == "direct"
+    assert s["serving"]["resource_tier"].startswith("custom")
 
 
 def test_metrics_exposes_the_spec_histograms(harness: Harness) -> None:

@@ -191,6 +191,16 @@ def test_every_log_line_is_json_with_one_access_line_per_request(
         assert {"route", "status", "latency_ms", "principal", "model_version", "batch_size"} <= set(
             line
         )
+    # The predictor's lines (its own JSON file per replica) carry the same request ids.
+    batched = {
+        rid
+        for path in files
+        if path.name.startswith("predictor-")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if (rec := json.loads(line)).get("event") == "predict_batch"
+        for rid in rec.get("request_ids", [])
+    }
+    assert set(ids[:10]) <= batched, "predictor log lines lack the gateway's request ids"
     ok = access[ids[0]][0]
     assert ok["status"] == 200
     assert ok["model_version"] == serve_stack.ref.version

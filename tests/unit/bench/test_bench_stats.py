@@ -53,7 +53,7 @@ def _stats(dist: dict[str, int], submitted: int, batches: int, rows: int, hits: 
         "batch_size": {"distribution": dist},
         "queue": {"submitted": submitted, "gateway_batches": batches, "gateway_rows": rows,
                   "rejected_full": 0, "expired_deadlines": 0, "depth": 0},
-        "caches": {"feature": {"hits": hits, "misses": submitted - hits}},
+        "cache": {"feature": {"hits": hits, "misses": submitted - hits}},
         "latency_ms": {"p99": 12.0},
         "replicas": {"gateway": 1},
     }  # fmt: skip
