@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
@@ -25,9 +24,10 @@ import structlog
 
 from app.security.secret_files import (
     FileChangeProbe,
-    atomic_write_private,
     exclusive_edit,
     fingerprint,
+    read_json_store,
+    write_json_store,
 )
 
 log = structlog.get_logger("app.security.api_keys")
@@ -145,22 +145,16 @@ class ApiKeyRecord:
 
 def _read_records(path: Path) -> dict[str, ApiKeyRecord]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("version") != STORE_VERSION:
-            raise ValueError("unsupported store version")
-        records = [ApiKeyRecord.from_json(item) for item in doc["keys"]]
+        items = read_json_store(path, version=STORE_VERSION, list_key="keys")
+        records = [ApiKeyRecord.from_json(item) for item in items or []]
     except (ValueError, KeyError, TypeError) as exc:
         raise ApiKeyStoreError(f"API key store {path} is malformed: {exc}") from None
     return {r.key_id: r for r in records}
 
 
 def _write_records(path: Path, records: dict[str, ApiKeyRecord]) -> None:
-    doc = {"version": STORE_VERSION, "keys": [r.to_json() for r in records.values()]}
-    atomic_write_private(path, json.dumps(doc, indent=2).encode("utf-8") + b"\n")
+    items = [r.to_json() for r in records.values()]
+    write_json_store(path, version=STORE_VERSION, list_key="keys", items=items)
 
 
 class ApiKeyStore:

@@ -10,7 +10,6 @@ in a worker thread.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import secrets
 import time
@@ -25,9 +24,10 @@ from passlib.context import CryptContext
 from app.security.api_keys import ApiKeyStoreError, validate_scopes
 from app.security.secret_files import (
     FileChangeProbe,
-    atomic_write_private,
     exclusive_edit,
     fingerprint,
+    read_json_store,
+    write_json_store,
 )
 
 log = structlog.get_logger("app.security.clients")
@@ -88,22 +88,16 @@ def hash_client_secret(secret: str) -> str:
 
 def _read(path: Path) -> dict[str, ClientRecord]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("version") != STORE_VERSION:
-            raise ValueError("unsupported store version")
-        records = [ClientRecord.from_json(item) for item in doc["clients"]]
+        items = read_json_store(path, version=STORE_VERSION, list_key="clients")
+        records = [ClientRecord.from_json(item) for item in items or []]
     except (ValueError, KeyError, TypeError) as exc:
         raise ClientStoreError(f"client store {path} is malformed: {exc}") from None
     return {r.client_id: r for r in records}
 
 
 def _write(path: Path, records: dict[str, ClientRecord]) -> None:
-    doc = {"version": STORE_VERSION, "clients": [r.to_json() for r in records.values()]}
-    atomic_write_private(path, json.dumps(doc, indent=2).encode("utf-8") + b"\n")
+    items = [r.to_json() for r in records.values()]
+    write_json_store(path, version=STORE_VERSION, list_key="clients", items=items)
 
 
 class ClientStore:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 PRIVATE_FILE_MODE = 0o600
 
@@ -83,3 +85,25 @@ def exclusive_edit(path: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def read_json_store(path: Path, *, version: int, list_key: str) -> list[Any] | None:
+    """The items of a versioned JSON store file (``{"version": N, list_key: [...]}``);
+    None when the file does not exist. Raises ValueError/KeyError/TypeError when malformed
+    (the caller names the store in its own error)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or doc.get("version") != version:
+        raise ValueError("unsupported store version")
+    items = doc[list_key]
+    if not isinstance(items, list):
+        raise TypeError(f"{list_key} must be a list")
+    return items
+
+
+def write_json_store(path: Path, *, version: int, list_key: str, items: list[Any]) -> None:
+    doc = {"version": version, list_key: items}
+    atomic_write_private(path, json.dumps(doc, indent=2).encode("utf-8") + b"\n")
