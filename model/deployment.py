@@ -26,10 +26,15 @@ import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from model.errors import ArtifactValidationError, ModelNotFoundError
-from model.faults import INJECTED_FAULT_MESSAGE, InjectedFaultError
 from model.follower import RoutingFollower
-from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
+from model.protocol import (
+    BatchResult,
+    PredictBatch,
+    PredictError,
+    PredictorStatus,
+    Routing,
+    as_predict_error,
+)
 from model.refs import ModelRef
 from model.service import PredictorService, PredictorSettings
 
@@ -52,18 +57,6 @@ def settings_from_dict(data: dict[str, Any]) -> PredictorSettings:
 
 def settings_to_dict(settings: PredictorSettings) -> dict[str, Any]:
     return asdict(settings)
-
-
-def _as_error(exc: Exception) -> PredictError:
-    if isinstance(exc, InjectedFaultError):
-        return PredictError("internal", INJECTED_FAULT_MESSAGE)
-    if isinstance(exc, ModelNotFoundError):
-        return PredictError("not_found", str(exc))
-    if isinstance(exc, ArtifactValidationError):
-        return PredictError("invalid_model", str(exc))
-    if isinstance(exc, ValueError):
-        return PredictError("bad_input", str(exc))
-    return PredictError("internal", type(exc).__name__)
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
@@ -153,7 +146,7 @@ class PredictorDeployment:
             failed=len(results) - len(done),
             request_ids=[rid for b in batches for rid in b.request_ids],
         )
-        return [r if isinstance(r, BatchResult) else _as_error(r) for r in results]
+        return [r if isinstance(r, BatchResult) else as_predict_error(r) for r in results]
 
     async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
         if not self.service.ready:
@@ -175,7 +168,7 @@ class PredictorDeployment:
         try:
             await asyncio.to_thread(self.service.preload, ref)
         except Exception as exc:
-            error = _as_error(exc)
+            error = as_predict_error(exc)
             return PredictError(error.kind, f"{type(exc).__name__}: {exc}")
         return None
 

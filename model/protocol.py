@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.errors import ArtifactValidationError, ModelNotFoundError
+from model.faults import INJECTED_FAULT_MESSAGE, InjectedFaultError
 from model.refs import ModelRef
 
 
@@ -82,3 +84,16 @@ class Routing:
     @property
     def in_service(self) -> ModelRef | None:
         return self.blue
+
+
+def as_predict_error(exc: Exception) -> PredictError:
+    """The typed error a predictor returns across the handle for a failure in one call."""
+    if isinstance(exc, InjectedFaultError):
+        return PredictError("internal", INJECTED_FAULT_MESSAGE)
+    if isinstance(exc, ModelNotFoundError):
+        return PredictError("not_found", str(exc))
+    if isinstance(exc, ArtifactValidationError):
+        return PredictError("invalid_model", str(exc))
+    if isinstance(exc, ValueError):
+        return PredictError("bad_input", str(exc))
+    return PredictError("internal", type(exc).__name__)

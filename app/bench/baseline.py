@@ -34,45 +34,22 @@ from fastapi import FastAPI
 from app.config import ServiceConfig
 from app.main import create_app
 from app.observability.logging import configure_logging
+from app.predictor_settings import predictor_settings as base_predictor_settings
 from app.settings import Settings, load_service_config
 from app.state import StaticCluster, build_gateway_state
-from model.errors import ArtifactValidationError, ModelNotFoundError
-from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.protocol import (
+    BatchResult,
+    PredictBatch,
+    PredictError,
+    PredictorStatus,
+    as_predict_error,
+)
 from model.service import PredictorService, PredictorSettings
 
 
 def predictor_settings(config: ServiceConfig, settings: Settings) -> PredictorSettings:
-    """The predictor replica's settings (``app.build.predictor_settings``), rebuilt here
-    because importing ``app.build`` pulls in Ray and would inflate this process's RSS.
-    A unit test checks the two agree."""
-    gpu = config.gpu_optimization
-    return PredictorSettings(
-        registry_path=str(config.model_registry.path),
-        device=settings.DEVICE,
-        default_model=config.model_registry.default_model,
-        default_version=None,
-        validation_enabled=config.model_registry.validation_enabled,
-        model_wait_s=config.model_registry.wait_for_model_s,
-        model_cache_ttl_s=config.caching.model_cache.ttl_seconds,
-        model_cache_max_entries=config.caching.model_cache.max_entries,
-        gpu={
-            "enable_tf32": gpu.enable_tf32,
-            "memory_fraction": gpu.memory_fraction,
-            "enable_cudnn_benchmark": gpu.enable_cudnn_benchmark,
-            "cleanup_interval_s": gpu.cleanup_interval_s,
-        },
-    )
-
-
-def _as_error(exc: Exception) -> PredictError:
-    # The same mapping as model.deployment (which imports Ray, so it is not reused here).
-    if isinstance(exc, ModelNotFoundError):
-        return PredictError("not_found", str(exc))
-    if isinstance(exc, ArtifactValidationError):
-        return PredictError("invalid_model", str(exc))
-    if isinstance(exc, ValueError):
-        return PredictError("bad_input", str(exc))
-    return PredictError("internal", type(exc).__name__)
+    """The same settings a Serve predictor replica gets (``app.predictor_settings``)."""
+    return PredictorSettings(**base_predictor_settings(config, settings))
 
 
 class InProcessPredictor:
@@ -87,7 +64,7 @@ class InProcessPredictor:
     async def dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
         loop = asyncio.get_running_loop()
         [result] = await loop.run_in_executor(self._executor, self.service.predict_batches, [batch])
-        return result if isinstance(result, BatchResult) else _as_error(result)
+        return result if isinstance(result, BatchResult) else as_predict_error(result)
 
     async def status(self) -> PredictorStatus:
         return self.service.status()
