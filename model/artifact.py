@@ -185,22 +185,25 @@ def read_manifest(artifact_dir: Path | str) -> Manifest:
         raise ArtifactValidationError(f"{path} is invalid: {_summarise(exc)}") from exc
 
 
-def write_manifest(artifact_dir: Path | str, manifest: Manifest) -> Path:
-    """Write the manifest atomically: readers see the old file or the new, never half."""
-    directory = Path(artifact_dir)
-    target = directory / MANIFEST_FILE
-    payload = manifest.model_dump_json(indent=2).encode()
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=directory)
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (temp file in the same folder, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp is owner-only; replicas may run as another user
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_manifest(artifact_dir: Path | str, manifest: Manifest) -> Path:
+    """Write the manifest atomically: readers see the old file or the new, never half."""
+    target = Path(artifact_dir) / MANIFEST_FILE
+    write_atomic(target, manifest.model_dump_json(indent=2).encode())
     return target
 
 

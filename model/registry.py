@@ -29,6 +29,7 @@ from model.artifact import (
     Manifest,
     read_manifest,
     verify_artifact_dir,
+    write_atomic,
 )
 from model.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
 from model.refs import ModelRef
@@ -51,17 +52,7 @@ def _stat_key(path: Path) -> _StatKey | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp is owner-only; replicas may run as another user
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode())
 
 
 class ModelRegistry:
