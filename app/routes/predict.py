@@ -132,14 +132,7 @@ async def _predict_rows(
     except QueueFullError as exc:
         for f in futures:
             f.cancel()
-        state.metrics.observe_prediction(
-            latency_ms=0.0,
-            model_version="-",
-            batch_size=None,
-            queue_wait_ms=None,
-            model_ms=None,
-            status="queue_full",
-        )
+        _count_failure(state, "queue_full")
         raise ApiError(
             429,
             "the prediction queue is full; retry later",
