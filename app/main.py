@@ -14,9 +14,11 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.config import ServiceConfig
+from app.domain import BatchPredictRequest, PredictRequest
 from app.errors import FastJSONResponse, register_exception_handlers
 from app.observability.access_log import install_access_log
 from app.observability.http_metrics import instrument_http
+from app.request_body import document_raw_bodies
 from app.routes import health, metrics, predict, stats, token
 from app.security.dependencies import metrics_access
 from app.security.hardening import install_security
@@ -73,4 +75,6 @@ def create_app(
     app.include_router(stats.router)
     app.include_router(token.router)
     app.include_router(metrics.router, dependencies=[Depends(metrics_access)])
+    # The prediction routes read their bodies raw (app.request_body): document them here.
+    document_raw_bodies(app, [PredictRequest, BatchPredictRequest])
     return app

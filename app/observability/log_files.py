@@ -116,6 +116,25 @@ class RetentionRotatingFileHandler(logging.handlers.RotatingFileHandler):
             Path(self.baseFilename), retention_days=self.retention_days, max_files=self.max_files
         )
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # The base class formats every record twice: once in shouldRollover just to measure
+        # it (after a stat of the file), then again to write it. On the request path that
+        # doubled the cost of each access line; here it is formatted once, measured, written.
+        try:
+            msg = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            if self.maxBytes > 0 and self.stream.tell() + len(msg) >= self.maxBytes:
+                self.doRollover()
+                if self.stream is None:  # delay=True: doRollover leaves it closed
+                    self.stream = self._open()
+            self.stream.write(msg)
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
     def doRollover(self) -> None:
         if self.stream:
             self.stream.close()

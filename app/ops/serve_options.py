@@ -297,6 +297,9 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
     # itself, so Serve's extra hop onto a separate user-code thread per call is pure cost.
     env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = "0"
     serving = config.serving
+    # Gateway -> predictor handle calls over Serve's gRPC transport instead of Ray actor
+    # calls: measured the larger win of RAY_SERVE_THROUGHPUT_OPTIMIZED's switches here.
+    env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1" if serving.handle_transport == "grpc" else "0"
     if serving.ingress == "direct":
         # Gateway replicas serve HTTPS themselves (same TLS files: Serve hands its
         # http_options to the replica's server), starting at http_port.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 
 from app.batcher import (
     DeadlineExceededError,
@@ -18,12 +18,11 @@ from app.domain import (
     BatchPredictRequest,
     BatchPredictResponse,
     ErrorResponse,
-    ModelInfo,
-    Prediction,
     PredictRequest,
     PredictResponse,
 )
-from app.errors import ApiError
+from app.errors import ApiError, FastJSONResponse
+from app.request_body import deadline_hint, openapi_body, priority_hint, read_model
 from app.security.dependencies import PredictPrincipal
 from app.state import GatewayState
 from app.validation import window_from_request
@@ -45,25 +44,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         503: "Predictor not ready, unavailable, or the client deadline passed",
     }.items()
 }
-
-PriorityHeader = Annotated[
-    int | None,
-    Header(
-        alias="X-Priority",
-        ge=-100,
-        le=100,
-        description="Lower this request's priority below the key's own (never raises it)",
-    ),
-]
-DeadlineHeader = Annotated[
-    int | None,
-    Header(
-        alias="X-Request-Deadline-Ms",
-        ge=0,
-        description="Unix epoch milliseconds after which the answer is useless; "
-        "a request still queued then is dropped before it reaches the model",
-    ),
-]
 
 
 def _state(request: Request) -> GatewayState:
@@ -88,15 +68,6 @@ def _resolve(state: GatewayState, model: str | None, version: str | None) -> Mod
         raise ApiError(404, f"{what} is not in the registry", code="model_not_found") from None
 
 
-def _deadline(deadline_ms: int | None) -> float | None:
-    if deadline_ms is None:
-        return None
-    remaining = deadline_ms / 1000.0 - time.time()
-    if remaining <= 0:
-        raise ApiError(503, "the request deadline has already passed", code="deadline_exceeded")
-    return time.monotonic() + remaining
-
-
 async def _predict_rows(
     request: Request,
     state: GatewayState,
@@ -104,7 +75,11 @@ async def _predict_rows(
     *,
     priority: int,
     deadline: float | None,
-) -> list[Prediction]:
+) -> list[dict[str, Any]]:
+    """Each item's prediction, in order, as the response's JSON objects (``Prediction``).
+
+    Built as plain dicts and rendered by orjson: the route returns them in a response
+    object, so FastAPI does not validate and re-encode what was just computed."""
     limits = state.config.network_security.limits
     started = time.perf_counter()
     prepared = []
@@ -172,14 +147,18 @@ async def _predict_rows(
             model_ms=row.model_ms,
         )
         out.append(
-            Prediction(
-                symbol=item.symbol,
-                expected_return=row.expected_return,
-                prob_up=min(1.0, max(0.0, row.prob_up)),
-                horizon_bars=state.horizon_bars(row.ref),
-                as_of=window.as_of,
-                model=ModelInfo(name=row.ref.name, version=row.ref.version, sha256=row.ref.sha256),
-            )
+            {
+                "symbol": item.symbol,
+                "expected_return": row.expected_return,
+                "prob_up": min(1.0, max(0.0, row.prob_up)),
+                "horizon_bars": state.horizon_bars(row.ref),
+                "as_of": window.as_of,
+                "model": {
+                    "name": row.ref.name,
+                    "version": row.ref.version,
+                    "sha256": row.ref.sha256,
+                },
+            }
         )
     request.state.model_version = rows[-1].ref.version
     request.state.batch_size = rows[-1].forward_rows
@@ -200,7 +179,11 @@ async def _gather_reporting(
 ) -> list[RowResult]:
     """Every row's answer; each row's outcome is counted for its version."""
     try:
-        rows: list[RowResult] = await asyncio.wait_for(asyncio.gather(*futures), limit_s)
+        # asyncio.timeout rather than wait_for: no extra task per request on the hot path.
+        async with asyncio.timeout(limit_s):
+            rows: list[RowResult] = (
+                [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+            )
     except asyncio.CancelledError:
         raise  # the client went away: that says nothing about the model version
     except BaseException:
@@ -262,25 +245,16 @@ def _priority(principal_priority: int, header: int | None) -> int:
     response_model=PredictResponse,
     responses=_ERRORS,
     summary="Predict the next move of one instrument from its last 64 OHLCV bars",
+    openapi_extra=openapi_body(PredictRequest),
 )
-async def predict(
-    body: PredictRequest,
-    request: Request,
-    principal: PredictPrincipal,
-    x_priority: PriorityHeader = None,
-    x_request_deadline_ms: DeadlineHeader = None,
-) -> PredictResponse:
+async def predict(request: Request, principal: PredictPrincipal) -> FastJSONResponse:
     state = _state(request)
-    [pred] = await _predict_rows(
-        request,
-        state,
-        [body],
-        priority=_priority(principal.priority, x_priority),
-        deadline=_deadline(x_request_deadline_ms),
-    )
-    return PredictResponse(
-        **pred.model_dump(), request_id=getattr(request.state, "request_id", None)
-    )
+    body = await read_model(request, PredictRequest)
+    priority = _priority(principal.priority, priority_hint(request))
+    deadline = deadline_hint(request)
+    [pred] = await _predict_rows(request, state, [body], priority=priority, deadline=deadline)
+    pred["request_id"] = getattr(request.state, "request_id", None)
+    return FastJSONResponse(pred)
 
 
 @router.post(
@@ -288,15 +262,13 @@ async def predict(
     response_model=BatchPredictResponse,
     responses=_ERRORS,
     summary="Predict many instruments in one call; results come back in request order",
+    openapi_extra=openapi_body(BatchPredictRequest),
 )
-async def predict_batch(
-    body: BatchPredictRequest,
-    request: Request,
-    principal: PredictPrincipal,
-    x_priority: PriorityHeader = None,
-    x_request_deadline_ms: DeadlineHeader = None,
-) -> BatchPredictResponse:
+async def predict_batch(request: Request, principal: PredictPrincipal) -> FastJSONResponse:
     state = _state(request)
+    body = await read_model(request, BatchPredictRequest)
+    priority = _priority(principal.priority, priority_hint(request))
+    deadline = deadline_hint(request)
     limit = state.config.network_security.limits.max_batch_symbols
     if len(body.items) > limit:
         raise ApiError(
@@ -304,13 +276,7 @@ async def predict_batch(
             f"at most {limit} items per batch request, got {len(body.items)}",
             code="too_many_items",
         )
-    preds = await _predict_rows(
-        request,
-        state,
-        body.items,
-        priority=_priority(principal.priority, x_priority),
-        deadline=_deadline(x_request_deadline_ms),
-    )
-    return BatchPredictResponse(
-        request_id=getattr(request.state, "request_id", None), predictions=preds
+    preds = await _predict_rows(request, state, body.items, priority=priority, deadline=deadline)
+    return FastJSONResponse(
+        {"request_id": getattr(request.state, "request_id", None), "predictions": preds}
     )

@@ -209,3 +209,85 @@ def test_metrics_exposes_the_spec_histograms(harness: Harness) -> None:
     }
     assert bounds == {"10.0", "25.0", "50.0", "75.0", "100.0", "250.0", "500.0", "1000.0", "+Inf"}
     assert "batch_size_bucket" in text
+
+
+def test_responses_match_their_documented_models(harness: Harness) -> None:
+    # The prediction routes render their JSON themselves (app.request_body): the bodies
+    # must still be exactly what the OpenAPI models promise.
+    from app.domain import BatchPredictResponse, PredictResponse
+
+    one = _predict(harness, columnar_bars("ONE"))
+    assert one.status_code == 200, one.text
+    assert PredictResponse.model_validate(one.json()).model_dump(mode="json") == one.json()
+    many = harness.client.post(
+        "/predict/batch",
+        json={"items": [columnar_bars("A"), columnar_bars("B")]},
+        headers={"X-API-Key": harness.key},
+    )
+    assert many.status_code == 200, many.text
+    assert BatchPredictResponse.model_validate(many.json()).model_dump(mode="json") == many.json()
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b'{"symbol": "X", "timestamps": [1, 2', "application/json", 400, "malformed_json"),
+        (b"", "application/json", 422, "invalid_request"),
+        (b'{"symbol": "X"}', "text/plain", 422, "invalid_request"),
+        (b'["not", "an", "object"]', "application/json", 422, "invalid_request"),
+        (b'{"symbol": "X", "timestamps": ["a"]}', None, 422, "invalid_request"),
+    ],
+)
+def test_bad_bodies_get_typed_errors_without_echoing_input(
+    harness: Harness, content: bytes, content_type: str | None, status: int, code: str
+) -> None:
+    headers = {"X-API-Key": harness.key}
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = harness.client.post("/predict", content=content, headers=headers)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code
+    assert all(d["loc"][0] == "body" for d in err["details"])
+    assert all("input" not in d for d in err["details"])
+    assert harness.fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("X-Priority", "high"), ("X-Priority", "101"), ("X-Request-Deadline-Ms", "-1")],
+)
+def test_bad_client_hint_headers_are_422(harness: Harness, header: str, value: str) -> None:
+    r = _predict(harness, columnar_bars(), **{header: value})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["loc"] == ["header", header]
+    assert harness.fake.calls == []
+
+
+def test_priority_header_can_lower_but_never_raise_the_keys_priority(harness: Harness) -> None:
+    from app.request_body import PRIORITY_HEADER
+
+    seen: list[int] = []
+    submit = harness.state.batcher.submit
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(int(kwargs["priority"]))  # type: ignore[call-overload]
+        return submit(*args, **kwargs)  # type: ignore[arg-type]
+
+    harness.state.batcher.submit = spy  # type: ignore[method-assign]
+    for value in ("-7", "50"):
+        assert _predict(harness, columnar_bars(), **{PRIORITY_HEADER: value}).status_code == 200
+    assert seen == [-7, 5]  # the key's priority is 5
+
+
+def test_openapi_documents_the_raw_bodies_and_hint_headers(harness: Harness) -> None:
+    doc = harness.client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert {"PredictRequest", "BatchPredictRequest", "PredictResponse"} <= set(schemas)
+    for path, model in (("/predict", "PredictRequest"), ("/predict/batch", "BatchPredictRequest")):
+        op = doc["paths"][path]["post"]
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/{model}"
+        assert {p["name"] for p in op["parameters"]} >= {"X-Priority", "X-Request-Deadline-Ms"}
+    items = schemas["BatchPredictRequest"]["properties"]["items"]["items"]
+    assert items == {"$ref": "#/components/schemas/PredictRequest"}

@@ -185,6 +185,12 @@ def test_direct_ingress_env_starts_replica_ports_at_http_port() -> None:
     )
 
 
+def test_handle_transport_picks_serves_grpc_switch() -> None:
+    assert serve_env_vars(ServiceConfig())["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1"
+    actor = parse_config({"serving": {"handle_transport": "actor"}})
+    assert serve_env_vars(actor)["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "0"
+
+
 def test_metadata_keeps_version_and_description_for_stats() -> None:
     meta = deployment_metadata(ServiceConfig())
     assert meta["version"] == "1.0.0"
