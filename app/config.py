@@ -456,6 +456,11 @@ class Serving(Section):
     # gRPC transport between replicas, RAY_SERVE_USE_GRPC_BY_DEFAULT) or "actor" (Ray
     # actor calls, Serve's default). gRPC took the 200 req/s p50 from ~370 to ~130 ms here.
     handle_transport: Literal["grpc", "actor"] = "grpc"
+    # Scheduling priority of Ray's worker processes (every replica): Ray's default is
+    # nice 15, so on a shared machine any ordinary process (a log shipper, a load
+    # generator) takes the CPU from the replicas first. Serving replicas are the
+    # latency-critical work of the node; 0 puts them level with Ray's own daemons.
+    worker_niceness: int = Field(0, ge=0, le=19)
     direct_port_span: int = Field(50, ge=1, le=1000)
     # How Serve stops a replica: drain for up to graceful_shutdown_timeout_s, polling every
     # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).

@@ -300,6 +300,8 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
     # Gateway -> predictor handle calls over Serve's gRPC transport instead of Ray actor
     # calls: measured the larger win of RAY_SERVE_THROUGHPUT_OPTIMIZED's switches here.
     env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1" if serving.handle_transport == "grpc" else "0"
+    # Read by the raylet when it starts workers (so: set before `ray start`/ray.init).
+    env["RAY_worker_niceness"] = str(serving.worker_niceness)
     if serving.ingress == "direct":
         # Gateway replicas serve HTTPS themselves (same TLS files: Serve hands its
         # http_options to the replica's server), starting at http_port.

@@ -191,6 +191,12 @@ def test_handle_transport_picks_serves_grpc_switch() -> None:
     assert serve_env_vars(actor)["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "0"
 
 
+def test_replicas_run_at_the_configured_niceness() -> None:
+    assert serve_env_vars(ServiceConfig())["RAY_worker_niceness"] == "0"
+    low = parse_config({"serving": {"worker_niceness": 15}})
+    assert serve_env_vars(low)["RAY_worker_niceness"] == "15"
+
+
 def test_metadata_keeps_version_and_description_for_stats() -> None:
     meta = deployment_metadata(ServiceConfig())
     assert meta["version"] == "1.0.0"
