@@ -175,7 +175,12 @@ class Batcher:
         heapq.heappush(self._heap, item)
         self._drained.clear()
         self.stats.submitted += 1
-        self._wakeup.set()
+        # Wake the collector only when it has something to do: the first row of a batch
+        # starts its clock, a full batch leaves at once. Rows in between just queue (a
+        # wake-up per row cost a loop iteration and a timer each, on a box where every
+        # wake-up is dear; BENCHMARKS.md).
+        if len(self._heap) == 1 or len(self._heap) >= self.max_batch_size:
+            self._wakeup.set()
         return future
 
     # -- internals --------------------------------------------------------------------
@@ -198,7 +203,8 @@ class Batcher:
                     break
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
+                        await self._wakeup.wait()
             await self._slots.acquire()
             batch = self._take()
             if not batch:
@@ -229,7 +235,11 @@ class Batcher:
             groups: dict[ModelRef, list[_Pending]] = {}
             for item in batch:
                 groups.setdefault(item.ref, []).append(item)
-            await asyncio.gather(*(self._send_group(ref, items) for ref, items in groups.items()))
+            if len(groups) == 1:  # the common case: no gather, no task per group
+                [(ref, items)] = groups.items()
+                await self._send_group(ref, items)
+            else:
+                await asyncio.gather(*(self._send_group(r, i) for r, i in groups.items()))
         finally:
             self._slots.release()
             if self._heap:

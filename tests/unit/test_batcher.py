@@ -158,3 +158,30 @@ async def test_submit_without_features_or_bars_is_refused() -> None:
     batcher = _batcher(FakePredictor())
     with pytest.raises(ValueError, match="features or bars"):
         batcher.submit(FAKE_REF, None)
+
+
+async def test_a_full_batch_leaves_without_waiting_for_the_timeout() -> None:
+    fake = FakePredictor()
+    batcher = _batcher(fake, batch_wait_timeout_s=30.0, max_in_flight=4)
+    started = time.monotonic()
+    rows = await asyncio.wait_for(
+        asyncio.gather(*(batcher.submit(FAKE_REF, _row(i)) for i in range(16))), 5.0
+    )
+    assert time.monotonic() - started < 5.0
+    assert len(rows) == 16
+    assert [c.rows for c in fake.calls] == [8, 8]
+    await batcher.stop()
+
+
+async def test_a_lone_row_leaves_after_the_batch_wait() -> None:
+    fake = FakePredictor()
+    batcher = _batcher(fake, batch_wait_timeout_s=0.2)
+    started = time.monotonic()
+    first = batcher.submit(FAKE_REF, _row(1))
+    await asyncio.sleep(0.05)
+    second = batcher.submit(FAKE_REF, _row(2))  # joins the first row's batch
+    await asyncio.gather(first, second)
+    waited = time.monotonic() - started
+    assert 0.15 <= waited < 2.0
+    assert [c.rows for c in fake.calls] == [2]
+    await batcher.stop()
