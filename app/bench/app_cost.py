@@ -1,0 +1,180 @@
+"""CPU per request of the gateway app alone: no sockets, no TLS, a stand-in predictor.
+
+The gateway's event loop is the bottleneck of the Serve stack on a small machine
+(BENCHMARKS.md), and most of its time is the app's own Python per request. This calls the
+ASGI app directly (the same ``create_app`` + ``build_gateway_state`` as the gateway, with
+this config's security, logging and metrics), ``concurrency`` requests at a time so the
+batcher batches, and reports ``time.process_time()`` per request: the number to watch
+while trimming middleware, dependencies, parsing or logging. The stand-in predictor
+answers at once with zeros, so the model's cost is not in it::
+
+    python -m app.bench.app_cost --config deploy/config.local.yaml
+    python -m app.bench.app_cost --config deploy/config.local.yaml --path /healthz
+
+It uses the demo material (`cnnlstm serve --demo` makes it: API key, model, certificates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from app.bench.payloads import predict_payloads
+from app.main import create_app
+from app.observability.logging import configure_logging
+from app.settings import load_service_config
+from app.state import StaticCluster, build_gateway_state
+from model.protocol import BatchResult, PredictBatch, PredictorStatus
+from model.refs import ModelRef
+from model.registry import ModelRegistry
+
+
+def _stand_in(ref: ModelRef) -> tuple[Any, Any]:
+    async def dispatch(batch: PredictBatch) -> BatchResult:
+        zeros = np.zeros((batch.rows, 2))
+        return BatchResult(ref=batch.ref, outputs=zeros, forward_rows=batch.rows, model_ms=0.0)
+
+    async def status() -> PredictorStatus:
+        return PredictorStatus(ready=True, stage="ready", model=ref)
+
+    return dispatch, status
+
+
+async def call(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> int:
+    """One request through the ASGI app; returns the status code."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    status: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(int(message["status"]))
+
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def measure(
+    app: Any,
+    *,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    bodies: list[bytes],
+    requests: int,
+    concurrency: int,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Microseconds of process CPU per request, one figure per repeat (after a warm-up)."""
+    statuses: set[int] = set()
+
+    async def round_(n: int, offset: int) -> None:
+        for start in range(0, n, concurrency):
+            got = await asyncio.gather(
+                *(
+                    call(app, method, path, headers, bodies[(offset + start + k) % len(bodies)])
+                    for k in range(min(concurrency, n - start))
+                )
+            )
+            statuses.update(got)
+
+    await round_(min(requests, 200), 0)
+    gc.collect()
+    per_request = []
+    for r in range(repeats):
+        cpu0 = time.process_time()
+        await round_(requests, r * requests)
+        per_request.append((time.process_time() - cpu0) / requests * 1e6)
+    return {
+        "path": path,
+        "requests": requests,
+        "concurrency": concurrency,
+        "cpu_us_per_request": [round(x, 1) for x in per_request],
+        "min_cpu_us_per_request": round(min(per_request), 1),
+        "median_cpu_us_per_request": round(statistics.median(per_request), 1),
+        "statuses": sorted(statuses),
+    }
+
+
+async def run(
+    config_path: str | None, path: str, requests: int, concurrency: int
+) -> dict[str, Any]:
+    from app.demo import prepare_demo
+
+    _, config = load_service_config(config_path)
+    demo = prepare_demo(config, log=False)
+    configure_logging(config.logging, component="app-cost")
+    registry = config.model_registry
+    dispatch, status = _stand_in(ModelRegistry(registry.path).resolve(registry.default_model))
+    state = build_gateway_state(config, dispatch=dispatch, probe=status, cluster=StaticCluster())
+    app = create_app(config, state, metrics_registry=state.metrics.registry)
+    header = config.security.authentication.api_key_header.lower().encode()
+    headers = [(b"host", b"localhost"), (b"content-type", b"application/json")]
+    headers.append((header, demo.api_key.encode()))
+    if path == "/predict":
+        method, bodies = "POST", list(predict_payloads().bodies)
+    else:
+        method, bodies = "GET", [b""]
+    async with app.router.lifespan_context(app):
+        await state.readiness.refresh()  # the stand-in is ready at once
+        return await measure(
+            app,
+            method=method,
+            path=path,
+            headers=headers,
+            bodies=bodies,
+            requests=requests,
+            concurrency=concurrency,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="YAML configuration (as cnnlstm --config)")
+    parser.add_argument("--path", default="/predict", choices=["/predict", "/healthz", "/ready"])
+    parser.add_argument("--requests", type=int, default=2000, help="per repeat (3 repeats)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    args = parser.parse_args(argv)
+    out = asyncio.run(run(args.config, args.path, args.requests, args.concurrency))
+    print(
+        f"{out['path']}: {out['min_cpu_us_per_request']:.0f} us CPU per request (min of "
+        f"{out['cpu_us_per_request']}), {out['concurrency']} in flight, statuses "
+        f"{out['statuses']}"
+    )
+    return 0 if out["statuses"] == [200] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
