@@ -27,6 +27,7 @@ import numpy as np
 from model.features import compute_features
 from model.protocol import BatchResult, PredictBatch, PredictError
 from model.refs import ModelRef
+from model.tasks import cancel_and_wait
 
 Dispatch = Callable[[PredictBatch], Awaitable[BatchResult | PredictError]]
 Featurize = Callable[[np.ndarray], np.ndarray]
@@ -130,9 +131,7 @@ class Batcher:
         """Stop taking rows; rows already accepted are still answered (drained)."""
         if self._task is not None:
             await self._drained.wait()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)

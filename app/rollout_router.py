@@ -25,6 +25,7 @@ import structlog
 from app.ops.rollout_state import routing_json
 from model.protocol import Routing
 from model.refs import ModelRef
+from model.tasks import cancel_and_wait
 
 log = structlog.get_logger("app.rollout_router")
 
@@ -141,11 +142,7 @@ class RolloutRouter:
             ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.flush()  # the last second's outcomes still count

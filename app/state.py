@@ -7,7 +7,6 @@ so it lives on the app object.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from app.rollout_router import FetchRouting, PushCounts, RolloutRouter
 from model.protocol import PredictorStatus, Routing
 from model.refs import ModelRef
 from model.registry import ModelRegistry
+from model.tasks import cancel_and_wait
 
 log = structlog.get_logger("app.state")
 
@@ -89,11 +89,8 @@ class Readiness:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="readiness")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:
@@ -149,10 +146,7 @@ class GatewayState:
         await self.readiness.refresh()
 
     async def stop(self) -> None:
-        if self._gauges is not None:
-            self._gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gauges
+        await cancel_and_wait(self._gauges)
         await self.readiness.stop()
         await self.batcher.stop()
         if self.rollout is not None:

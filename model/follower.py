@@ -14,7 +14,6 @@ No Ray here: the controller call is injected, so this runs in unit tests as is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from model.protocol import Routing
 from model.refs import ModelRef
 from model.service import PredictorService
+from model.tasks import cancel_and_wait
 
 log = logging.getLogger("model.follower")
 
@@ -114,8 +114,5 @@ class RoutingFollower:
             self._task = asyncio.get_running_loop().create_task(self.run(), name="follower")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
