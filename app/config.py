@@ -457,7 +457,8 @@ class Serving(Section):
     proxy_port: int = Field(8100, ge=1, le=65535)
     # How the gateway's handle calls reach the predictor (BENCHMARKS.md): "grpc" (Serve's
     # gRPC transport between replicas, RAY_SERVE_USE_GRPC_BY_DEFAULT) or "actor" (Ray
-    # actor calls, Serve's default). gRPC took the 200 req/s p50 from ~370 to ~130 ms here.
+    # actor calls, Serve's default). gRPC never measured worse here; how much better varied
+    # from run to run (200 req/s p50 136 vs 141 ms, once 127 vs 373 ms).
     handle_transport: Literal["grpc", "actor"] = "grpc"
     # Scheduling priority of Ray's worker processes (every replica): Ray's default is
     # nice 15, so on a shared machine any ordinary process (a log shipper, a load
