@@ -1,12 +1,12 @@
 """The ``cnn_lstm_predictor`` Serve deployment: a thin shell over :class:`PredictorService`.
 
 Serve options (resources, autoscaling, queue limits, health-check timings) are applied by
-``app.ops.serve_options.predictor_options`` at bind time; this module only defines the
+``app.serve.options.predictor_options`` at bind time; this module only defines the
 behaviour. The replica loads, validates and warms the model in service in ``__init__``, so
 Serve sends it no traffic until the model is usable, and a version that fails validation
 never takes traffic (its replicas never become healthy while the old ones keep serving).
 
-"The model in service" is the rollout controller's blue (``app.ops.rollout_controller``)
+"The model in service" is the rollout controller's blue (``app.control.rollout_controller``)
 when the controller answers, else the registry's default: a replica that starts while the
 DEFAULT pointer names a version registry sync refused must not crash-loop on it. After
 that a :class:`model.follower.RoutingFollower` keeps the replica's versions in line with
@@ -26,8 +26,7 @@ import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from model.follower import RoutingFollower
-from model.protocol import (
+from model.common.protocol import (
     BatchResult,
     PredictBatch,
     PredictError,
@@ -35,7 +34,8 @@ from model.protocol import (
     Routing,
     as_predict_error,
 )
-from model.refs import ModelRef
+from model.common.refs import ModelRef
+from model.follower import RoutingFollower
 from model.service import PredictorService, PredictorSettings
 
 log = logging.getLogger("model.deployment")

@@ -14,7 +14,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from model.artifact import (
+from model.common.artifact import (
     WEIGHTS_FILE,
     ArchitectureConfig,
     FeatureSpecInfo,
@@ -25,11 +25,11 @@ from model.artifact import (
     sha256_file,
     write_manifest,
 )
+from model.common.features import NUM_FEATURES, WINDOW, compute_features, sliding_windows
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.data import synthetic_bars
-from model.features import NUM_FEATURES, WINDOW, compute_features, sliding_windows
 from model.network import CNNLSTM, build_network
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 from model.runtime import normalisation_tensors, run_network
 
 GOLDEN_ATOL = 1e-4

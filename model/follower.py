@@ -1,7 +1,7 @@
 """Keeps one predictor replica's loaded versions in line with the rollout controller.
 
 Every few seconds the replica tells the controller what it holds (and what failed to
-load) and gets the current :class:`~model.protocol.Routing` back. It then loads, validates
+load) and gets the current :class:`~model.common.protocol.Routing` back. It then loads, validates
 and warms every version in ``routing.preload`` on a worker thread, and makes
 ``routing.blue`` its default once that is loaded. The controller shifts traffic to a
 version only after every live replica reports it loaded, so requests for it find it
@@ -18,10 +18,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from model.protocol import Routing
-from model.refs import ModelRef
+from model.common.protocol import Routing
+from model.common.refs import ModelRef
+from model.common.tasks import cancel_and_wait
 from model.service import PredictorService
-from model.tasks import cancel_and_wait
 
 log = logging.getLogger("model.follower")
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.artifact import read_manifest
+from model.common.artifact import read_manifest
+from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
-from model.registry import ModelRegistry
 from model.runtime import GpuOptions, LoadedModel, load_model
 
 

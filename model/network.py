@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.artifact import ArchitectureConfig
+from model.common.artifact import ArchitectureConfig
 
 
 class CNNLSTM(nn.Module):

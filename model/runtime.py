@@ -20,11 +20,11 @@ import safetensors
 import safetensors.torch
 import torch
 
-from model.artifact import Manifest, Normalization, check_serving_compatible
-from model.errors import ArtifactValidationError
+from model.common.artifact import Manifest, Normalization, check_serving_compatible
+from model.common.errors import ArtifactValidationError
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.network import CNNLSTM, build_network
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

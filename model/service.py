@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
-from model.faults import FaultInjector, InjectedFaultError
-from model.features import NUM_FEATURES, WINDOW
-from model.protocol import BatchResult, PredictBatch, PredictorStatus
-from model.refs import ModelRef
-from model.registry import ModelRegistry
+from model.common.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
+from model.common.faults import FaultInjector, InjectedFaultError
+from model.common.features import NUM_FEATURES, WINDOW
+from model.common.protocol import BatchResult, PredictBatch, PredictorStatus
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.versions import LoadedVersions
 
 if TYPE_CHECKING:  # torch is imported only where a model is really loaded
@@ -46,7 +46,7 @@ class PredictorSettings:
     model_wait_s: float = 0.0  # how long a starting replica waits for the model to appear
     torch_threads: int | None = None
     gpu: dict[str, Any] = field(default_factory=dict)  # model.runtime.GpuOptions fields
-    # Chaos/testing switch (model.faults): "name:version" -> fraction of calls that fail.
+    # Chaos/testing switch (model.common.faults): "name:version" -> fraction of calls that fail.
     fault_injection: dict[str, float] = field(default_factory=dict)
     # How often the replica asks the rollout controller which versions to hold.
     routing_poll_s: float = 2.0

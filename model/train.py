@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.artifact import ArchitectureConfig, Normalization, TrainingMetrics
+from model.common.artifact import ArchitectureConfig, Normalization, TrainingMetrics
+from model.common.features import WINDOW, compute_features, sliding_windows
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.data import DATA_SOURCES, DataSource, load_bars
 from model.export import export_artifact, fit_normalization, make_random_artifact
-from model.features import WINDOW, compute_features, sliding_windows
 from model.network import CNNLSTM, build_network
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 
 __all__ = ["export_artifact", "main_train", "make_random_artifact", "train"]
 

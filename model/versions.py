@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
 
-from model.refs import ModelRef
+from model.common.refs import ModelRef
 
 if TYPE_CHECKING:
     from model.runtime import LoadedModel

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
-from model.refs import ModelRef
+from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
+from model.common.refs import ModelRef
 
 FAKE_REF = ModelRef(name="cnn_lstm", version="0.0.1", sha256="a" * 64)
 

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from app.api.app import create_app
 from app.bench.payloads import predict_payloads
-from app.main import create_app
+from app.config.env import load_service_config
+from app.gateway.state import StaticCluster, build_gateway_state
 from app.observability.logging import configure_logging
-from app.settings import load_service_config
-from app.state import StaticCluster, build_gateway_state
-from model.protocol import BatchResult, PredictBatch, PredictorStatus
-from model.refs import ModelRef
-from model.registry import ModelRegistry
+from model.common.protocol import BatchResult, PredictBatch, PredictorStatus
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 
 
 def _stand_in(ref: ModelRef) -> tuple[Any, Any]:
@@ -131,7 +131,7 @@ async def measure(
 async def run(
     config_path: str | None, path: str, requests: int, concurrency: int
 ) -> dict[str, Any]:
-    from app.demo import prepare_demo
+    from app.cli.demo import prepare_demo
 
     _, config = load_service_config(config_path)
     demo = prepare_demo(config, log=False)

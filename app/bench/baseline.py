@@ -31,13 +31,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from app.api.app import create_app
 from app.config import ServiceConfig
-from app.main import create_app
+from app.config.env import Settings, load_service_config
+from app.gateway.state import StaticCluster, build_gateway_state
 from app.observability.logging import configure_logging
-from app.predictor_settings import predictor_settings as base_predictor_settings
-from app.settings import Settings, load_service_config
-from app.state import StaticCluster, build_gateway_state
-from model.protocol import (
+from app.serve.predictor_settings import predictor_settings as base_predictor_settings
+from model.common.protocol import (
     BatchResult,
     PredictBatch,
     PredictError,
@@ -48,7 +48,7 @@ from model.service import PredictorService, PredictorSettings
 
 
 def predictor_settings(config: ServiceConfig, settings: Settings) -> PredictorSettings:
-    """The same settings a Serve predictor replica gets (``app.predictor_settings``)."""
+    """The same settings a Serve predictor replica gets (``app.serve.predictor_settings``)."""
     return PredictorSettings(**base_predictor_settings(config, settings))
 
 
@@ -75,7 +75,7 @@ class InProcessPredictor:
 
 def build_baseline_app(config: ServiceConfig, predictor: InProcessPredictor) -> FastAPI:
     """The gateway's app around an in-process predictor: the same wiring as the Serve
-    gateway (``app.state.build_gateway_state``), only the dispatch differs."""
+    gateway (``app.gateway.state.build_gateway_state``), only the dispatch differs."""
     state = build_gateway_state(
         config,
         dispatch=predictor.dispatch,

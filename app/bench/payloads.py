@@ -21,7 +21,7 @@ from unittest import mock
 import orjson
 
 EURUSD_BARS = 5000  # bars in backtesting's EURUSD.csv
-WINDOW = 64  # model.features.WINDOW; a test checks they agree (see module docstring)
+WINDOW = 64  # model.common.features.WINDOW; a test checks they agree (see module docstring)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads, batch_payloads, predict_payloads
 from app.bench.report import comparison, verdicts
 from app.config import ServiceConfig
-from app.settings import load_service_config
+from app.config.env import load_service_config
 
 Progress = Callable[[str], None]
 
@@ -185,8 +185,8 @@ def _serve_stack(
     opts: BenchOptions, config: ServiceConfig, progress: Progress
 ) -> Iterator[tuple[Target, Path | None]]:
     """The Serve stack as ``cnnlstm serve --demo`` starts it; shut down on exit."""
-    from app import runner as serve_runner
-    from app.demo import prepare_demo
+    from app.cli.demo import prepare_demo
+    from app.serve import runner as serve_runner
 
     settings, _ = load_service_config(opts.config_path)
     app_name = config.serving.app_name
@@ -237,8 +237,8 @@ def _baseline(
     loads: _Loads,
     progress: Progress,
 ) -> dict[str, Any]:
-    from app import runner as serve_runner
     from app.bench import baseline
+    from app.serve import runner as serve_runner
 
     port = opts.baseline_port or _free_port()
     progress(f"starting the baseline server (uvicorn, no Ray) on port {port}")

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from app.settings import load_service_config
-from model.errors import RegistryError
-from model.registry import ModelRegistry
+from app.config.env import load_service_config
+from model.common.errors import RegistryError
+from model.common.registry import ModelRegistry
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:

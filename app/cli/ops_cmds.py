@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from app.config import ConfigError, ServiceConfig, load_config_file
+from app.config.env import Settings, load_service_config
 from app.ops import backup as bk
-from app.ops.manifests import render_kuberay
-from app.ops.serve_config import build_serve_config, render_serve_config
-from app.ops.serve_options import Device
-from app.settings import Settings, load_service_config
+from app.serve.manifests import render_kuberay
+from app.serve.options import Device
+from app.serve.serve_yaml import build_serve_config, render_serve_config
 
 HEARTBEAT = Path("/tmp/cnnlstm-backup.heartbeat")  # noqa: S108 - container-local marker
 
@@ -79,8 +79,8 @@ def _render_kuberay(args: argparse.Namespace) -> int:
 def check_config(config: ServiceConfig) -> list[str]:
     """Checks beyond the schema: things that would only fail once deployed."""
     problems: list[str] = []
-    from app.ops.market_calendar import CalendarUnavailable, MarketSchedule
     from app.ops.scheduler import parse_cron
+    from app.scaling.market_calendar import CalendarUnavailable, MarketSchedule
 
     if config.market_calendar.enabled:
         try:

@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any
 
-from app.ops.rollout_settings import CONTROLLER_NAME
-from app.settings import load_service_config
+from app.config.env import load_service_config
+from app.control.rollout_settings import CONTROLLER_NAME
 
 CALL_TIMEOUT_S = 120.0  # start waits for a predictor to load and check the version
 FINISHED = ("promoted", "rolled_back", "aborted")

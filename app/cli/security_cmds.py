@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import ServiceConfig
+from app.config.env import load_service_config
 from app.security.api_keys import ApiKeyStore, ApiKeyStoreError
 from app.security.clients import ClientStore, ClientStoreError
 from app.security.jwt_tokens import (
@@ -26,7 +27,6 @@ from app.security.jwt_tokens import (
     read_jwt_secret,
 )
 from app.security.secret_files import atomic_write_private
-from app.settings import load_service_config
 
 MAX_CLI_TOKEN_TTL_S = 366 * 86400
 

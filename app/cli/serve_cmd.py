@@ -12,11 +12,11 @@ from types import FrameType
 
 import numpy as np
 
-from app import runner
+from app.config.env import load_service_config
 from app.observability.logging import configure_logging
-from app.settings import load_service_config
+from app.serve import runner
+from model.common.features import WINDOW
 from model.data import load_bars
-from model.features import WINDOW
 
 
 def sample_request(symbol: str = "EURUSD", offset: int = 1000) -> dict[str, object]:
@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     local_dir = Path(".local")
     sample: Path | None = None
     if args.demo:
-        from app.demo import prepare_demo
+        from app.cli.demo import prepare_demo
         from app.security.secret_files import atomic_write_private
 
         print("Preparing demo material (dev TLS, JWT secret, API key, model)...", flush=True)

@@ -27,8 +27,8 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.config import Logging
-from app.errors import error_response
 from app.observability.logging import bind_request_id, clear_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -21,8 +21,8 @@ from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import APIKeyHeader, OAuth2, SecurityScopes
 
+from app.api.errors import ApiError
 from app.config import AuthMethod
-from app.errors import ApiError
 from app.security.api_keys import parse_key_id
 from app.security.context import PREDICT_SCOPE, REALM, STATS_SCOPE, SecurityContext
 from app.security.jwt_tokens import InvalidToken

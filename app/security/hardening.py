@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.config import ServiceConfig
-from app.errors import error_response
 from app.security.context import SecurityContext
 from app.security.query_credentials import has_credential_params, redact_credential_params
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.api.app import create_app
+from app.gateway.state import GatewayState, StaticCluster, build_gateway_state
 from app.security.api_keys import ApiKeyStore
-from app.state import GatewayState, StaticCluster, build_gateway_state
 from model.export import make_random_artifact
 from tests.fakes import FakePredictor
 from tests.support.live import columnar_bars
@@ -212,9 +212,9 @@ def test_metrics_exposes_the_spec_histograms(harness: Harness) -> None:
 
 
 def test_responses_match_their_documented_models(harness: Harness) -> None:
-    # The prediction routes render their JSON themselves (app.request_body): the bodies
+    # The prediction routes render their JSON themselves (app.api.body): the bodies
     # must still be exactly what the OpenAPI models promise.
-    from app.domain import BatchPredictResponse, PredictResponse
+    from app.api.schemas import BatchPredictResponse, PredictResponse
 
     one = _predict(harness, columnar_bars("ONE"))
     assert one.status_code == 200, one.text
@@ -265,7 +265,7 @@ def test_bad_client_hint_headers_are_422(harness: Harness, header: str, value: s
 
 
 def test_priority_header_can_lower_but_never_raise_the_keys_priority(harness: Harness) -> None:
-    from app.request_body import PRIORITY_HEADER
+    from app.api.body import PRIORITY_HEADER
 
     seen: list[int] = []
     submit = harness.state.batcher.submit

@@ -26,7 +26,7 @@ import pytest
 
 from app.config import ServiceConfig
 from app.security.dev_certs import ensure_dev_certs
-from model.refs import ModelRef
+from model.common.refs import ModelRef
 from tests.support.live import LiveTarget
 from tests.support.security_app import write_security_material
 from tests.support.webhook import WebhookReceiver, webhook_receiver
@@ -127,9 +127,9 @@ def serve_stack(
     import ray
     from ray import serve
 
-    from app.build import build_from_config
-    from app.ops.serve_options import http_options
-    from app.settings import Settings
+    from app.config.env import Settings
+    from app.serve.build import build_from_config
+    from app.serve.options import http_options
     from model.export import make_random_artifact
 
     root = tmp_path_factory.mktemp("stack")
@@ -137,7 +137,7 @@ def serve_stack(
     config, rsa_key = _stack_config(root, certs, alert_webhook.url)
     registry_root = Path(config.model_registry.path)
     registry_root.mkdir(parents=True)
-    from app.runner import apply_serve_env
+    from app.serve.runner import apply_serve_env
 
     apply_serve_env(config)  # the same Serve environment `cnnlstm serve` uses
     # A direct-ingress gateway waits this long before it stops (30 s by default, to let

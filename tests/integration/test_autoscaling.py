@@ -84,8 +84,8 @@ def scale_app(
 ) -> Iterator[ServiceConfig]:
     from ray import serve
 
-    from app.build import build_from_config
-    from app.settings import Settings
+    from app.config.env import Settings
+    from app.serve.build import build_from_config
 
     root = tmp_path_factory.mktemp("scale")
     config = _scale_config(serve_stack, root)

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 from app.cli.main import main
-from model.artifact import WEIGHTS_FILE
+from model.common.artifact import WEIGHTS_FILE
+from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
-from model.registry import ModelRegistry
 from tests.integration.conftest import FAULTY_VERSION, ServeStack
 from tests.integration.rollout_support import (
     FINISHED,

@@ -23,9 +23,9 @@ from ray.serve.deployment import Deployment
 from ray.serve.schema import DeploymentSchema, ServeDeploySchema
 
 from app.config import ServiceConfig, load_config_file
-from app.ops.autoscaling_policy import MarketHoursPolicy
-from app.ops.serve_config import build_serve_config
-from app.ops.serve_options import Device, gateway_options, http_options, predictor_options
+from app.scaling.autoscaling_policy import MarketHoursPolicy
+from app.serve.options import Device, gateway_options, http_options, predictor_options
+from app.serve.serve_yaml import build_serve_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def test_serve_config_validates_under_serve_deploy_schema(rel: str, device: Devi
     data = build_serve_config(config, config_path="/etc/cnnlstm/config.yaml", device=device)
     schema = ServeDeploySchema.model_validate(data)
     app = schema.applications[0]
-    assert app.import_path == "app.build:build_app"
+    assert app.import_path == "app.serve.build:build_app"
     names = [d.name for d in app.deployments]
     assert names == ["gateway", config.deployment.deployment_name]
     # Nothing we emit is an unknown key that Serve would silently drop.
@@ -70,7 +70,7 @@ def test_autoscaling_config_is_accepted_without_deprecation_warnings(rel: str) -
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # metrics_interval_s or *_smoothing_factor would warn
         auto = AutoscalingConfig(**predictor["autoscaling_config"])
-    assert auto.policy.policy_function == "app.ops.autoscaling_policy:MarketHoursPolicy"
+    assert auto.policy.policy_function == "app.scaling.autoscaling_policy:MarketHoursPolicy"
     assert (
         auto.get_target_ongoing_requests()
         == predictor["autoscaling_config"]["target_ongoing_requests"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from app.cli.serve_cmd import sample_request
-from model.features import compute_features
-from model.registry import ModelRegistry
+from model.common.features import compute_features
+from model.common.registry import ModelRegistry
 from model.runtime import load_model
 from tests.integration.conftest import ServeStack
 from tests.support.live import LiveTarget

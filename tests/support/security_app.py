@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Body, Depends, FastAPI, Request
 
+from app.api.errors import register_exception_handlers
+from app.api.routes import token
 from app.config import ServiceConfig, parse_config
-from app.errors import register_exception_handlers
-from app.routes import token
 from app.security.dependencies import PredictPrincipal, StatsPrincipal, metrics_access
 from app.security.hardening import install_security
 from app.security.jwt_tokens import generate_jwt_secret

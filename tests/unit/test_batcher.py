@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from app.batcher import Batcher, DeadlineExceededError, PredictorFailedError, QueueFullError
-from model.features import NUM_FEATURES, WINDOW
-from model.protocol import PredictError
-from model.refs import ModelRef
+from app.gateway.batcher import Batcher, DeadlineExceededError, PredictorFailedError, QueueFullError
+from model.common.features import NUM_FEATURES, WINDOW
+from model.common.protocol import PredictError
+from model.common.refs import ModelRef
 from tests.fakes import FAKE_REF, FakePredictor, fake_outputs
 
 OTHER_REF = ModelRef(name="cnn_lstm", version="0.0.2", sha256="b" * 64)
@@ -119,7 +119,7 @@ async def test_stop_drains_accepted_rows() -> None:
 
 
 async def test_cache_misses_get_features_with_the_batch_and_go_back_to_the_cache() -> None:
-    from model.features import compute_features
+    from model.common.features import compute_features
 
     fake = FakePredictor()
     sunk: dict[bytes, np.ndarray] = {}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from app.config import ConfigError, ServiceConfig, load_config_file, parse_config
-from app.settings import Settings, load_service_config
+from app.config.env import Settings, load_service_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec" / "ray-serve-deployment-spec.md"

@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 GATEWAY_MODULES = [
-    "app.gateway",
-    "app.build",
-    "app.main",
+    "app.serve.ingress",
+    "app.serve.build",
+    "app.api.app",
     "app.cli.main",
-    "app.routes.predict",
+    "app.api.routes.predict",
     "model.deployment",
 ]
 

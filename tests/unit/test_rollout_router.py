@@ -7,12 +7,12 @@ import random
 
 import pytest
 
+from app.api.routes.predict import _resolve
 from app.config import ServiceConfig
-from app.rollout_router import RolloutRouter
-from app.routes.predict import _resolve
-from app.state import StaticCluster, build_gateway_state
-from model.protocol import Routing
-from model.refs import ModelRef
+from app.gateway.rollout_router import RolloutRouter
+from app.gateway.state import StaticCluster, build_gateway_state
+from model.common.protocol import Routing
+from model.common.refs import ModelRef
 from tests.fakes import FakePredictor
 
 BLUE = ModelRef("cnn_lstm", "1.0.0", "a" * 64)
@@ -162,9 +162,9 @@ async def test_requests_naming_a_version_bypass_the_router(tmp_path: object) -> 
 async def test_outcomes_count_server_failures_but_not_client_mistakes() -> None:
     import asyncio
 
-    from app.batcher import DeadlineExceededError, PredictorFailedError, RowResult
-    from app.routes.predict import _report_outcomes
-    from model.protocol import PredictError
+    from app.api.routes.predict import _report_outcomes
+    from app.gateway.batcher import DeadlineExceededError, PredictorFailedError, RowResult
+    from model.common.protocol import PredictError
 
     controller = FakeController(_shifting(50.0))
     predictor = FakePredictor(ref=BLUE)

@@ -1,4 +1,4 @@
-"""model.tasks.cancel_and_wait: background loops end, and only their cancellation is hidden."""
+"""cancel_and_wait (model.common.tasks): loops end, only their cancellation is hidden."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from model.tasks import cancel_and_wait
+from model.common.tasks import cancel_and_wait
 
 
 async def _forever(unwound: list[str], name: str) -> None:

@@ -21,10 +21,10 @@ from app.bench.baseline import InProcessPredictor, build_baseline_app, predictor
 from app.cli import bench_cmd
 from app.cli.serve_cmd import sample_request
 from app.config import ServiceConfig
+from app.config.env import Settings
 from app.security.api_keys import ApiKeyStore
 from app.security.dev_certs import ensure_dev_certs
 from app.security.jwt_tokens import mint_token
-from app.settings import Settings
 from model.export import make_random_artifact
 from model.service import PredictorService
 from tests.support.security_app import AUDIENCE, ISSUER, write_security_material
@@ -123,7 +123,7 @@ def test_baseline_answers_a_real_prediction_over_verified_https(baseline: Baseli
 
 
 def test_baseline_settings_match_the_predictor_replicas(baseline: Baseline) -> None:
-    from app.build import predictor_settings as replica_settings  # imports Ray (not starts)
+    from app.serve.build import predictor_settings as replica_settings  # imports Ray (not starts)
     from model.deployment import settings_from_dict
 
     settings = Settings(DEVICE="cpu")
@@ -178,9 +178,9 @@ def test_baseline_runs_as_its_own_process(baseline: Baseline, tmp_path: Path) ->
     """``python -m app.bench.baseline`` loads the model, answers /ready, stops on SIGTERM."""
     import yaml
 
-    from app import runner
     from app.bench import baseline as baseline_mod
     from app.bench import procs
+    from app.serve import runner
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(baseline.config.model_dump(mode="json")))

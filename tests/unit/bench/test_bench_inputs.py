@@ -9,9 +9,9 @@ import time
 import orjson
 import pytest
 
+from app.api.schemas import BatchPredictRequest, PredictRequest
 from app.bench import payloads, procs
-from app.domain import BatchPredictRequest, PredictRequest
-from model.features import WINDOW
+from model.common.features import WINDOW
 
 
 def test_payload_window_matches_the_model() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 
 
 @pytest.fixture

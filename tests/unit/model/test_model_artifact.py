@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from model.artifact import (
+from model.common.artifact import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
     Manifest,
@@ -20,10 +20,10 @@ from model.artifact import (
     verify_artifact_dir,
     write_manifest,
 )
-from model.errors import ArtifactValidationError
-from model.features import FEATURE_SPEC_VERSION, NUM_FEATURES
-from model.refs import ModelRef
-from model.registry import ModelRegistry
+from model.common.errors import ArtifactValidationError
+from model.common.features import FEATURE_SPEC_VERSION, NUM_FEATURES
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 
 
 def _manifest_json(registry: ModelRegistry, ref: ModelRef) -> dict:

@@ -12,11 +12,11 @@ from model import gpu_check
 
 ROOT = Path(__file__).resolve().parents[3]
 TORCH_FREE = [
-    "model.refs",
-    "model.errors",
-    "model.features",
-    "model.artifact",
-    "model.registry",
+    "model.common.refs",
+    "model.common.errors",
+    "model.common.features",
+    "model.common.artifact",
+    "model.common.registry",
     "model.data",
 ]
 TORCH_SIDE = ["model.network", "model.runtime", "model.export", "model.train", "model.gpu_check"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.common.features import validate_bars
 from model.data import load_bars
-from model.features import validate_bars
 
 
 @pytest.mark.parametrize(("source", "rows"), [("eurusd", 5000), ("goog", 2148), ("btcusd", 156)])

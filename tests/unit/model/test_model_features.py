@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.data import load_bars, synthetic_bars
-from model.features import (
+from model.common.features import (
     FEATURE_NAMES,
     NUM_FEATURES,
     WINDOW,
@@ -14,6 +13,7 @@ from model.features import (
     sliding_windows,
     validate_bars,
 )
+from model.data import load_bars, synthetic_bars
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from model.artifact import MANIFEST_FILE, WEIGHTS_FILE, read_manifest, write_manifest
-from model.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
+from model.common.artifact import MANIFEST_FILE, WEIGHTS_FILE, read_manifest, write_manifest
+from model.common.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 
 
 def _edit_manifest(registry: ModelRegistry, ref: ModelRef, **changes: object) -> None:

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from model import runtime
-from model.artifact import read_manifest, write_manifest
+from model.common.artifact import read_manifest, write_manifest
+from model.common.errors import ArtifactValidationError
+from model.common.features import NUM_FEATURES, WINDOW, compute_features, sliding_windows
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.data import synthetic_bars
-from model.errors import ArtifactValidationError
-from model.features import NUM_FEATURES, WINDOW, compute_features, sliding_windows
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 from model.runtime import GpuOptions, LoadedModel, load_model, resolve_device
 
 

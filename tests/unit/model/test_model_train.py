@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from model import train as train_mod
+from model.common.features import WINDOW
+from model.common.registry import ModelRegistry
 from model.data import synthetic_bars
-from model.features import WINDOW
-from model.registry import ModelRegistry
 from model.runtime import load_model
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.artifact import WEIGHTS_FILE
+from model.common.artifact import WEIGHTS_FILE
+from model.common.faults import InjectedFaultError
+from model.common.features import NUM_FEATURES, WINDOW
+from model.common.protocol import BatchResult, PredictBatch, Routing
+from model.common.refs import ModelRef
 from model.export import make_random_artifact
-from model.faults import InjectedFaultError
-from model.features import NUM_FEATURES, WINDOW
 from model.follower import RoutingFollower
-from model.protocol import BatchResult, PredictBatch, Routing
-from model.refs import ModelRef
 from model.service import PredictorService, PredictorSettings
 
 

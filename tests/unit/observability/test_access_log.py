@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from app.api.errors import register_exception_handlers
 from app.config import Logging
-from app.errors import register_exception_handlers
 from app.observability.access_log import AccessLogMiddleware, install_access_log
 from tests.unit.observability.log_capture import LogLines
 

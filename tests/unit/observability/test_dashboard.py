@@ -12,6 +12,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.api.routes.metrics import router
 from app.config import Metrics
 from app.observability.dashboard import (
     RAY_METRICS_ALLOWLIST,
@@ -22,7 +23,6 @@ from app.observability.dashboard import (
     promql_metric_names,
 )
 from app.observability.metrics import GatewayMetrics, instrument_http, new_registry
-from app.routes.metrics import router
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"

@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.api.routes.metrics import router
 from app.config import Metrics
 from app.observability.metrics import GatewayMetrics, instrument_http, new_registry
-from app.routes.metrics import router
 
 
 def build_app(registry: CollectorRegistry) -> FastAPI:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from app.ops.rollout_engine import RolloutEngine
-from app.ops.rollout_settings import RolloutSettings
-from app.ops.rollout_state import RolloutStore
-from model.artifact import WEIGHTS_FILE
+from app.control.rollout_engine import RolloutEngine
+from app.control.rollout_settings import RolloutSettings
+from app.control.rollout_state import RolloutStore
+from model.common.artifact import WEIGHTS_FILE
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
-from model.refs import ModelRef
-from model.registry import ModelRegistry
 
 MODEL = "cnn_lstm"
 

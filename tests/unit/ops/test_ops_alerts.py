@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.ops.alerts import WebhookNotifier, rolled_back_alert
-from app.ops.rollout_engine import RolloutEngine
-from model.refs import ModelRef
+from app.control.alerts import WebhookNotifier, rolled_back_alert
+from app.control.rollout_engine import RolloutEngine
+from model.common.refs import ModelRef
 from tests.support.webhook import WebhookReceiver, webhook_receiver
 from tests.unit.ops.rollout_support import (
     MODEL,

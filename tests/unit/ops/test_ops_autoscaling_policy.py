@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.config import ServiceConfig
-from app.ops.autoscaling_policy import REQUESTS_TOTAL_METRIC, MarketHoursPolicy
-from app.ops.market_calendar import MarketSchedule, SessionTable
-from app.ops.serve_options import market_policy
+from app.scaling.autoscaling_policy import REQUESTS_TOTAL_METRIC, MarketHoursPolicy
+from app.scaling.market_calendar import MarketSchedule, SessionTable
+from app.serve.options import market_policy
 
 NY = ZoneInfo("America/New_York")
 TUESDAY_NOON = datetime(2026, 11, 24, 12, 0, tzinfo=NY).timestamp()

@@ -96,6 +96,6 @@ def test_render_serve_prints_a_serve_config(site: Path, capsys: pytest.CaptureFi
     assert run_cli(["--config", str(site), "config", "render-serve", "--device", "cpu"]) == 0
     rendered = yaml.safe_load(capsys.readouterr().out)
     app = rendered["applications"][0]
-    assert app["import_path"] == "app.build:build_app"
+    assert app["import_path"] == "app.serve.build:build_app"
     assert app["args"] == {"config_path": str(site)}
     assert [d["name"] for d in app["deployments"]] == ["gateway", "cnn_lstm_predictor"]

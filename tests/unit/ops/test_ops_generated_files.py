@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from app.config import load_config_file
-from app.ops.manifests import CONFIG_FILE
-from app.ops.serve_config import build_serve_config
+from app.serve.manifests import CONFIG_FILE
+from app.serve.serve_yaml import build_serve_config
 from tests.unit.ops.ops_cli import ROOT, generator_command, run_cli
 
 GENERATED = {

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.ops.market_calendar import (
+from app.scaling.market_calendar import (
     CalendarUnavailable,
     MarketSchedule,
     SessionTable,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.registry import ModelRegistry
+from model.common.registry import ModelRegistry
 from tests.unit.ops.rollout_support import (
     MODEL,
     Rig,

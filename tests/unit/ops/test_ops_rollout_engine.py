@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ops.rollout_settings import normalise_steps
+from app.control.rollout_settings import normalise_steps
 from tests.unit.ops.rollout_support import (
     MODEL,
     Rig,
@@ -241,7 +241,8 @@ def test_the_controller_side_never_loads_torch() -> None:
     import sys
 
     code = (
-        "import sys, app.ops.rollout_controller, app.rollout_router, app.cli.rollout_cmds; "
+        "import sys, app.control.rollout_controller, app.gateway.rollout_router, "
+        "app.cli.rollout_cmds; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from app.config import ServiceConfig, parse_config
-from app.ops.serve_config import build_serve_config
-from app.ops.serve_options import (
+from app.scaling.spec_mapping import doc_table
+from app.serve.options import (
     POLICY_IMPORT_PATH,
     deployment_metadata,
     gateway_options,
@@ -23,7 +23,7 @@ from app.ops.serve_options import (
     serve_autoscaling_config,
     serve_env_vars,
 )
-from app.ops.spec_mapping import doc_table
+from app.serve.serve_yaml import build_serve_config
 
 SPEC_ONLY_NAMES = {
     "target_num_ongoing_requests_per_replica",
@@ -217,8 +217,8 @@ def test_name_table_in_readme_matches_the_code() -> None:
 
 def test_ops_modules_import_without_ray() -> None:
     code = (
-        "import sys, app.ops.serve_options, app.ops.serve_config, app.ops.manifests, "
-        "app.ops.autoscaling_policy, app.ops.backup, app.ops.scheduler, app.cli.ops_cmds; "
+        "import sys, app.serve.options, app.serve.serve_yaml, app.serve.manifests, "
+        "app.scaling.autoscaling_policy, app.ops.backup, app.ops.scheduler, app.cli.ops_cmds; "
         "sys.exit('ray' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -27,7 +27,7 @@ from fastapi.security import SecurityScopes
 from starlette.requests import Request
 from starlette.types import Message
 
-from app.errors import register_exception_handlers
+from app.api.errors import register_exception_handlers
 from app.security.api_keys import ApiKeyStore
 from app.security.dependencies import PredictPrincipal, authenticate
 from app.security.hardening import install_security

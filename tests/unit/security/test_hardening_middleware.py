@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI, Response
 from starlette.types import Receive, Scope, Send
 
-from app.errors import register_exception_handlers
+from app.api.errors import register_exception_handlers
 from app.security.api_keys import ApiKeyStore
 from app.security.hardening import install_security
 from tests.support.security_app import (

@@ -1,0 +1,80 @@
+"""Composition root: ``create_app`` wires middleware, routers and handlers; nothing else.
+
+It knows nothing about Ray: the Serve gateway (:mod:`app.serve.ingress`) and the API tests build
+a :class:`GatewayState` (real handle or fake predictor) and hand it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
+
+from app.api.body import document_raw_bodies
+from app.api.errors import FastJSONResponse, register_exception_handlers
+from app.api.routes import health, metrics, predict, stats, token
+from app.api.schemas import BatchPredictRequest, PredictRequest
+from app.config import ServiceConfig
+from app.gateway.state import GatewayState
+from app.observability.access_log import install_access_log
+from app.observability.http_metrics import instrument_http
+from app.security.dependencies import metrics_access
+from app.security.hardening import install_security
+
+log = structlog.get_logger("app.api.app")
+
+API_DESCRIPTION = """
+CNN+LSTM price model behind a secured gateway.
+
+* `POST /predict` and `POST /predict/batch` — scope `model:predict` (`X-API-Key` or JWT)
+* `GET /stats` — scope `model:stats` (JWT or API key)
+* `POST /token` — OAuth2 client-credentials grant for short-lived JWTs
+* `GET /healthz`, `GET /ready` — probes (open); `GET /metrics` — Prometheus text
+
+Every error has one shape: `{"error": {"code", "message", "request_id", "details"}}`.
+"""
+
+
+def create_app(
+    config: ServiceConfig,
+    state: GatewayState,
+    *,
+    metrics_registry: CollectorRegistry,
+    behind_serve_proxy: bool = False,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.security.warn_if_disabled(log)
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="CNN+LSTM prediction service",
+        version=config.deployment.version,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=FastJSONResponse,
+    )
+    app.state.gateway = state
+    app.state.metrics_registry = metrics_registry
+    register_exception_handlers(app)
+    install_security(app, config)
+    instrument_http(app, metrics_registry)
+    # Outside everything, error handling included: every response (413s from the size
+    # limit and unhandled 500s too) gets a request id and exactly one access line.
+    install_access_log(app, config.logging, set_header=not behind_serve_proxy)
+
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(stats.router)
+    app.include_router(token.router)
+    app.include_router(metrics.router, dependencies=[Depends(metrics_access)])
+    # The prediction routes read their bodies raw (app.api.body): document them here.
+    document_raw_bodies(app, [PredictRequest, BatchPredictRequest])
+    return app

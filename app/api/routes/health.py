@@ -1,0 +1,49 @@
+"""``GET /healthz`` (liveness) and ``GET /ready`` (readiness), spec section 5.
+
+Liveness says only that this gateway process answers; it must stay cheap and must not
+depend on the model, or a slow model load would get healthy gateways restarted.
+Readiness says the predictor has loaded, validated and warmed the model.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.api.errors import error_response
+from app.api.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
+from app.gateway.state import GatewayState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="Liveness: the gateway answers")
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={
+        503: {"model": ErrorResponse, "description": "Model not loaded, validated and warm"}
+    },
+    summary="Readiness: the model is loaded, validated and warmed",
+)
+async def ready(request: Request) -> object:
+    state: GatewayState = request.app.state.gateway
+    status = await state.readiness.refresh()
+    if not status.ready or status.model is None:
+        detail = f"predictor {status.stage}" + (f": {status.error}" if status.error else "")
+        return error_response(
+            503,
+            detail,
+            code="not_ready",
+            request_id=getattr(request.state, "request_id", None),
+            headers={"Retry-After": "5"},
+        )
+    m = status.model
+    return ReadyResponse(
+        ready=True,
+        stage=status.stage,
+        model=ModelInfo(name=m.name, version=m.version, sha256=m.sha256),
+    )

@@ -1,0 +1,85 @@
+"""``GET /stats``: live figures for operators (scope ``model:stats``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from app.api.schemas import ErrorResponse
+from app.gateway.serving_view import serving_view
+from app.gateway.state import GatewayState
+from app.security.dependencies import StatsPrincipal
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/stats",
+    summary="Model in service, request counts, latency percentiles, batches, caches, replicas",
+    responses={
+        401: {"model": ErrorResponse, "description": "Missing or bad credentials"},
+        403: {"model": ErrorResponse, "description": "Credentials lack the model:stats scope"},
+    },
+)
+async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
+    state: GatewayState = request.app.state.gateway
+    status = state.readiness.status
+    snapshot = state.metrics.snapshot()
+    features = state.features
+    pred_extra = status.extra
+    model_hits = int(pred_extra.get("model_cache_hits", 0) or 0)  # type: ignore[call-overload]
+    model_misses = int(pred_extra.get("model_cache_misses", 0) or 0)  # type: ignore[call-overload]
+    b = state.batcher.stats
+    out: dict[str, Any] = {
+        "deployment": state.config.deployment.model_dump(),
+        "uptime_s": round(time.time() - state.started_at, 3),
+        "model": (
+            {
+                "name": status.model.name,
+                "version": status.model.version,
+                "sha256": status.model.sha256,
+            }
+            if status.model
+            else None
+        ),
+        "predictor": {
+            "ready": status.ready,
+            "stage": status.stage,
+            "device": status.device,
+            "loaded_versions": list(status.loaded_models),
+        },
+        **snapshot,
+        "queue": {
+            "depth": state.batcher.depth,
+            "capacity": state.batcher.capacity,
+            "submitted": b.submitted,
+            "rejected_full": b.rejected_full,
+            "expired_deadlines": b.expired,
+            "gateway_batches": b.batches,
+            "gateway_rows": b.rows,
+            "mean_gateway_batch": round(b.rows / b.batches, 3) if b.batches else None,
+        },
+        "replicas": await state.cluster.replicas(),
+        "serving": serving_view(state.config),
+    }
+    # One cache section: the gateway's feature cache (from the metrics) plus the
+    # predictor's model cache (from its last status report).
+    cache = out.setdefault("cache", {})
+    cache.setdefault("feature", {})["entries"] = len(features)
+    cache["model"] = {
+        "hits": model_hits,
+        "misses": model_misses,
+        "hit_rate": (
+            round(model_hits / (model_hits + model_misses), 4)
+            if model_hits + model_misses
+            else None
+        ),
+    }
+    if state.rollout is not None:
+        # Richer than the metrics' {state, green_weight_pct}: blue, green, freshness.
+        out["rollout"] = state.rollout.view()
+    for name, provider in state.extra_stats.items():
+        out[name] = provider()
+    return out

@@ -1,0 +1,353 @@
+"""Blue/green rollout and registry sync as one state machine, without Ray (spec 9.2, 11.1).
+
+Phases: ``idle`` -> ``preparing`` (every live predictor loads, validates and warms green;
+no traffic yet) -> ``shifting`` (green gets ``traffic_steps_pct[i]`` % of the requests
+that name no version, one step per ``traffic_shift_interval_s``) -> ``promoted`` (held
+100 % for a step: the registry's DEFAULT now names green, and green is the new blue).
+From ``preparing`` or ``shifting``: ``rolled_back`` (green failed to load, or its error
+rate over the last ``health_check_duration_s`` exceeded ``rollback_threshold_pct`` with at
+least ``min_samples`` requests in the window; an alert goes to the webhook) or
+``aborted`` (an operator). Traffic returns to blue the moment either happens: gateways
+poll the routing twice a second.
+
+:class:`app.control.rollout_controller.RolloutController` runs this in a Serve replica; the
+unit tests drive it with a fake clock, fake reports and a fake validator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from app.control.alerts import AlertOutbox, Notifier, rolled_back_alert, sync_rejected_alert
+from app.control.outcome_window import OutcomeWindow
+from app.control.predictor_fleet import PredictorFleet
+from app.control.registry_sync import RegistrySync, RunBlocking, SyncOutcome, Validator
+from app.control.rollout_settings import RolloutSettings
+from app.control.rollout_state import RolloutState, RolloutStore, StepRecord, routing_json
+from model.common.errors import RegistryError
+from model.common.protocol import Routing
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
+
+log = structlog.get_logger("app.ops.rollout")
+
+COUNTS_FLUSH_S = 5.0  # per-step counts reach the state file at most this often
+
+
+class RolloutEngine:
+    def __init__(
+        self,
+        settings: RolloutSettings,
+        registry: ModelRegistry,
+        *,
+        store: RolloutStore | None = None,
+        validator: Validator | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        run_blocking: RunBlocking = asyncio.to_thread,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.validator = validator
+        self.clock = clock
+        self._run_blocking = run_blocking
+        self.fleet = PredictorFleet(settings.predictor_stale_s)
+        self.sync = RegistrySync(
+            registry,
+            interval_s=settings.sync_interval_s,
+            validation_enabled=settings.validation_enabled,
+            preload_timeout_s=settings.preload_timeout_s,
+            validator=self._validate,
+            run_blocking=run_blocking,
+        )
+        self.green_window = OutcomeWindow(settings.health_window_s)
+        self.blue_window = OutcomeWindow(settings.health_window_s)
+        self._lock = asyncio.Lock()  # start, abort and each tick change phases one at a time
+        self.alerts = AlertOutbox(notifier, on_delivered=self._alert_delivered, clock=clock)
+        self._dirty = False
+        self._saved_at = 0.0
+        loaded = store.load(settings.model) if store is not None else None
+        self.state = loaded or RolloutState(model=settings.model)
+        if loaded is not None:
+            log.info("rollout_state_restored", phase=loaded.phase, blue=_key(loaded.blue))
+        self._bootstrap(self.clock())
+
+    # -- reads (cheap: every gateway and predictor calls these every second or two) ----
+
+    def routing(self) -> Routing:
+        s = self.state
+        green = s.green if s.active else None
+        preload: list[ModelRef] = []
+        for ref in (s.blue, green, s.sync.pending):
+            if ref is not None and ref not in preload:
+                preload.append(ref)
+        return Routing(
+            blue=s.blue,
+            green=green,
+            green_weight_pct=s.green_weight_pct if s.phase == "shifting" else 0.0,
+            preload=tuple(preload),
+            phase=s.phase,
+            revision=s.revision,
+        )
+
+    def predictor_sync(self, replica: str, loaded: list[str], failed: dict[str, str]) -> Routing:
+        self.fleet.update(replica, loaded, failed, self.clock())
+        return self.routing()
+
+    def report(self, counts: Mapping[str, Sequence[int]]) -> None:
+        """Per-version ``{ref.key: (ok, errors)}`` from one gateway since its last report."""
+        now = self.clock()
+        s = self.state
+        step = s.steps[-1] if s.phase == "shifting" and s.steps else None
+        for key, (ok, errors) in counts.items():
+            if s.green is not None and key == s.green.key and s.active:
+                self.green_window.add(now, ok, errors)
+                if step is not None:
+                    step.green_ok, step.green_errors = (
+                        step.green_ok + ok,
+                        step.green_errors + errors,
+                    )
+            elif s.blue is not None and key == s.blue.key:
+                self.blue_window.add(now, ok, errors)
+                if step is not None:
+                    step.blue_ok, step.blue_errors = step.blue_ok + ok, step.blue_errors + errors
+            self._dirty = self._dirty or step is not None
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        out = self.state.to_json()
+        out["history"] = out["history"][-30:]
+        out["now"] = now
+        out["routing"] = routing_json(self.routing())
+        out["health"] = {
+            "window_s": self.settings.health_window_s,
+            "min_samples": self.settings.min_samples,
+            "rollback_threshold_pct": self.settings.rollback_threshold_pct,
+            "green": self.green_window.totals(now).as_dict(),
+            "blue": self.blue_window.totals(now).as_dict(),
+        }
+        out["predictors"] = self.fleet.view(now)
+        out["settings"] = dataclasses.asdict(self.settings)
+        return out
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def start(self, name: str, version: str) -> dict[str, Any]:
+        async with self._lock:
+            why = await self._refuse_start(name, version)
+            if isinstance(why, str):
+                log.warning("rollout_refused", model=name, version=version, reason=why)
+                return self._answer(why)
+            now = self.clock()
+            s = self.state
+            s.green, s.phase, s.green_weight_pct = why, "preparing", 0.0
+            s.step_index, s.step_started_at, s.steps = -1, None, []
+            s.started_at, s.finished_at, s.reason = now, None, None
+            self.green_window.clear()
+            s.record(now, "started", version=version, blue=_version(s.blue))
+            log.info("rollout_started", green=why.key, blue=_key(s.blue))
+            self._changed()
+            return self._answer(None)
+
+    async def _refuse_start(self, name: str, version: str) -> str | ModelRef:
+        s = self.state
+        if not self.settings.enabled:
+            return "blue-green deployment is disabled (blue_green_deployment.enabled)"
+        if name != s.model:
+            return f"this deployment serves {s.model!r}; cannot roll out {name!r}"
+        if s.active:
+            return f"a rollout of {_version(s.green)} is already {s.phase}; abort it first"
+        if s.sync.pending is not None:
+            return f"registry sync is switching to {s.sync.pending.version}; retry shortly"
+        if s.blue is None:
+            return "no version is in service yet"
+        try:
+            ref = self.registry.resolve(name, version)
+            await self._run_blocking(self.registry.verify, name, version)
+        except RegistryError as exc:
+            return f"{name}:{version} cannot be rolled out: {exc}"
+        if ref == s.blue:
+            return f"{name}:{version} is already in service"
+        if self.settings.validation_enabled:
+            failure = await self._validate(ref)
+            if failure is not None:
+                return f"{name}:{version} failed validation on a predictor: {failure}"
+        return ref
+
+    async def abort(self, reason: str = "aborted by an operator") -> dict[str, Any]:
+        async with self._lock:
+            s = self.state
+            if not s.active:
+                return self._answer("no rollout in progress")
+            now = self.clock()
+            green = s.green
+            self._finish(now, "aborted", reason)
+            s.record(now, "aborted", version=_version(green), reason=reason)
+            self._changed()
+            return self._answer(None)
+
+    def _answer(self, refused: str | None) -> dict[str, Any]:
+        return {"accepted": refused is None, "reason": refused, "status": self.status()}
+
+    # -- the control loop --------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """One pass of the control loop (the controller calls this every ~0.5 s)."""
+        async with self._lock:
+            now = self.clock()
+            self._bootstrap(now)
+            if self.state.phase == "preparing":
+                self._advance_preparing(now)
+            elif self.state.phase == "shifting":
+                await self._advance_shifting(now)
+            self._on_sync(self.sync.advance(self.state, self.fleet, now))
+            if self.state.blue is not None and self.sync.due(self.state, now):
+                self._on_sync(await self.sync.check(self.state, now))
+                self._dirty = True  # last_check_at moved
+            if self._dirty and now - self._saved_at >= COUNTS_FLUSH_S:
+                self._save(now)
+
+    def _advance_preparing(self, now: float) -> None:
+        s = self.state
+        assert s.green is not None
+        failure = self.fleet.failure(s.green.key, now)
+        if failure is not None:
+            self._roll_back(now, f"green could not be loaded on a predictor: {failure}")
+        elif self.fleet.all_loaded(s.green.key, now):
+            self._begin_step(0, now)
+        elif now - (s.started_at or now) > self.settings.preload_timeout_s:
+            self._roll_back(
+                now,
+                f"green was not loaded on every predictor within "
+                f"{self.settings.preload_timeout_s:g}s",
+            )
+
+    async def _advance_shifting(self, now: float) -> None:
+        s = self.state
+        health = self.green_window.totals(now)
+        limit = self.settings.rollback_threshold_pct
+        if health.total >= self.settings.min_samples and (health.error_rate_pct or 0) > limit:
+            self._roll_back(
+                now,
+                f"green error rate {health.error_rate_pct:.1f}% ({health.errors}/{health.total}"
+                f" over the last {self.settings.health_window_s:g}s) exceeded {limit:g}%",
+            )
+            return
+        if now - (s.step_started_at or now) < self.settings.shift_interval_s:
+            return
+        if s.step_index + 1 < len(self.settings.steps_pct):
+            self._begin_step(s.step_index + 1, now)
+        else:
+            await self._promote(now)
+
+    def _begin_step(self, index: int, now: float) -> None:
+        s = self.state
+        if index == 0:
+            self.green_window.clear()
+        if s.steps and s.steps[-1].ended_at is None:
+            s.steps[-1].ended_at = now
+        weight = self.settings.steps_pct[index]
+        s.phase, s.step_index, s.green_weight_pct = "shifting", index, weight
+        s.step_started_at = now
+        s.steps.append(StepRecord(index=index, weight_pct=weight, started_at=now))
+        s.record(now, "step", index=index, weight_pct=weight)
+        log.info("rollout_step", green=_key(s.green), weight_pct=weight)
+        self._changed()
+
+    async def _promote(self, now: float) -> None:
+        s = self.state
+        green, old = s.green, s.blue
+        assert green is not None
+        try:
+            await self._run_blocking(self.registry.set_default, green.name, green.version)
+        except (RegistryError, OSError) as exc:
+            self._roll_back(now, f"could not point the registry's DEFAULT at green: {exc}")
+            return
+        self._finish(now, "promoted", None)
+        s.blue = green
+        # The pointer names green now because we moved it: not news for registry sync.
+        s.sync.last_seen = f"{green.version}:{green.sha256}"
+        s.record(now, "promoted", version=green.version, previous=_version(old))
+        log.info("rollout_promoted", model=green.key, previous=_key(old))
+        self._changed()
+
+    def _roll_back(self, now: float, reason: str) -> None:
+        s = self.state
+        green, blue = s.green, s.blue
+        self._finish(now, "rolled_back", reason)
+        s.record(now, "rolled_back", version=_version(green), reason=reason)
+        log.error("rollout_rolled_back", green=_key(green), blue=_key(blue), reason=reason)
+        self._alert(rolled_back_alert(s.model, green, blue, reason, now))
+        self._changed()
+
+    def _finish(self, now: float, phase: str, reason: str | None) -> None:
+        s = self.state
+        s.phase = phase  # type: ignore[assignment]  # one of the Phase literals
+        s.green, s.green_weight_pct, s.step_started_at = None, 0.0, None
+        s.finished_at, s.reason = now, reason
+        if s.steps and s.steps[-1].ended_at is None:
+            s.steps[-1].ended_at = now
+
+    # -- registry sync -----------------------------------------------------------------
+
+    def _bootstrap(self, now: float) -> None:
+        if self.state.blue is None and self.sync.bootstrap(self.state, now):
+            self._changed()
+
+    def _on_sync(self, outcome: SyncOutcome | None) -> None:
+        if outcome is None:
+            return
+        now = self.clock()
+        s = self.state
+        detail = {"version": outcome.version, "previous": outcome.previous}
+        s.record(now, f"sync_{outcome.kind}", reason=outcome.reason, **detail)
+        if outcome.kind == "rejected":
+            self._alert(sync_rejected_alert(s.model, outcome.version, s.blue, outcome.reason, now))
+        self._changed()
+
+    async def _validate(self, ref: ModelRef) -> str | None:
+        if self.validator is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.validator(ref), self.settings.preload_timeout_s)
+        except Exception as exc:  # a predictor that cannot answer cannot vouch for it
+            return f"validation did not complete: {type(exc).__name__}: {exc}"
+
+    # -- persistence and alerts --------------------------------------------------------
+
+    def _changed(self) -> None:
+        self.state.revision += 1
+        self._save(self.clock())
+
+    def _save(self, now: float) -> None:
+        self._dirty = False
+        self._saved_at = now
+        if self.store is None:
+            return
+        try:
+            self.store.save(self.state)
+        except OSError as exc:  # keep controlling traffic; the next change retries
+            self._dirty = True
+            log.error("rollout_state_save_failed", path=str(self.store.path), error=str(exc))
+
+    def _alert(self, payload: dict[str, Any]) -> None:
+        self.state.last_alert = self.alerts.fire(payload)
+
+    def _alert_delivered(self, record: dict[str, Any]) -> None:
+        if self.state.last_alert is record:
+            self._save(self.clock())
+
+
+def _key(ref: ModelRef | None) -> str | None:
+    return ref.key if ref is not None else None
+
+
+def _version(ref: ModelRef | None) -> str | None:
+    return ref.version if ref is not None else None

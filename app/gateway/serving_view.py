@@ -1,0 +1,53 @@
+"""What the gateway reports about how it is deployed: resource tier and autoscaling regime.
+
+Shown in ``/stats`` and kept current in the ``autoscaling_profile`` and ``replicas``
+gauges by a slow background loop (the regime changes a few times a day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from app.config import ServiceConfig
+from app.gateway.state import ClusterView
+from app.observability.metrics import GatewayMetrics
+from app.scaling.market_calendar import active_profile
+from app.serve.options import replica_resources
+
+log = structlog.get_logger("app.gateway.serving_view")
+
+
+def current_profile(config: ServiceConfig) -> str | None:
+    cal = config.market_calendar
+    if not (cal.enabled and config.serving.autoscaling_enabled):
+        return None
+    return active_profile(exchange=cal.exchange, prescale_minutes=cal.prescale_minutes)
+
+
+def serving_view(config: ServiceConfig) -> dict[str, Any]:
+    res = replica_resources(config)
+    return {
+        "resource_tier": config.serving.resource_tier or "custom (spec 2.1 resources)",
+        "predictor_resources": asdict(res),
+        "ingress": config.serving.ingress,
+        "autoscaling_enabled": config.serving.autoscaling_enabled,
+        "autoscaling_profile": current_profile(config),
+    }
+
+
+async def keep_gauges_current(
+    config: ServiceConfig, metrics: GatewayMetrics, cluster: ClusterView, period_s: float = 10.0
+) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # a calendar or controller hiccup: try later
+            profile = current_profile(config)
+            if profile is not None:
+                metrics.set_profile(profile)
+            for deployment, n in (await cluster.replicas()).items():
+                metrics.set_replicas(deployment, n)
+        await asyncio.sleep(period_s)

@@ -1,0 +1,216 @@
+"""What a gateway replica holds between requests, kept on ``app.state.gateway``.
+
+(State yielded from a lifespan does not reach ``request.state`` under Serve, ray#45395,
+so it lives on the app object.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from app.config import ServiceConfig
+from app.gateway.batcher import Batcher, Dispatch
+from app.gateway.feature_cache import FeatureCache
+from app.gateway.rollout_router import FetchRouting, PushCounts, RolloutRouter
+from app.observability.metrics import GatewayMetrics, new_registry
+from model.common.protocol import PredictorStatus, Routing
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
+from model.common.tasks import cancel_and_wait
+
+log = structlog.get_logger("app.gateway.state")
+
+
+class ClusterView(Protocol):
+    """Replica counts and the like; the Serve implementation asks the controller."""
+
+    async def replicas(self) -> dict[str, int]: ...
+
+
+class StaticCluster:
+    def __init__(self, counts: dict[str, int] | None = None) -> None:
+        self.counts = counts or {}
+
+    async def replicas(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class Readiness:
+    """Polls the predictor's status so ``/ready`` and ``/predict`` answer without waiting.
+
+    Until a status with ``ready=True`` arrives, ``/predict`` answers 503 at once instead
+    of queueing behind a replica that is still loading.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Awaitable[PredictorStatus]],
+        *,
+        timeout_s: float,
+        period_s: float = 1.0,
+    ) -> None:
+        self._probe = probe
+        self.timeout_s = timeout_s
+        self.period_s = period_s
+        self.status = PredictorStatus(ready=False, stage="starting")
+        self.checked_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status.ready
+
+    @property
+    def model(self) -> ModelRef | None:
+        return self.status.model if self.status.ready else None
+
+    async def refresh(self) -> PredictorStatus:
+        try:
+            self.status = await asyncio.wait_for(self._probe(), self.timeout_s)
+        except TimeoutError:
+            self.status = PredictorStatus(
+                ready=False, stage="unreachable", error="predictor did not answer in time"
+            )
+        except Exception as exc:
+            self.status = PredictorStatus(
+                ready=False, stage="unreachable", error=type(exc).__name__
+            )
+        self.checked_at = time.monotonic()
+        return self.status
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="readiness")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            before = self.status.ready
+            status = await self.refresh()
+            if status.ready != before:
+                log.info("predictor_readiness", ready=status.ready, stage=status.stage)
+            # Poll fast until ready, then at the readiness-probe cadence.
+            await asyncio.sleep(self.period_s if status.ready else min(self.period_s, 0.5))
+
+
+@dataclass
+class GatewayState:
+    config: ServiceConfig
+    registry: ModelRegistry
+    batcher: Batcher
+    features: FeatureCache
+    metrics: GatewayMetrics
+    readiness: Readiness
+    cluster: ClusterView = field(default_factory=StaticCluster)
+    started_at: float = field(default_factory=time.time)
+    extra_stats: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # Blue/green routing (app.gateway.rollout_router); None: every request goes to the
+    # predictor's own default (the API tests, the no-Ray benchmark baseline).
+    rollout: RolloutRouter | None = None
+    _horizons: dict[ModelRef, int] = field(default_factory=dict)
+    _gauges: asyncio.Task[None] | None = None
+
+    def record_outcome(self, ref: ModelRef, ok: bool) -> None:
+        """Count one prediction's outcome for its version (the rollout health check)."""
+        if self.rollout is not None:
+            self.rollout.record(ref, ok)
+
+    def horizon_bars(self, ref: ModelRef) -> int:
+        """The model's prediction horizon, from its manifest (read once per version)."""
+        horizon = self._horizons.get(ref)
+        if horizon is None:
+            horizon = self.registry.manifest(ref.name, ref.version).horizon_bars
+            self._horizons[ref] = horizon
+        return horizon
+
+    async def start(self) -> None:
+        from app.gateway.serving_view import keep_gauges_current  # imports app.gateway.state itself
+
+        self.batcher.start()
+        self.readiness.start()
+        self._gauges = asyncio.get_running_loop().create_task(
+            keep_gauges_current(self.config, self.metrics, self.cluster)
+        )
+        if self.rollout is not None:
+            self.rollout.start()
+            await self.rollout.refresh()
+        await self.readiness.refresh()
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._gauges)
+        await self.readiness.stop()
+        await self.batcher.stop()
+        if self.rollout is not None:
+            await self.rollout.stop()
+
+
+def build_gateway_state(
+    config: ServiceConfig,
+    *,
+    dispatch: Dispatch,
+    probe: Callable[[], Awaitable[PredictorStatus]],
+    cluster: ClusterView,
+    rollout: tuple[FetchRouting, PushCounts] | None = None,
+) -> GatewayState:
+    """The one wiring of a gateway's parts, shared by the Serve gateway and the no-Ray
+    benchmark baseline (so the two measure the same code). ``rollout``: how to reach the
+    rollout controller (fetch the routing, push outcome counts), when there is one."""
+    metrics = GatewayMetrics(new_registry(), config.metrics)
+    batching = config.batching
+    feature_cfg = config.caching.feature_cache
+    features = FeatureCache(
+        ttl_seconds=feature_cfg.ttl_seconds,
+        max_entries=feature_cfg.max_entries,
+        enabled=feature_cfg.enabled,
+    )
+    return GatewayState(
+        config=config,
+        registry=ModelRegistry(config.model_registry.path),
+        batcher=Batcher(
+            dispatch,
+            max_batch_size=batching.max_batch_size,
+            batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
+            capacity=batching.priority_queue_size,
+            on_features=features.put,
+        ),
+        features=features,
+        metrics=metrics,
+        readiness=Readiness(
+            probe,
+            timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
+            period_s=min(5.0, config.readiness_probe.period_s),
+        ),
+        cluster=cluster,
+        rollout=_rollout_router(config, metrics, rollout) if rollout is not None else None,
+    )
+
+
+def _rollout_router(
+    config: ServiceConfig, metrics: GatewayMetrics, calls: tuple[FetchRouting, PushCounts]
+) -> RolloutRouter:
+    bg = config.blue_green_deployment
+
+    def publish(routing: Routing) -> None:
+        metrics.set_rollout(routing.phase, routing.green_weight_pct)
+        serving = [r for r in (routing.blue, routing.green) if r is not None]
+        metrics.set_models([(r.name, r.version, r.sha256) for r in serving])
+
+    fetch, push = calls
+    return RolloutRouter(
+        fetch,
+        push,
+        poll_s=bg.gateway_poll_interval_s,
+        report_s=bg.report_interval_s,
+        # Thirty missed polls (15 s by default) before green stops getting traffic.
+        stale_after_s=max(5.0, 30 * bg.gateway_poll_interval_s),
+        on_change=publish,
+    )

@@ -1,0 +1,54 @@
+"""Checks on OHLCV input, done with numpy on whole arrays rather than per float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.api.errors import ApiError
+from app.api.schemas import PredictRequest
+from model.common.features import WINDOW, validate_bars
+
+_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The last ``WINDOW`` bars of a request, ready for feature extraction."""
+
+    symbol: str
+    bars: np.ndarray  # [WINDOW, 5] float64: open, high, low, close, volume
+    timestamps: np.ndarray  # [WINDOW] int64
+    as_of: int
+
+
+def _invalid(message: str, field: str | None = None) -> ApiError:
+    details = [{"loc": ["body", field], "msg": message, "type": "value_error"}] if field else None
+    return ApiError(422, message, code="invalid_bars", details=details)
+
+
+def window_from_request(req: PredictRequest, *, max_bars: int) -> Window:
+    n = len(req.timestamps)
+    for name in _COLUMNS:
+        if len(getattr(req, name)) != n:
+            raise _invalid(
+                f"all arrays must have the same length: timestamps has {n}, "
+                f"{name} has {len(getattr(req, name))}",
+                name,
+            )
+    if n < WINDOW:
+        raise _invalid(f"at least {WINDOW} bars are required, got {n}", "timestamps")
+    if n > max_bars:
+        raise _invalid(f"at most {max_bars} bars are accepted, got {n}", "timestamps")
+    # Only the model's window is needed; validate just that (older bars are ignored).
+    ts = np.asarray(req.timestamps[-WINDOW:], dtype=np.int64)
+    if np.any(np.diff(ts) <= 0):
+        raise _invalid("timestamps must be strictly increasing", "timestamps")
+    bars = np.empty((WINDOW, 5), dtype=np.float64)
+    for j, name in enumerate(_COLUMNS):
+        bars[:, j] = getattr(req, name)[-WINDOW:]
+    problem = validate_bars(bars)
+    if problem is not None:
+        raise _invalid(problem)
+    return Window(symbol=req.symbol, bars=bars, timestamps=ts, as_of=int(ts[-1]))

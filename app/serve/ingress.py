@@ -1,0 +1,109 @@
+"""The gateway Serve deployment: FastAPI ingress holding a handle to the predictor.
+
+The FastAPI app is built inside the replica (``__serve_build_asgi_app__``), after the
+constructor has the configuration and the handle, so routes stay plain functions that
+read ``app.state.gateway`` and the same ``create_app`` serves the API tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+import structlog
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from app.api.app import create_app
+from app.config import ServiceConfig
+from app.gateway.state import build_gateway_state
+from app.observability.logging import configure_logging
+from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
+
+log = structlog.get_logger("app.serve.ingress")
+
+GATEWAY_NAME = "gateway"
+
+
+class ServeCluster:
+    """Replica counts from the Serve controller, cached: ``serve.status()`` is a blocking
+    round trip, so it runs on a thread and at most every few seconds."""
+
+    def __init__(self, app_name: str, ttl_s: float = 5.0) -> None:
+        self.app_name = app_name
+        self.ttl_s = ttl_s
+        self._cached: dict[str, int] = {}
+        self._at = 0.0
+
+    def _fetch(self) -> dict[str, int]:
+        status = serve.status()
+        app = status.applications.get(self.app_name)
+        if app is None:
+            return {}
+        return {
+            name: sum(n for state, n in d.replica_states.items() if state == "RUNNING")
+            for name, d in app.deployments.items()
+        }
+
+    async def replicas(self) -> dict[str, int]:
+        if time.monotonic() - self._at > self.ttl_s:
+            try:
+                self._cached = await asyncio.to_thread(self._fetch)
+            except Exception as exc:  # the controller may be busy; stale beats failing
+                log.warning("replica_count_failed", error=type(exc).__name__)
+            self._at = time.monotonic()
+        return dict(self._cached)
+
+
+@serve.deployment(name=GATEWAY_NAME)
+@serve.ingress()
+class Gateway:
+    def __init__(
+        self,
+        predictor: DeploymentHandle,
+        config: dict[str, Any],
+        controller: DeploymentHandle | None = None,
+    ) -> None:
+        self.config = ServiceConfig.model_validate(config)
+        ctx = serve.get_replica_context()
+        # One log file per replica process: replicas sharing a file would fight over
+        # rotation.
+        configure_logging(self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}")
+        self.predictor = predictor
+        self.controller = controller
+        self.app_name = ctx.app_name
+
+    async def _dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
+        result: BatchResult | PredictError = await self.predictor.predict.remote(batch)
+        return result
+
+    async def _status(self) -> PredictorStatus:
+        status: PredictorStatus = await self.predictor.status.remote()
+        return status
+
+    async def _routing(self) -> Routing:
+        assert self.controller is not None
+        routing: Routing = await self.controller.routing.remote()
+        return routing
+
+    async def _report(self, counts: dict[str, tuple[int, int]]) -> None:
+        assert self.controller is not None
+        await self.controller.report.remote(counts)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        config = self.config
+        state = build_gateway_state(
+            config,
+            dispatch=self._dispatch,
+            probe=self._status,
+            cluster=ServeCluster(self.app_name),
+            rollout=(self._routing, self._report) if self.controller is not None else None,
+        )
+        registry = state.metrics.registry
+        app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
+        # Objects built so far live as long as the replica; keep the collector off them.
+        gc.collect()
+        gc.freeze()
+        return app

@@ -1,0 +1,99 @@
+"""What crosses the handle between the gateway and the predictor. No torch here.
+
+The gateway batches requests itself and sends one :class:`PredictBatch` per handle call
+(one model version, many rows); the predictor's ``@serve.batch`` merges calls from several
+gateway replicas, counting rows rather than calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.common.errors import ArtifactValidationError, ModelNotFoundError
+from model.common.faults import INJECTED_FAULT_MESSAGE, InjectedFaultError
+from model.common.refs import ModelRef
+
+
+@dataclass(frozen=True, slots=True)
+class PredictBatch:
+    """Raw feature windows ``[rows, WINDOW, NUM_FEATURES]`` for one pinned model version."""
+
+    ref: ModelRef
+    features: np.ndarray
+    request_ids: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Per-row outputs ``[rows, 2]``: expected log return, probability of an up move."""
+
+    ref: ModelRef
+    outputs: np.ndarray
+    forward_rows: int  # rows in the forward pass this batch rode in (>= its own rows)
+    model_ms: float  # time of that forward pass
+    predictor_wait_ms: float = 0.0  # time between arrival at the replica and the forward
+    replica: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorStatus:
+    """What the predictor reports to ``/ready`` and ``/stats``."""
+
+    ready: bool
+    stage: str  # "loading" | "validating" | "warming" | "ready" | "failed"
+    model: ModelRef | None = None
+    device: str = "cpu"
+    error: str | None = None
+    replica: str = ""
+    loaded_models: tuple[str, ...] = ()
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictError:
+    """A typed failure returned (not raised) across the handle, so the gateway can map it
+    to a status without unpickling exception classes from another process."""
+
+    kind: str  # "not_found" | "invalid_model" | "bad_input" | "not_ready" | "internal"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Which versions serve, from the rollout controller (``app.control.rollout_controller``).
+
+    Gateways read it to split traffic; predictors read it to keep the right versions
+    loaded and warm before any request for them arrives.
+    """
+
+    blue: ModelRef | None  # in service: what requests that name no version get
+    green: ModelRef | None = None  # the candidate while a rollout is preparing or shifting
+    green_weight_pct: float = 0.0
+    # Versions every predictor should hold loaded, validated and warm: blue, green and a
+    # version registry sync is about to switch to.
+    preload: tuple[ModelRef, ...] = ()
+    phase: str = "idle"
+    revision: int = 0  # bumps on every change, so followers can tell a new decision
+
+    @property
+    def in_service(self) -> ModelRef | None:
+        return self.blue
+
+
+def as_predict_error(exc: Exception) -> PredictError:
+    """The typed error a predictor returns across the handle for a failure in one call."""
+    if isinstance(exc, InjectedFaultError):
+        return PredictError("internal", INJECTED_FAULT_MESSAGE)
+    if isinstance(exc, ModelNotFoundError):
+        return PredictError("not_found", str(exc))
+    if isinstance(exc, ArtifactValidationError):
+        return PredictError("invalid_model", str(exc))
+    if isinstance(exc, ValueError):
+        return PredictError("bad_input", str(exc))
+    return PredictError("internal", type(exc).__name__)
