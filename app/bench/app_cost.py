@@ -29,7 +29,8 @@ import numpy as np
 from app.api.app import create_app
 from app.bench.payloads import predict_payloads
 from app.config.env import load_service_config
-from app.gateway.state import StaticCluster, build_gateway_state
+from app.gateway.cluster import StaticCluster
+from app.gateway.state import build_gateway_state
 from app.observability.logging import configure_logging
 from model.common.protocol import BatchResult, PredictBatch, PredictorStatus
 from model.common.refs import ModelRef

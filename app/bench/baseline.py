@@ -34,7 +34,8 @@ from fastapi import FastAPI
 from app.api.app import create_app
 from app.config import ServiceConfig
 from app.config.env import Settings, load_service_config
-from app.gateway.state import StaticCluster, build_gateway_state
+from app.gateway.cluster import StaticCluster
+from app.gateway.state import build_gateway_state
 from app.observability.logging import configure_logging
 from app.serve.predictor_settings import predictor_settings as base_predictor_settings
 from model.common.protocol import (

@@ -14,10 +14,10 @@ from typing import Any
 import structlog
 
 from app.config import ServiceConfig
-from app.gateway.state import ClusterView
+from app.config.resources import replica_resources
+from app.gateway.cluster import ClusterView
 from app.observability.metrics import GatewayMetrics
 from app.scaling.market_calendar import active_profile
-from app.serve.options import replica_resources
 
 log = structlog.get_logger("app.gateway.serving_view")
 

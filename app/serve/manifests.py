@@ -23,12 +23,8 @@ from typing import Any
 import yaml
 
 from app.config import Probe, ServiceConfig
-from app.serve.options import (
-    Device,
-    predictor_autoscaling_config,
-    replica_resources,
-    serve_env_vars,
-)
+from app.config.resources import replica_resources
+from app.serve.options import Device, predictor_autoscaling_config, serve_env_vars
 from app.serve.serve_yaml import build_serve_config
 
 NAME = "cnnlstm"

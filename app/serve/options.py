@@ -18,10 +18,10 @@ Everything here returns plain dicts (no Ray import), checked against the install
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.config import AutoscalingProfile, ServiceConfig
+from app.config.resources import replica_resources
 
 Device = Literal["cpu", "gpu"]
 GATEWAY_NAME = "gateway"
@@ -35,30 +35,6 @@ METRICS_PUSH_ENV_VARS = (
 # Serve has no rollout deadline, only a warning for replicas slow to start
 # (``ray/serve/_private/deployment_state.py``); it is an integer number of seconds.
 SLOW_STARTUP_ENV_VAR = "RAY_SERVE_SLOW_STARTUP_WARNING_S"
-
-
-@dataclass(frozen=True)
-class ReplicaResources:
-    """Per-replica resources from spec 2.1, or from the spec 2.2 tier in force."""
-
-    num_cpus: float
-    memory: int
-    num_gpus: float
-    object_store_memory: int
-    max_replicas: int | None  # a tier caps the replica count; plain resources do not
-
-
-def replica_resources(config: ServiceConfig) -> ReplicaResources:
-    base = config.resources
-    name = config.serving.resource_tier
-    if name is None:
-        return ReplicaResources(
-            base.num_cpus, base.memory, base.num_gpus, base.object_store_memory, None
-        )
-    tier = config.resource_tiers[name]
-    return ReplicaResources(
-        tier.num_cpus, tier.memory, tier.num_gpus, base.object_store_memory, tier.max_replicas
-    )
 
 
 def predictor_actor_options(config: ServiceConfig, device: Device) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
-from app.gateway.state import GatewayState, StaticCluster, build_gateway_state
+from app.gateway.cluster import StaticCluster
+from app.gateway.state import GatewayState, build_gateway_state
 from app.security.api_keys import ApiKeyStore
 from model.export import make_random_artifact
 from tests.fakes import FakePredictor

@@ -9,8 +9,9 @@ import pytest
 
 from app.api.routes.predict import _resolve
 from app.config import ServiceConfig
+from app.gateway.cluster import StaticCluster
 from app.gateway.rollout_router import RolloutRouter
-from app.gateway.state import StaticCluster, build_gateway_state
+from app.gateway.state import build_gateway_state
 from model.common.protocol import Routing
 from model.common.refs import ModelRef
 from tests.fakes import FakePredictor

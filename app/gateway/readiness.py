@@ -1,0 +1,76 @@
+"""The predictor's readiness, polled in the background so requests never wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from model.common.protocol import PredictorStatus
+from model.common.refs import ModelRef
+from model.common.tasks import cancel_and_wait
+
+log = structlog.get_logger("app.gateway.readiness")
+
+
+class Readiness:
+    """Polls the predictor's status so ``/ready`` and ``/predict`` answer without waiting.
+
+    Until a status with ``ready=True`` arrives, ``/predict`` answers 503 at once instead
+    of queueing behind a replica that is still loading.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Awaitable[PredictorStatus]],
+        *,
+        timeout_s: float,
+        period_s: float = 1.0,
+    ) -> None:
+        self._probe = probe
+        self.timeout_s = timeout_s
+        self.period_s = period_s
+        self.status = PredictorStatus(ready=False, stage="starting")
+        self.checked_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status.ready
+
+    @property
+    def model(self) -> ModelRef | None:
+        return self.status.model if self.status.ready else None
+
+    async def refresh(self) -> PredictorStatus:
+        try:
+            self.status = await asyncio.wait_for(self._probe(), self.timeout_s)
+        except TimeoutError:
+            self.status = PredictorStatus(
+                ready=False, stage="unreachable", error="predictor did not answer in time"
+            )
+        except Exception as exc:
+            self.status = PredictorStatus(
+                ready=False, stage="unreachable", error=type(exc).__name__
+            )
+        self.checked_at = time.monotonic()
+        return self.status
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="readiness")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            before = self.status.ready
+            status = await self.refresh()
+            if status.ready != before:
+                log.info("predictor_readiness", ready=status.ready, stage=status.stage)
+            # Poll fast until ready, then at the readiness-probe cadence.
+            await asyncio.sleep(self.period_s if status.ready else min(self.period_s, 0.5))
