@@ -26,6 +26,7 @@ import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from model.common.failures import FailureKind
 from model.common.protocol import (
     BatchResult,
     PredictBatch,
@@ -150,7 +151,7 @@ class PredictorDeployment:
 
     async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
         if not self.service.ready:
-            return PredictError("not_ready", "model is not loaded yet")
+            return PredictError(FailureKind.NOT_READY, "model is not loaded yet")
         result: BatchResult | PredictError = await self.predict_batch(batch)
         return result
 

@@ -247,6 +247,7 @@ class PredictorService:
                     outputs=outputs[offset : offset + n],
                     forward_rows=int(stacked.shape[0]),
                     model_ms=model_ms,
+                    horizon_bars=model.manifest.horizon_bars,
                     predictor_wait_ms=(t0 - arrived) * 1000.0,
                     replica=self.replica,
                 )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.common.failures import FailureKind
 from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus
 from model.common.refs import ModelRef
 
@@ -22,6 +23,9 @@ def fake_outputs(features: np.ndarray) -> np.ndarray:
     """Row i's answer depends only on row i: (mean of its last feature row, sigmoid)."""
     signal = features[:, -1, :].astype(np.float64).mean(axis=1)
     return np.stack([signal, 1.0 / (1.0 + np.exp(-signal))], axis=1)
+
+
+FAKE_HORIZON_BARS = 1
 
 
 @dataclass
@@ -43,12 +47,13 @@ class FakePredictor:
         if self.fail_with is not None:
             return self.fail_with
         if batch.ref != self.ref and batch.ref not in self.known:
-            return PredictError("not_found", f"unknown model {batch.ref.key}")
+            return PredictError(FailureKind.MODEL_NOT_FOUND, f"unknown model {batch.ref.key}")
         return BatchResult(
             ref=batch.ref,
             outputs=fake_outputs(batch.features),
             forward_rows=batch.rows,
             model_ms=0.1,
+            horizon_bars=FAKE_HORIZON_BARS,
         )
 
     async def status(self) -> PredictorStatus:

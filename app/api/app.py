@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from app.api.body import document_raw_bodies
 from app.api.errors import FastJSONResponse, register_exception_handlers
 from app.api.routes import health, metrics, predict, stats, token
-from app.api.schemas import BatchPredictRequest, PredictRequest
 from app.config import ServiceConfig
+from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
 from app.observability.access_log import install_access_log
 from app.observability.http_metrics import instrument_http

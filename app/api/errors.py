@@ -17,6 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.gateway.failures import FAILURES, PredictionFailure
+from app.gateway.schemas import ErrorResponse
+
 log = structlog.get_logger("app.api.errors")
 
 
@@ -112,7 +115,42 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+# What the edge itself answers on a prediction route, before the request reaches the
+# core: credentials, scopes, body size and parsing, the caller's rate limit.
+_EDGE_ERRORS: dict[int, str] = {
+    400: "malformed_json, credentials_in_url",
+    401: "unauthorized: missing or bad credentials",
+    403: "insufficient_scope: the credential lacks model:predict",
+    413: "payload_too_large: body over the configured size limit",
+    422: "invalid_request: the body or a header fails the schema",
+    429: "rate_limited (see Retry-After)",
+}
+
+
+def prediction_error_responses() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a prediction route: every code it can answer, by status."""
+    by_status: dict[int, list[str]] = {s: [text] for s, text in _EDGE_ERRORS.items()}
+    for kind, rule in FAILURES.items():
+        by_status.setdefault(rule.http_status, []).append(kind.value)
+    return {
+        status: {"model": ErrorResponse, "description": "; ".join(codes)}
+        for status, codes in sorted(by_status.items())
+    }
+
+
 def register_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PredictionFailure)
+    async def _prediction_failure(request: Request, exc: PredictionFailure) -> FastJSONResponse:
+        # The one place a failure kind becomes a response (app.gateway.failures).
+        return error_response(
+            exc.rule.http_status,
+            exc.message,
+            code=exc.kind.value,
+            request_id=_request_id(request),
+            details=exc.details,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> FastJSONResponse:
         return error_response(

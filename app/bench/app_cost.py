@@ -40,7 +40,9 @@ from model.common.registry import ModelRegistry
 def _stand_in(ref: ModelRef) -> tuple[Any, Any]:
     async def dispatch(batch: PredictBatch) -> BatchResult:
         zeros = np.zeros((batch.rows, 2))
-        return BatchResult(ref=batch.ref, outputs=zeros, forward_rows=batch.rows, model_ms=0.0)
+        return BatchResult(
+            ref=batch.ref, outputs=zeros, forward_rows=batch.rows, model_ms=0.0, horizon_bars=1
+        )
 
     async def status() -> PredictorStatus:
         return PredictorStatus(ready=True, stage="ready", model=ref)

@@ -1,15 +1,22 @@
 """Gateway-side batching: many requests -> one handle call per model version.
 
-One handle call per HTTP request is the cost that caps a naive Serve app (DESIGN 4), so
-each gateway replica keeps a bounded priority queue (spec 4.1 ``priority_queue_size``)
-and sends rows to the predictor in batches of up to ``max_batch_size``:
+One handle call per HTTP request is the cost that caps a naive Serve app, so each
+gateway replica keeps a bounded priority queue (spec 4.1 ``priority_queue_size``) and
+sends rows to the predictor in batches of up to ``max_batch_size``:
 
 - a batch leaves when it is full, or ``batch_wait_timeout_s`` after its first row arrived;
 - higher priority rows are taken first, FIFO within a priority;
 - rows whose client deadline has passed are answered without reaching the model;
-- when the queue holds ``capacity`` rows, new rows are refused (the route answers 429);
+- when the queue holds ``capacity`` rows, new rows are refused (``queue_full``, 429);
 - at most ``max_in_flight`` batches are outstanding; while they are, rows pile up and the
   next batch is fuller, which is what keeps throughput up under load.
+
+The batcher owns each row's features: it looks the window up in the feature cache when
+the row arrives, computes the misses of a whole batch in one vectorised call when the
+batch leaves (~5x cheaper per row than one window at a time) and fills the cache. It
+records what only it sees (cache hits, queue depth, queue wait, batch size, model time,
+each row's latency from arrival to answer); every failure reaches the caller as a
+:class:`PredictionFailure` of one kind.
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
+from app.gateway.failures import PredictionFailure
+from app.gateway.feature_cache import FeatureCache
+from app.gateway.windows import Window
+from model.common.failures import FailureKind
 from model.common.features import compute_features
 from model.common.protocol import BatchResult, PredictBatch, PredictError
 from model.common.refs import ModelRef
@@ -31,23 +43,28 @@ from model.common.tasks import cancel_and_wait
 
 Dispatch = Callable[[PredictBatch], Awaitable[BatchResult | PredictError]]
 Featurize = Callable[[np.ndarray], np.ndarray]
-FeatureSink = Callable[[bytes, np.ndarray], None]
+
+# What the predictor may say about a batch that the client should read verbatim; any
+# other kind gets the failure table's own message (no internals leak).
+_CLIENT_MESSAGES = frozenset({FailureKind.MODEL_NOT_FOUND, FailureKind.INVALID_FEATURES})
 
 
-class QueueFullError(Exception):
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__("prediction queue is full")
-        self.retry_after_s = retry_after_s
+class BatchMetrics(Protocol):
+    """The part of the gateway's metrics the batcher records into."""
 
+    def observe_prediction(
+        self,
+        *,
+        latency_ms: float,
+        model_version: str,
+        batch_size: int | None,
+        queue_wait_ms: float | None,
+        model_ms: float | None,
+    ) -> None: ...
 
-class DeadlineExceededError(Exception):
-    pass
+    def observe_cache(self, cache: str, hit: bool) -> None: ...
 
-
-class PredictorFailedError(Exception):
-    def __init__(self, error: PredictError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    def set_queue_depth(self, n: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +72,7 @@ class RowResult:
     ref: ModelRef
     expected_return: float
     prob_up: float
+    horizon_bars: int
     forward_rows: int
     model_ms: float
     queue_ms: float
@@ -65,8 +83,8 @@ class _Pending:
     sort_key: tuple[int, int]
     ref: ModelRef = field(compare=False)
     features: np.ndarray | None = field(compare=False)  # None: computed with the batch
-    bars: np.ndarray | None = field(compare=False)
-    cache_key: bytes | None = field(compare=False)
+    bars: np.ndarray = field(compare=False)
+    cache_key: bytes = field(compare=False)
     request_id: str = field(compare=False)
     future: asyncio.Future[RowResult] = field(compare=False)
     enqueued: float = field(compare=False)
@@ -91,17 +109,16 @@ class Batcher:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         capacity: int,
+        features: FeatureCache,
+        metrics: BatchMetrics,
         max_in_flight: int = 4,
         clock: Callable[[], float] = time.monotonic,
         featurize: Featurize = compute_features,
-        on_features: FeatureSink | None = None,
     ) -> None:
         self._dispatch = dispatch
-        # Rows that miss the feature cache get their features here, for the whole batch
-        # in one vectorised call (~5x cheaper per row than one window at a time), and
-        # ``on_features`` puts them into the cache.
+        self._cache = features
+        self._metrics = metrics
         self._featurize = featurize
-        self._on_features = on_features
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
         self.capacity = capacity
@@ -139,33 +156,29 @@ class Batcher:
     def submit(
         self,
         ref: ModelRef,
-        features: np.ndarray | None,
+        window: Window,
         *,
-        bars: np.ndarray | None = None,
-        cache_key: bytes | None = None,
         request_id: str = "",
         priority: int = 0,
         deadline: float | None = None,
     ) -> asyncio.Future[RowResult]:
-        """Queue one row; raise QueueFullError when at capacity.
+        """Queue one row; ``deadline`` is on this batcher's clock.
 
-        Either ``features`` ``[WINDOW, NUM_FEATURES]`` (a feature-cache hit) or the raw
-        ``bars`` ``[WINDOW, 5]`` (features computed with the batch, then handed to
-        ``on_features`` under ``cache_key``). ``deadline`` is on this batcher's clock.
+        Raises ``PredictionFailure(queue_full)`` when ``capacity`` rows already wait.
         """
-        if features is None and bars is None:
-            raise ValueError("submit needs features or bars")
         if len(self._heap) >= self.capacity:
             self.stats.rejected_full += 1
-            raise QueueFullError(self._retry_after())
+            raise PredictionFailure(FailureKind.QUEUE_FULL, retry_after_s=self._retry_after())
+        key, features = self._cache.lookup(window)
+        self._metrics.observe_cache("feature", features is not None)
         self.start()
         future: asyncio.Future[RowResult] = asyncio.get_running_loop().create_future()
         item = _Pending(
             sort_key=(-priority, next(self._seq)),
             ref=ref,
             features=features,
-            bars=bars,
-            cache_key=cache_key,
+            bars=window.bars,
+            cache_key=key,
             request_id=request_id,
             future=future,
             enqueued=self._clock(),
@@ -174,10 +187,10 @@ class Batcher:
         heapq.heappush(self._heap, item)
         self._drained.clear()
         self.stats.submitted += 1
+        self._metrics.set_queue_depth(len(self._heap))
         # Wake the collector only when it has something to do: the first row of a batch
         # starts its clock, a full batch leaves at once. Rows in between just queue (a
-        # wake-up per row cost a loop iteration and a timer each, on a box where every
-        # wake-up is dear; BENCHMARKS.md).
+        # wake-up per row costs a loop iteration and a timer each).
         if len(self._heap) == 1 or len(self._heap) >= self.max_batch_size:
             self._wakeup.set()
         return future
@@ -222,7 +235,7 @@ class Batcher:
                 continue
             if item.deadline is not None and now >= item.deadline:
                 self.stats.expired += 1
-                item.future.set_exception(DeadlineExceededError("client deadline passed"))
+                item.future.set_exception(PredictionFailure(FailureKind.DEADLINE_EXCEEDED))
                 continue
             taken.append(item)
         if not self._heap:
@@ -244,58 +257,67 @@ class Batcher:
             if self._heap:
                 self._wakeup.set()
 
-    def _fill_features(self, items: list[_Pending]) -> None:
+    def _fill_features(self, items: list[_Pending]) -> np.ndarray:
+        """The batch's features ``[rows, WINDOW, NUM_FEATURES]``: cache hits as they are,
+        the misses computed together and put into the cache."""
         todo = [i for i in items if i.features is None]
-        if not todo:
-            return
-        computed = self._featurize(np.stack([i.bars for i in todo]))  # type: ignore[misc]
-        for item, feats in zip(todo, computed, strict=True):
-            item.features = feats
-            if item.cache_key is not None and self._on_features is not None:
-                self._on_features(item.cache_key, feats)
+        if todo:
+            computed = self._featurize(np.stack([i.bars for i in todo]))
+            for item, feats in zip(todo, computed, strict=True):
+                item.features = feats
+                self._cache.put(item.cache_key, feats)
+        return np.stack([i.features for i in items]).astype(np.float32, copy=False)  # type: ignore[misc]
+
+    def _fail(self, items: list[_Pending], failure: PredictionFailure) -> None:
+        self.stats.failures += 1
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(failure)
 
     async def _send_group(self, ref: ModelRef, items: list[_Pending]) -> None:
         sent = self._clock()
-        self._fill_features(items)
-        features = np.stack([i.features for i in items]).astype(np.float32, copy=False)  # type: ignore[misc]
         call = PredictBatch(
-            ref=ref, features=features, request_ids=tuple(i.request_id for i in items)
+            ref=ref,
+            features=self._fill_features(items),
+            request_ids=tuple(i.request_id for i in items),
         )
         try:
             result = await self._dispatch(call)
-        except Exception as exc:
-            self.stats.failures += 1
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        except Exception:  # the replica died or the handle failed: nothing came back
+            self._fail(items, PredictionFailure(FailureKind.UNAVAILABLE))
             return
         if isinstance(result, PredictError):
-            self.stats.failures += 1
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(PredictorFailedError(result))
+            message = result.message if result.kind in _CLIENT_MESSAGES else None
+            self._fail(items, PredictionFailure(result.kind, message))
             return
         if result.ref != ref or result.outputs.shape[0] != len(items):
             # Never hand a row an answer from another model version or another row.
-            err = PredictorFailedError(PredictError("internal", "predictor answered off-batch"))
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(err)
+            self._fail(items, PredictionFailure(FailureKind.UNAVAILABLE))
             return
         self.stats.batches += 1
         self.stats.rows += len(items)
         self._model_ms_ewma = 0.8 * self._model_ms_ewma + 0.2 * result.model_ms
         outputs = result.outputs
+        answered = self._clock()
         for row, item in enumerate(items):
             if item.future.done():
                 continue
+            queue_ms = (sent - item.enqueued) * 1000.0
             item.future.set_result(
                 RowResult(
                     ref=ref,
                     expected_return=float(outputs[row, 0]),
                     prob_up=float(outputs[row, 1]),
+                    horizon_bars=result.horizon_bars,
                     forward_rows=result.forward_rows,
                     model_ms=result.model_ms,
-                    queue_ms=(sent - item.enqueued) * 1000.0,
+                    queue_ms=queue_ms,
                 )
+            )
+            self._metrics.observe_prediction(
+                latency_ms=(answered - item.enqueued) * 1000.0,
+                model_version=ref.version,
+                batch_size=result.forward_rows,
+                queue_wait_ms=queue_ms,
+                model_ms=result.model_ms,
             )

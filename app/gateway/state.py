@@ -22,7 +22,6 @@ from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, RolloutRouter
 from app.observability.metrics import GatewayMetrics, new_registry
 from model.common.protocol import PredictorStatus, Routing
-from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.common.tasks import cancel_and_wait
 
@@ -43,21 +42,7 @@ class GatewayState:
     # Blue/green routing (app.gateway.rollout_router); None: every request goes to the
     # predictor's own default (the API tests, the no-Ray benchmark baseline).
     rollout: RolloutRouter | None = None
-    _horizons: dict[ModelRef, int] = field(default_factory=dict)
     _gauges: asyncio.Task[None] | None = None
-
-    def record_outcome(self, ref: ModelRef, ok: bool) -> None:
-        """Count one prediction's outcome for its version (the rollout health check)."""
-        if self.rollout is not None:
-            self.rollout.record(ref, ok)
-
-    def horizon_bars(self, ref: ModelRef) -> int:
-        """The model's prediction horizon, from its manifest (read once per version)."""
-        horizon = self._horizons.get(ref)
-        if horizon is None:
-            horizon = self.registry.manifest(ref.name, ref.version).horizon_bars
-            self._horizons[ref] = horizon
-        return horizon
 
     async def start(self) -> None:
         from app.gateway.serving_view import keep_gauges_current  # imports app.gateway.state itself
@@ -107,7 +92,8 @@ def build_gateway_state(
             max_batch_size=batching.max_batch_size,
             batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
             capacity=batching.priority_queue_size,
-            on_features=features.put,
+            features=features,
+            metrics=metrics,
         ),
         features=features,
         metrics=metrics,

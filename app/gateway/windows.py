@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.api.errors import ApiError
-from app.api.schemas import PredictRequest
+from app.gateway.failures import PredictionFailure
+from app.gateway.schemas import PredictRequest
+from model.common.failures import FailureKind
 from model.common.features import WINDOW, validate_bars
 
 _COLUMNS = ("open", "high", "low", "close", "volume")
@@ -23,9 +24,9 @@ class Window:
     as_of: int
 
 
-def _invalid(message: str, field: str | None = None) -> ApiError:
+def _invalid(message: str, field: str | None = None) -> PredictionFailure:
     details = [{"loc": ["body", field], "msg": message, "type": "value_error"}] if field else None
-    return ApiError(422, message, code="invalid_bars", details=details)
+    return PredictionFailure(FailureKind.INVALID_BARS, message, details=details)
 
 
 def window_from_request(req: PredictRequest, *, max_bars: int) -> Window:

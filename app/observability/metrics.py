@@ -188,6 +188,17 @@ class GatewayMetrics:
             self.prediction_model_time_ms.observe(model_ms)
             self._model_time.add(model_ms)
 
+    def observe_failure(self, status: str) -> None:
+        """One failed request, under its metric status (no latency: see above)."""
+        self.observe_prediction(
+            latency_ms=0.0,
+            model_version="-",
+            batch_size=None,
+            queue_wait_ms=None,
+            model_ms=None,
+            status=status,
+        )
+
     def observe_cache(self, cache: str, hit: bool) -> None:
         cache = cache if cache in CACHES else "other"
         self.cache_requests.labels(cache, "hit" if hit else "miss").inc()

@@ -2,7 +2,7 @@
 
 Off unless ``serving.fault_injection`` names versions (``{"cnn_lstm:2.0.0": 0.1}``). It
 exists so the blue/green rollback path can be exercised end to end against a real
-deployment: a version listed here answers ``PredictError("internal", "injected fault")``
+deployment: a version listed here answers ``PredictError(UNAVAILABLE, "injected fault")``
 for that fraction of predictor calls. Never set it in production.
 
 The choice is deterministic (an accumulator, not a coin): with 0.1, exactly every tenth

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.common.errors import ArtifactValidationError, ModelNotFoundError
+from model.common.failures import FailureKind
 from model.common.faults import INJECTED_FAULT_MESSAGE, InjectedFaultError
 from model.common.refs import ModelRef
 
@@ -37,6 +38,7 @@ class BatchResult:
     outputs: np.ndarray
     forward_rows: int  # rows in the forward pass this batch rode in (>= its own rows)
     model_ms: float  # time of that forward pass
+    horizon_bars: int  # the version's prediction horizon (from its manifest)
     predictor_wait_ms: float = 0.0  # time between arrival at the replica and the forward
     replica: str = ""
 
@@ -60,7 +62,7 @@ class PredictError:
     """A typed failure returned (not raised) across the handle, so the gateway can map it
     to a status without unpickling exception classes from another process."""
 
-    kind: str  # "not_found" | "invalid_model" | "bad_input" | "not_ready" | "internal"
+    kind: FailureKind
     message: str
 
 
@@ -89,11 +91,11 @@ class Routing:
 def as_predict_error(exc: Exception) -> PredictError:
     """The typed error a predictor returns across the handle for a failure in one call."""
     if isinstance(exc, InjectedFaultError):
-        return PredictError("internal", INJECTED_FAULT_MESSAGE)
+        return PredictError(FailureKind.UNAVAILABLE, INJECTED_FAULT_MESSAGE)
     if isinstance(exc, ModelNotFoundError):
-        return PredictError("not_found", str(exc))
+        return PredictError(FailureKind.MODEL_NOT_FOUND, str(exc))
     if isinstance(exc, ArtifactValidationError):
-        return PredictError("invalid_model", str(exc))
+        return PredictError(FailureKind.INVALID_MODEL, str(exc))
     if isinstance(exc, ValueError):
-        return PredictError("bad_input", str(exc))
-    return PredictError("internal", type(exc).__name__)
+        return PredictError(FailureKind.INVALID_FEATURES, str(exc))
+    return PredictError(FailureKind.UNAVAILABLE, type(exc).__name__)

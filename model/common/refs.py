@@ -16,3 +16,7 @@ class ModelRef:
     @property
     def key(self) -> str:
         return f"{self.name}:{self.version}:{self.sha256[:12]}"
+
+    def to_json(self) -> dict[str, str]:
+        """The ``{name, version, sha256}`` object every API answer and state file shows."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}

@@ -215,7 +215,7 @@ def test_metrics_exposes_the_spec_histograms(harness: Harness) -> None:
 def test_responses_match_their_documented_models(harness: Harness) -> None:
     # The prediction routes render their JSON themselves (app.api.body): the bodies
     # must still be exactly what the OpenAPI models promise.
-    from app.api.schemas import BatchPredictResponse, PredictResponse
+    from app.gateway.schemas import BatchPredictResponse, PredictResponse
 
     one = _predict(harness, columnar_bars("ONE"))
     assert one.status_code == 200, one.text

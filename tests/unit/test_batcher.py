@@ -8,7 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from app.gateway.batcher import Batcher, DeadlineExceededError, PredictorFailedError, QueueFullError
+from app.config import Metrics
+from app.gateway.batcher import Batcher
+from app.gateway.failures import PredictionFailure
+from app.gateway.feature_cache import FeatureCache
+from app.gateway.windows import Window
+from app.observability.metrics import GatewayMetrics, new_registry
+from model.common.failures import FailureKind
 from model.common.features import NUM_FEATURES, WINDOW
 from model.common.protocol import PredictError
 from model.common.refs import ModelRef
@@ -17,14 +23,35 @@ from tests.fakes import FAKE_REF, FakePredictor, fake_outputs
 OTHER_REF = ModelRef(name="cnn_lstm", version="0.0.2", sha256="b" * 64)
 
 
-def _row(value: float) -> np.ndarray:
+def _row(value: float) -> Window:
+    """A window whose every bar is ``value`` (features: see :func:`_stand_in_features`)."""
+    ts = np.arange(WINDOW, dtype=np.int64)
+    return Window(symbol="T", bars=np.full((WINDOW, 5), value), timestamps=ts, as_of=WINDOW - 1)
+
+
+def _feat(value: float) -> np.ndarray:
     return np.full((WINDOW, NUM_FEATURES), value, dtype=np.float32)
+
+
+def _stand_in_features(bars: np.ndarray) -> np.ndarray:
+    """Each row's features are its first bar value, so a row is traceable to the model."""
+    return np.repeat(bars[..., :1], NUM_FEATURES, axis=-1).astype(np.float32)
+
+
+def _cache(enabled: bool = False) -> FeatureCache:
+    return FeatureCache(ttl_seconds=60, max_entries=100, enabled=enabled)
 
 
 def _batcher(fake: FakePredictor, **kw: float) -> Batcher:
     opts = {"max_batch_size": 8, "batch_wait_timeout_s": 0.01, "capacity": 100, "max_in_flight": 1}
     opts.update(kw)
-    return Batcher(fake.dispatch, **opts)  # type: ignore[arg-type]
+    return Batcher(
+        fake.dispatch,  # type: ignore[arg-type]
+        features=_cache(),
+        metrics=GatewayMetrics(new_registry(), Metrics()),
+        featurize=_stand_in_features,
+        **opts,  # type: ignore[arg-type]
+    )
 
 
 async def test_results_follow_request_order_when_batched() -> None:
@@ -33,7 +60,7 @@ async def test_results_follow_request_order_when_batched() -> None:
     values = [float(i) for i in range(20)]
     futures = [batcher.submit(FAKE_REF, _row(v)) for v in values]
     rows = await asyncio.gather(*futures)
-    expected = fake_outputs(np.stack([_row(v) for v in values]))
+    expected = fake_outputs(np.stack([_feat(v) for v in values]))
     assert [r.expected_return for r in rows] == pytest.approx(expected[:, 0].tolist())
     assert max(len(c.features) for c in fake.calls) > 1, "rows were never batched"
     assert all(c.rows <= 8 for c in fake.calls)
@@ -58,8 +85,10 @@ async def test_full_queue_refuses_with_retry_after() -> None:
     accepted = [batcher.submit(FAKE_REF, _row(0))]
     await asyncio.sleep(0.05)  # the first row is now stuck in flight behind the gate
     accepted += [batcher.submit(FAKE_REF, _row(i)) for i in range(5)]
-    with pytest.raises(QueueFullError) as info:
+    with pytest.raises(PredictionFailure) as info:
         batcher.submit(FAKE_REF, _row(9))
+    assert info.value.kind is FailureKind.QUEUE_FULL
+    assert info.value.retry_after_s is not None
     assert info.value.retry_after_s >= 1
     assert batcher.stats.rejected_full == 1
     fake.gate.set()  # type: ignore[union-attr]
@@ -77,8 +106,9 @@ async def test_expired_deadline_never_reaches_the_model() -> None:
     await asyncio.sleep(0.05)
     fake.gate.set()  # type: ignore[union-attr]
     await blocker
-    with pytest.raises(DeadlineExceededError):
+    with pytest.raises(PredictionFailure) as info:
         await doomed
+    assert info.value.kind is FailureKind.DEADLINE_EXCEEDED
     seen = [float(c.features[0, 0, 0]) for c in fake.calls]
     assert 7.0 not in seen
     assert batcher.stats.expired == 1
@@ -102,11 +132,12 @@ async def test_high_priority_overtakes_low_under_backlog() -> None:
 
 
 async def test_predictor_error_reaches_only_its_rows() -> None:
-    fake = FakePredictor(fail_with=PredictError("not_found", "gone"))
+    fake = FakePredictor(fail_with=PredictError(FailureKind.MODEL_NOT_FOUND, "gone"))
     batcher = _batcher(fake)
-    with pytest.raises(PredictorFailedError) as info:
+    with pytest.raises(PredictionFailure) as info:
         await batcher.submit(FAKE_REF, _row(1))
-    assert info.value.error.kind == "not_found"
+    assert info.value.kind is FailureKind.MODEL_NOT_FOUND
+    assert info.value.message == "gone"
     await batcher.stop()
 
 
@@ -122,42 +153,37 @@ async def test_cache_misses_get_features_with_the_batch_and_go_back_to_the_cache
     from model.common.features import compute_features
 
     fake = FakePredictor()
-    sunk: dict[bytes, np.ndarray] = {}
     calls: list[int] = []
 
     def featurize(bars: np.ndarray) -> np.ndarray:
         calls.append(len(bars))
         return compute_features(bars)
 
+    cache = _cache(enabled=True)
     batcher = Batcher(
         fake.dispatch,  # type: ignore[arg-type]
         max_batch_size=8,
         batch_wait_timeout_s=0.02,
         capacity=100,
+        features=cache,
+        metrics=GatewayMetrics(new_registry(), Metrics()),
         featurize=featurize,
-        on_features=sunk.__setitem__,
     )
     rng = np.random.default_rng(0)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (4, WINDOW)), axis=1))
     bars = np.stack([close, close * 1.01, close * 0.99, close, np.full_like(close, 1e3)], axis=2)
-    cached = compute_features(bars[0])
-    futures = [batcher.submit(FAKE_REF, cached, cache_key=b"k0")]
-    futures += [
-        batcher.submit(FAKE_REF, None, bars=bars[i], cache_key=f"k{i}".encode()) for i in (1, 2, 3)
-    ]
-    rows = await asyncio.gather(*futures)
+    ts = np.arange(WINDOW, dtype=np.int64)
+    windows = [Window("T", bars[i], ts + 1000 * i, int(ts[-1])) for i in range(4)]
+    cache.put(cache.key(windows[0]), compute_features(bars[0]))
+    rows = await asyncio.gather(*(batcher.submit(FAKE_REF, w) for w in windows))
     assert calls == [3], "the three misses should be featurised together, once"
-    assert set(sunk) == {b"k1", b"k2", b"k3"}
-    np.testing.assert_allclose(sunk[b"k2"], compute_features(bars[2]))
+    assert len(cache) == 4
+    _, cached = cache.lookup(windows[2])
+    assert cached is not None
+    np.testing.assert_allclose(cached, compute_features(bars[2]))
     expected = fake_outputs(compute_features(bars))
     assert [r.expected_return for r in rows] == pytest.approx(expected[:, 0].tolist())
     await batcher.stop()
-
-
-async def test_submit_without_features_or_bars_is_refused() -> None:
-    batcher = _batcher(FakePredictor())
-    with pytest.raises(ValueError, match="features or bars"):
-        batcher.submit(FAKE_REF, None)
 
 
 async def test_a_full_batch_leaves_without_waiting_for_the_timeout() -> None:

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from app.api.routes.predict import _resolve
 from app.config import ServiceConfig
 from app.gateway.cluster import StaticCluster
+from app.gateway.predict import resolve as _resolve
 from app.gateway.rollout_router import RolloutRouter
 from app.gateway.state import build_gateway_state
 from model.common.protocol import Routing
@@ -163,9 +163,10 @@ async def test_requests_naming_a_version_bypass_the_router(tmp_path: object) -> 
 async def test_outcomes_count_server_failures_but_not_client_mistakes() -> None:
     import asyncio
 
-    from app.api.routes.predict import _report_outcomes
-    from app.gateway.batcher import DeadlineExceededError, PredictorFailedError, RowResult
-    from model.common.protocol import PredictError
+    from app.gateway.batcher import RowResult
+    from app.gateway.failures import PredictionFailure
+    from app.gateway.predict import _count_outcomes
+    from model.common.failures import FailureKind
 
     controller = FakeController(_shifting(50.0))
     predictor = FakePredictor(ref=BLUE)
@@ -179,25 +180,24 @@ async def test_outcomes_count_server_failures_but_not_client_mistakes() -> None:
     loop = asyncio.get_running_loop()
     outcomes: list[BaseException | None] = [
         None,  # answered
-        PredictorFailedError(PredictError("internal", "injected fault")),
-        PredictorFailedError(PredictError("invalid_model", "golden check failed")),
-        PredictorFailedError(PredictError("bad_input", "bad features")),  # the client's
-        PredictorFailedError(PredictError("not_found", "no such version")),  # the client's
-        DeadlineExceededError("client deadline"),  # the client's
-        ConnectionError("replica gone"),
+        PredictionFailure(FailureKind.UNAVAILABLE, "injected fault"),
+        PredictionFailure(FailureKind.INVALID_MODEL, "golden check failed"),
+        PredictionFailure(FailureKind.INVALID_FEATURES, "bad features"),  # the client's
+        PredictionFailure(FailureKind.MODEL_NOT_FOUND, "no such version"),  # the client's
+        PredictionFailure(FailureKind.DEADLINE_EXCEEDED),  # the client's
+        PredictionFailure(FailureKind.UNAVAILABLE, "replica gone"),
     ]
     futures: list[asyncio.Future[RowResult]] = []
     for outcome in outcomes:
         future: asyncio.Future[RowResult] = loop.create_future()
         if outcome is None:
-            future.set_result(RowResult(GREEN, 0.0, 0.5, 1, 0.1, 0.0))
+            future.set_result(RowResult(GREEN, 0.0, 0.5, 1, 1, 0.1, 0.0))
         else:
             future.set_exception(outcome)
         futures.append(future)
-    timed_out: asyncio.Future[RowResult] = loop.create_future()
-    timed_out.cancel()
-    pending: asyncio.Future[RowResult] = loop.create_future()  # fate unknown: not counted
-    _report_outcomes(state, [GREEN] * (len(futures) + 2), [*futures, timed_out, pending])
+    cut_off: asyncio.Future[RowResult] = loop.create_future()
+    cut_off.cancel()  # the gateway's timeout: counts against the version
+    _count_outcomes(state, [GREEN] * (len(futures) + 1), [*futures, cut_off], timed_out=True)
     assert state.rollout is not None
     await state.rollout.flush()
     assert controller.pushed == [{GREEN.key: (1, 4)}]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from app.api.errors import error_response
-from app.api.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
+from app.gateway.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
 from app.gateway.state import GatewayState
 
 router = APIRouter(tags=["health"])

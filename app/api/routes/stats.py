@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from app.api.schemas import ErrorResponse
+from app.gateway.schemas import ErrorResponse
 from app.gateway.serving_view import serving_view
 from app.gateway.state import GatewayState
 from app.security.dependencies import StatsPrincipal

@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from app.api.schemas import BatchPredictRequest, PredictRequest
 from app.bench import payloads, procs
+from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from model.common.features import WINDOW
 
 

@@ -9,8 +9,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import CustomMetric, Metrics
+from app.gateway.failures import FAILURES
 from app.observability.metrics import GatewayMetrics
 from app.observability.window import SampleWindow, nearest_rank
+from model.common.failures import FailureKind
 
 SPEC_LATENCY_BUCKETS = [10, 25, 50, 75, 100, 250, 500, 1000]  # spec 6.1, verbatim
 SPEC_BATCH_BUCKETS = [1, 5, 10, 20, 32]
@@ -104,20 +106,21 @@ def test_observe_prediction_failure_counts_without_latency(
 @pytest.mark.parametrize(
     ("given", "counted_as"),
     [
-        ("queue_full", "rejected"),
-        ("deadline", "timeout"),
-        ("bad_input", "client_error"),
-        ("not_found", "client_error"),
-        ("unavailable", "error"),
+        (FAILURES[FailureKind.QUEUE_FULL].metric_status, "rejected"),
+        (FAILURES[FailureKind.DEADLINE_EXCEEDED].metric_status, "timeout"),
+        (FAILURES[FailureKind.INVALID_FEATURES].metric_status, "client_error"),
+        (FAILURES[FailureKind.MODEL_NOT_FOUND].metric_status, "client_error"),
+        (FAILURES[FailureKind.UNAVAILABLE].metric_status, "error"),
         ("something_new", "error"),
     ],
 )
 def test_observe_prediction_status_folds_onto_fixed_set_when_not_canonical(
     metrics: GatewayMetrics, registry: CollectorRegistry, given: str, counted_as: str
 ) -> None:
-    observe_ok(metrics, 1.0, status=given)
+    metrics.observe_failure(given)
     assert value(registry, "predictions_total", status=counted_as) == 1
-    assert ("predictions_total", frozenset({("status", given)})) not in samples(registry)
+    if given != counted_as:
+        assert ("predictions_total", frozenset({("status", given)})) not in samples(registry)
 
 
 def test_every_status_series_exists_before_traffic(registry: CollectorRegistry) -> None:
@@ -258,7 +261,7 @@ class RecordingMirror:
 def test_mirror_receives_every_observation_and_state_change() -> None:
     mirror = RecordingMirror()
     m = GatewayMetrics(CollectorRegistry(), Metrics(), mirror=mirror)
-    observe_ok(m, 3.0, batch_size=2, status="queue_full")
+    m.observe_failure("something_new")
     m.observe_cache("feature", True)
     m.set_queue_depth(4)
     m.set_model("cnn_lstm", "1", "x")
@@ -272,4 +275,4 @@ def test_mirror_receives_every_observation_and_state_change() -> None:
         "observe_prediction", "observe_cache", "set_queue_depth", "set_models",
         "set_profile", "set_rollout", "set_replicas", "set_gpu_utilization",
     ]  # fmt: skip
-    assert mirror.calls[0][1]["status"] == "rejected"  # the mirror gets the canonical status
+    assert mirror.calls[0][1]["status"] == "error"  # the mirror gets the canonical status

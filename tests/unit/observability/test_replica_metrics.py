@@ -52,7 +52,7 @@ def test_observe_batch_records_one_batch() -> None:
 def test_observe_prediction_counts_failures_without_latency() -> None:
     m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
     m.observe_prediction(latency_ms=9.0, model_version="2", queue_wait_ms=1.0)
-    m.observe_prediction(latency_ms=0.0, model_version="2", status="deadline")
+    m.observe_prediction(latency_ms=0.0, model_version="2", status="timeout")
     assert m.predictions.records == [(1, {"status": "ok"}), (1, {"status": "timeout"})]
     assert m.prediction_latency_ms.records == [(9.0, {"model_version": "2"})]
     assert m.prediction_queue_wait_ms.records == [(1.0, None)]

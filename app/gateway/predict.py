@@ -1,0 +1,134 @@
+"""One replica's prediction path, top to bottom, with no HTTP in it.
+
+``predict_rows`` is what both prediction routes call (and the no-Ray peer and the API
+tests through them): resolve each item's model version -> check its window -> queue it
+in the batcher (which owns features, batching and the handle call) -> wait within the
+gateway's own timeout -> count each row's outcome for its version -> shape the answer.
+Every failure leaves as one :class:`PredictionFailure`, counted once in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from app.gateway.batcher import RowResult
+from app.gateway.failures import PredictionFailure
+from app.gateway.schemas import PredictRequest
+from app.gateway.state import GatewayState
+from app.gateway.windows import Window, window_from_request
+from model.common.errors import ModelNotFoundError
+from model.common.failures import FailureKind
+from model.common.refs import ModelRef
+
+Prediction = dict[str, Any]  # a ``Prediction`` JSON object, rendered by orjson as is
+
+
+async def predict_rows(
+    state: GatewayState,
+    items: Sequence[PredictRequest],
+    *,
+    priority: int,
+    deadline: float | None,
+    request_id: str,
+) -> tuple[list[Prediction], list[RowResult]]:
+    """Each item's prediction in request order, and the rows behind them (for the log)."""
+    try:
+        max_items = state.config.network_security.limits.max_batch_symbols
+        if len(items) > max_items:
+            raise PredictionFailure(
+                FailureKind.TOO_MANY_ITEMS,
+                f"at most {max_items} items per batch request, got {len(items)}",
+            )
+        max_bars = state.config.network_security.limits.max_bars
+        refs = [resolve(state, item.model, item.version) for item in items]
+        windows = [window_from_request(item, max_bars=max_bars) for item in items]
+        rows = await _run(state, refs, windows, priority, deadline, request_id)
+    except PredictionFailure as failure:
+        state.metrics.observe_failure(failure.rule.metric_status)
+        raise
+    return [_render(w, row) for w, row in zip(windows, rows, strict=True)], rows
+
+
+def resolve(state: GatewayState, model: str | None, version: str | None) -> ModelRef:
+    """The version an item is served by: blue/green's pick unless it names one."""
+    in_service = state.readiness.model
+    if in_service is None:
+        raise PredictionFailure(FailureKind.NOT_READY)
+    if version is None and model in (None, in_service.name):
+        return state.rollout.pick(in_service) if state.rollout is not None else in_service
+    name = model or in_service.name
+    try:
+        return state.registry.resolve(name, version)
+    except (ModelNotFoundError, ValueError):
+        what = f"model {name!r}" + (f" version {version!r}" if version else "")
+        raise PredictionFailure(
+            FailureKind.MODEL_NOT_FOUND, f"{what} is not in the registry"
+        ) from None
+
+
+async def _run(
+    state: GatewayState,
+    refs: list[ModelRef],
+    windows: list[Window],
+    priority: int,
+    deadline: float | None,
+    request_id: str,
+) -> list[RowResult]:
+    futures: list[asyncio.Future[RowResult]] = []
+    timed_out = False
+    try:
+        for ref, window in zip(refs, windows, strict=True):
+            futures.append(
+                state.batcher.submit(
+                    ref, window, request_id=request_id, priority=priority, deadline=deadline
+                )
+            )
+        # asyncio.timeout rather than wait_for: no extra task per request on the hot path.
+        async with asyncio.timeout(state.config.serving.request_timeout_s):
+            if len(futures) == 1:
+                return [await futures[0]]
+            return list(await asyncio.gather(*futures))
+    except TimeoutError:
+        timed_out = True
+        raise PredictionFailure(FailureKind.TIMEOUT) from None
+    finally:
+        for future in futures:
+            future.cancel()  # rows not answered yet leave the queue (a no-op when done)
+        _count_outcomes(state, refs, futures, timed_out=timed_out)
+
+
+def _count_outcomes(
+    state: GatewayState,
+    refs: list[ModelRef],
+    futures: list[asyncio.Future[RowResult]],
+    *,
+    timed_out: bool,
+) -> None:
+    """Each row's outcome for its version (green's error rate in a rollout). A row with
+    no answer counts against its version only when the gateway's timeout cut it off,
+    not when another row failed first or the client went away."""
+    if state.rollout is None:
+        return
+    for ref, future in zip(refs, futures, strict=False):
+        if future.cancelled():
+            if timed_out:
+                state.rollout.record(ref, ok=False)
+            continue
+        failure = future.exception()
+        if failure is None:
+            state.rollout.record(ref, ok=True)
+        elif not isinstance(failure, PredictionFailure) or failure.rule.counts_against_version:
+            state.rollout.record(ref, ok=False)
+
+
+def _render(window: Window, row: RowResult) -> Prediction:
+    return {
+        "symbol": window.symbol,
+        "expected_return": row.expected_return,
+        "prob_up": min(1.0, max(0.0, row.prob_up)),
+        "horizon_bars": row.horizon_bars,
+        "as_of": window.as_of,
+        "model": row.ref.to_json(),
+    }
