@@ -29,7 +29,7 @@ from app.control.outcome_window import OutcomeWindow
 from app.control.predictor_fleet import PredictorFleet
 from app.control.registry_sync import RegistrySync, RunBlocking, SyncOutcome, Validator
 from app.control.rollout_settings import RolloutSettings
-from app.control.rollout_state import RolloutState, RolloutStore, StepRecord, routing_json
+from app.control.rollout_state import RolloutState, RolloutStore, StepRecord
 from model.common.errors import RegistryError
 from model.common.protocol import Routing
 from model.common.refs import ModelRef
@@ -125,7 +125,7 @@ class RolloutEngine:
         out = self.state.to_json()
         out["history"] = out["history"][-30:]
         out["now"] = now
-        out["routing"] = routing_json(self.routing())
+        out["routing"] = self.routing().to_json()
         out["health"] = {
             "window_s": self.settings.health_window_s,
             "min_samples": self.settings.min_samples,

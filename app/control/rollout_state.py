@@ -24,7 +24,6 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model.common.protocol import Routing
 from model.common.refs import ModelRef
 
 log = structlog.get_logger("app.control.rollout_state")
@@ -161,17 +160,3 @@ class RolloutStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-
-def routing_json(r: Routing) -> dict[str, Any]:
-    def ref(x: ModelRef | None) -> dict[str, str] | None:
-        return None if x is None else {"name": x.name, "version": x.version, "sha256": x.sha256}
-
-    return {
-        "blue": ref(r.blue),
-        "green": ref(r.green),
-        "green_weight_pct": r.green_weight_pct,
-        "preload": [ref(p) for p in r.preload],
-        "phase": r.phase,
-        "revision": r.revision,
-    }

@@ -22,7 +22,6 @@ from typing import Any
 
 import structlog
 
-from app.control.rollout_state import routing_json
 from model.common.protocol import Routing
 from model.common.refs import ModelRef
 from model.common.tasks import cancel_and_wait
@@ -150,7 +149,7 @@ class RolloutRouter:
     def view(self) -> dict[str, Any]:
         """For ``/stats``: the routing this gateway applies and how fresh it is."""
         routing = self.routing
-        out: dict[str, Any] = routing_json(routing) if routing else {"phase": None}
+        out: dict[str, Any] = routing.to_json() if routing else {"phase": None}
         out["state"] = routing.phase if routing else None
         out["age_s"] = (
             round(self._clock() - self.fetched_at, 3) if self.fetched_at is not None else None

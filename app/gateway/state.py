@@ -20,6 +20,7 @@ from app.gateway.cluster import ClusterView, StaticCluster
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, RolloutRouter
+from app.gateway.serving_view import keep_gauges_current
 from app.observability.metrics import GatewayMetrics, new_registry
 from model.common.protocol import PredictorStatus, Routing
 from model.common.registry import ModelRegistry
@@ -45,8 +46,6 @@ class GatewayState:
     _gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        from app.gateway.serving_view import keep_gauges_current  # imports app.gateway.state itself
-
         self.batcher.start()
         self.readiness.start()
         self._gauges = asyncio.get_running_loop().create_task(

@@ -83,9 +83,20 @@ class Routing:
     phase: str = "idle"
     revision: int = 0  # bumps on every change, so followers can tell a new decision
 
-    @property
-    def in_service(self) -> ModelRef | None:
-        return self.blue
+    def to_json(self) -> dict[str, object]:
+        """The routing as ``/stats``, ``rollout status`` and the state file show it."""
+
+        def ref(r: ModelRef | None) -> dict[str, str] | None:
+            return None if r is None else r.to_json()
+
+        return {
+            "blue": ref(self.blue),
+            "green": ref(self.green),
+            "green_weight_pct": self.green_weight_pct,
+            "preload": [p.to_json() for p in self.preload],
+            "phase": self.phase,
+            "revision": self.revision,
+        }
 
 
 def as_predict_error(exc: Exception) -> PredictError:
