@@ -19,7 +19,6 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 import structlog
@@ -54,10 +53,6 @@ def settings_from_dict(data: dict[str, Any]) -> PredictorSettings:
     if "warmup_batch_sizes" in values:
         values["warmup_batch_sizes"] = tuple(values["warmup_batch_sizes"])
     return PredictorSettings(**values)
-
-
-def settings_to_dict(settings: PredictorSettings) -> dict[str, Any]:
-    return asdict(settings)
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)

@@ -13,7 +13,7 @@ import numpy as np
 from cachetools import TTLCache
 
 from app.gateway.windows import Window
-from model.common.features import FEATURE_SPEC_VERSION, compute_features
+from model.common.features import FEATURE_SPEC_VERSION
 
 
 class FeatureCache:
@@ -51,21 +51,6 @@ class FeatureCache:
         if self.enabled:
             features.setflags(write=False)  # shared between requests: nobody may mutate it
             self._cache[key] = features
-
-    def features(self, window: Window) -> tuple[np.ndarray, bool]:
-        """Features ``[WINDOW, NUM_FEATURES]`` float32 and whether they came from the cache."""
-        if not self.enabled:
-            return compute_features(window.bars), False
-        k = self.key(window)
-        cached = self._cache.get(k)
-        if cached is not None:
-            self.hits += 1
-            return cached, True
-        self.misses += 1
-        feats = compute_features(window.bars)
-        feats.setflags(write=False)  # shared between requests: nobody may mutate it
-        self._cache[k] = feats
-        return feats, False
 
     def __len__(self) -> int:
         return len(self._cache)

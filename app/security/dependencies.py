@@ -144,7 +144,7 @@ def _resolve(
         principal = _from_bearer(ctx, request, authorization, methods)
     else:
         raise _reject(ctx, request, methods, "missing")
-    if ctx.scopes_enforced and not principal.scopes.issuperset(scopes):
+    if ctx.scopes_enforced and not principal.has_scopes(scopes):
         log.info(
             "auth_forbidden",
             subject=principal.subject,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +27,7 @@ class Principal:
     burst: int | None = None
     priority: int = 0
 
-    def has_scopes(self, required: frozenset[str] | set[str] | list[str]) -> bool:
+    def has_scopes(self, required: Iterable[str]) -> bool:
         return self.scopes.issuperset(required)
 
     @property
