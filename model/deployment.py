@@ -48,13 +48,6 @@ def _rows(batches: list[PredictBatch]) -> int:
     return sum(b.rows for b in batches)
 
 
-def settings_from_dict(data: dict[str, Any]) -> PredictorSettings:
-    values = dict(data)
-    if "warmup_batch_sizes" in values:
-        values["warmup_batch_sizes"] = tuple(values["warmup_batch_sizes"])
-    return PredictorSettings(**values)
-
-
 @serve.deployment(name=DEPLOYMENT_NAME)
 class PredictorDeployment:
     # Serve awaits an async constructor; it lets the replica ask the controller which
@@ -69,7 +62,7 @@ class PredictorDeployment:
             # JSON lines like every other component, one file per replica process.
             unique = serve.get_replica_context().replica_id.unique_id
             log_setup(component=f"predictor-{unique}")
-        self.service = PredictorService(settings_from_dict(settings))
+        self.service = PredictorService(PredictorSettings.from_dict(settings))
         self.controller = controller
         self.follower: RoutingFollower | None = None
         in_service = await self._in_service_ref()
@@ -81,7 +74,7 @@ class PredictorDeployment:
             log.exception("in_service_load_failed", extra={"model": in_service.key})
             await asyncio.to_thread(self.service.load_default, None)
         # A full collection over torch's many objects stalls a request for 100+ ms every
-        # few seconds (DESIGN 4). Everything allocated so far lives as long as the replica.
+        # few seconds. Everything allocated so far lives as long as the replica.
         gc.collect()
         gc.freeze()
         if controller is not None:
@@ -152,7 +145,7 @@ class PredictorDeployment:
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Rows served so far: the market-hours policy turns this into requests/s for
-        ``target_throughput_per_replica`` (spec 3.1)."""
+        ``target_throughput_per_replica``."""
         return {"requests_total": float(self.service.rows)}
 
     async def status(self) -> PredictorStatus:

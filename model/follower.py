@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from model.common.protocol import Routing
 from model.common.refs import ModelRef
-from model.common.tasks import cancel_and_wait
+from model.common.tasks import cancel_and_wait, run_every
 from model.service import PredictorService
 
 log = logging.getLogger("model.follower")
@@ -50,6 +50,7 @@ class RoutingFollower:
         self._clock = clock
         self.failed: dict[str, tuple[float, str]] = {}  # key -> (when, why)
         self.routing: Routing | None = None
+        self._changed = False  # whether the last exchange (re)loaded anything
         self._task: asyncio.Task[None] | None = None
 
     def loaded_keys(self) -> list[str]:
@@ -96,18 +97,19 @@ class RoutingFollower:
         return True
 
     async def run(self) -> None:
-        while True:
-            try:
-                changed = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # controller restarting or busy: keep serving as is
-                log.warning("routing_sync_failed", extra={"error": type(exc).__name__})
-                changed = False
-            # After a change, report at once so the controller can move on without
-            # waiting a whole poll interval.
-            if not changed:
-                await asyncio.sleep(self.poll_s)
+        await run_every(self._next_poll_s, self._sync_once, log=log, event="follower_loop_failed")
+
+    async def _sync_once(self) -> None:
+        try:
+            self._changed = await self.step()
+        except Exception as exc:  # controller restarting or busy: keep serving as is
+            log.warning("routing_sync_failed", extra={"error": type(exc).__name__})
+            self._changed = False
+
+    def _next_poll_s(self) -> float:
+        # After a change, report at once so the controller can move on without waiting
+        # a whole poll interval.
+        return 0.0 if self._changed else self.poll_s
 
     def start(self) -> None:
         if self._task is None:

@@ -2,7 +2,7 @@
 
     python -m model.gpu_check --json out.json [--artifact DIR]
 
-Loads an artifact (or a seeded random one) through the real runtime with spec 4.3
+Loads an artifact (or a seeded random one) through the real runtime with the default
 GPU options, checks its golden sample on the device, then times for each batch size:
 ``eager`` (network forward, fp32), ``graph`` (the same forward replayed from a CUDA
 graph) and ``predict`` (numpy in -> numpy out, normalisation and copies included).
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from model.common.artifact import read_manifest
+from model.common.gpu import GpuOptions
 from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
-from model.runtime import GpuOptions, LoadedModel, load_model
+from model.runtime import LoadedModel, load_model
 
 
 def _timings(

@@ -1,4 +1,4 @@
-"""Pure-torch model runtime: device choice, spec 4.3 GPU settings, load, validate, predict.
+"""Pure-torch model runtime: device choice, the GPU settings, load, validate, predict.
 
 No Ray here: the Serve deployment wraps this, and it is tested and benchmarked alone,
 including on GPU machines that have torch but no Ray.
@@ -13,7 +13,6 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import safetensors
@@ -22,6 +21,7 @@ import torch
 
 from model.common.artifact import Manifest, Normalization, check_serving_compatible
 from model.common.errors import ArtifactValidationError
+from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.network import CNNLSTM, build_network
@@ -30,16 +30,6 @@ log = logging.getLogger(__name__)
 
 _FALLBACK_WARNED = False
 _FALLBACK_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class GpuOptions:
-    """Spec 4.3 ``gpu_optimization``."""
-
-    enable_tf32: bool = True
-    memory_fraction: float = 0.8
-    enable_cudnn_benchmark: bool = True
-    cleanup_interval_s: float = 300.0
 
 
 def _warn_cpu_fallback(requested: str) -> None:
@@ -73,7 +63,7 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def apply_gpu_options(device: torch.device, opts: GpuOptions) -> None:
-    """Apply spec 4.3 on CUDA; a no-op on CPU. The torch flags are process-wide."""
+    """Apply the GPU settings on CUDA; a no-op on CPU. The torch flags are process-wide."""
     if device.type != "cuda":
         return
     torch.backends.cuda.matmul.allow_tf32 = opts.enable_tf32
@@ -210,7 +200,7 @@ class LoadedModel:
         self.warmed = True
 
     def maybe_cleanup(self, now: float | None = None) -> bool:
-        """``torch.cuda.empty_cache`` at most every ``cleanup_interval_s`` (spec 4.3)."""
+        """``torch.cuda.empty_cache`` at most every ``cleanup_interval_s``."""
         if self.device.type != "cuda":
             return False
         now = time.monotonic() if now is None else now

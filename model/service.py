@@ -20,6 +20,7 @@ import numpy as np
 from model.common.errors import ArtifactValidationError, ModelNotFoundError, RegistryError
 from model.common.faults import FaultInjector, InjectedFaultError
 from model.common.features import NUM_FEATURES, WINDOW
+from model.common.gpu import GpuOptions
 from model.common.protocol import BatchResult, PredictBatch, PredictorStatus
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
@@ -45,11 +46,22 @@ class PredictorSettings:
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 32)
     model_wait_s: float = 0.0  # how long a starting replica waits for the model to appear
     torch_threads: int | None = None
-    gpu: dict[str, Any] = field(default_factory=dict)  # model.runtime.GpuOptions fields
+    gpu: GpuOptions = field(default_factory=GpuOptions)
     # Chaos/testing switch (model.common.faults): "name:version" -> fraction of calls that fail.
     fault_injection: dict[str, float] = field(default_factory=dict)
     # How often the replica asks the rollout controller which versions to hold.
     routing_poll_s: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PredictorSettings:
+        """From the plain mapping ``app.serve.predictor_settings`` builds (it crosses Ray
+        as plain values): ``gpu`` holds the :class:`GpuOptions` fields."""
+        values = dict(data)
+        if "warmup_batch_sizes" in values:
+            values["warmup_batch_sizes"] = tuple(values["warmup_batch_sizes"])
+        if "gpu" in values:
+            values["gpu"] = GpuOptions(**values["gpu"])
+        return cls(**values)
 
 
 class PredictorService:
@@ -57,13 +69,12 @@ class PredictorService:
         from model import runtime  # deferred: importing this module must not pull in torch
 
         self._runtime = runtime
-        self._gpu = runtime.GpuOptions(**settings.gpu)
         self.settings = settings
         self.registry = ModelRegistry(settings.registry_path)
         self.replica = f"{os.uname().nodename}:{os.getpid()}"
         self._stage = "loading"
         self._error: str | None = None
-        # The version in service is held outside the spec 4.2 TTL cache so an expiry can
+        # The version in service is held outside the TTL model cache so an expiry can
         # never unload the model that carries the traffic (model.versions).
         self.versions = LoadedVersions(
             ttl_s=settings.model_cache_ttl_s, max_entries=settings.model_cache_max_entries
@@ -120,7 +131,7 @@ class PredictorService:
             self.registry,
             ref,
             device=self.settings.device,
-            gpu_options=self._gpu,
+            gpu_options=self.settings.gpu,
             validate=self.settings.validation_enabled,
         )
 

@@ -50,7 +50,7 @@ from model.service import PredictorService, PredictorSettings
 
 def predictor_settings(config: ServiceConfig, settings: Settings) -> PredictorSettings:
     """The same settings a Serve predictor replica gets (``app.serve.predictor_settings``)."""
-    return PredictorSettings(**base_predictor_settings(config, settings))
+    return PredictorSettings.from_dict(base_predictor_settings(config, settings))
 
 
 class InProcessPredictor:
@@ -95,8 +95,8 @@ def serve(config: ServiceConfig, settings: Settings, *, host: str, port: int) ->
     service.load_default()
     predictor = InProcessPredictor(service)
     app = build_baseline_app(config, predictor)
-    # DESIGN 4: a full collection over torch's objects stalled this server for 130-150 ms
-    # every few seconds; everything built so far lives as long as the process.
+    # A full collection over torch's objects stalled this server for 130-150 ms every few
+    # seconds; everything built so far lives as long as the process.
     gc.collect()
     gc.freeze()
     tls = config.network_security.tls

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.config import ServiceConfig, load_config_file
+from app.config.service import ServiceConfig, load_config_file
 
 
 class Settings(BaseSettings):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.config import ServiceConfig
+from app.config.service import ServiceConfig
 
 
 @dataclass(frozen=True)

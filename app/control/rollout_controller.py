@@ -42,6 +42,7 @@ from app.observability.logging import configure_logging
 from model.common.protocol import PredictError, Routing
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
+from model.common.tasks import run_every
 
 log = structlog.get_logger("app.control.rollout_controller")
 
@@ -84,14 +85,8 @@ class RolloutController:
         self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
 
     async def _control_loop(self) -> None:
-        while True:
-            try:
-                await self.engine.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad tick must not stop the controller for good
-                log.exception("rollout_tick_failed")
-            await asyncio.sleep(self.interval_s)
+        # One bad tick is logged and must not stop the controller for good.
+        await run_every(self.interval_s, self.engine.tick, log=log, event="rollout_tick_failed")
 
     async def _predictor_handle(self) -> DeploymentHandle:
         if self._predictor is None:

@@ -10,7 +10,7 @@ import structlog
 
 from model.common.protocol import PredictorStatus
 from model.common.refs import ModelRef
-from model.common.tasks import cancel_and_wait
+from model.common.tasks import cancel_and_wait, run_every
 
 log = structlog.get_logger("app.gateway.readiness")
 
@@ -67,10 +67,14 @@ class Readiness:
         self._task = None
 
     async def _loop(self) -> None:
-        while True:
-            before = self.status.ready
-            status = await self.refresh()
-            if status.ready != before:
-                log.info("predictor_readiness", ready=status.ready, stage=status.stage)
-            # Poll fast until ready, then at the readiness-probe cadence.
-            await asyncio.sleep(self.period_s if status.ready else min(self.period_s, 0.5))
+        await run_every(self._next_poll_s, self._poll, log=log, event="readiness_poll_failed")
+
+    async def _poll(self) -> None:
+        before = self.status.ready
+        status = await self.refresh()
+        if status.ready != before:
+            log.info("predictor_readiness", ready=status.ready, stage=status.stage)
+
+    def _next_poll_s(self) -> float:
+        # Poll fast until ready, then at the readiness-probe cadence.
+        return self.period_s if self.status.ready else min(self.period_s, 0.5)

@@ -24,7 +24,7 @@ import structlog
 
 from model.common.protocol import Routing
 from model.common.refs import ModelRef
-from model.common.tasks import cancel_and_wait
+from model.common.tasks import cancel_and_wait, run_every
 
 log = structlog.get_logger("app.gateway.rollout_router")
 
@@ -122,22 +122,18 @@ class RolloutRouter:
                 mine[0] += ok
                 mine[1] += err
 
-    async def _every(self, period_s: float, action: Callable[[], Awaitable[Any]]) -> None:
-        while True:
-            try:
-                await action()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let the router's loop die
-                log.exception("rollout_router_loop_failed")
-            await asyncio.sleep(period_s)
-
     def start(self) -> None:
         if not self._tasks:
             loop = asyncio.get_running_loop()
+            event = "rollout_router_loop_failed"
             self._tasks = [
-                loop.create_task(self._every(self.poll_s, self.refresh), name="routing-poll"),
-                loop.create_task(self._every(self.report_s, self.flush), name="routing-report"),
+                loop.create_task(
+                    run_every(self.poll_s, self.refresh, log=log, event=event), name="routing-poll"
+                ),
+                loop.create_task(
+                    run_every(self.report_s, self.flush, log=log, event=event),
+                    name="routing-report",
+                ),
             ]
 
     async def stop(self) -> None:

@@ -6,8 +6,6 @@ gauges by a slow background loop (the regime changes a few times a day).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import asdict
 from typing import Any
 
@@ -18,6 +16,7 @@ from app.config.resources import replica_resources
 from app.gateway.cluster import ClusterView
 from app.observability.metrics import GatewayMetrics
 from app.scaling.market_calendar import active_profile
+from model.common.tasks import run_every
 
 log = structlog.get_logger("app.gateway.serving_view")
 
@@ -43,11 +42,12 @@ def serving_view(config: ServiceConfig) -> dict[str, Any]:
 async def keep_gauges_current(
     config: ServiceConfig, metrics: GatewayMetrics, cluster: ClusterView, period_s: float = 10.0
 ) -> None:
-    while True:
-        with contextlib.suppress(Exception):  # a calendar or controller hiccup: try later
-            profile = current_profile(config)
-            if profile is not None:
-                metrics.set_profile(profile)
-            for deployment, n in (await cluster.replicas()).items():
-                metrics.set_replicas(deployment, n)
-        await asyncio.sleep(period_s)
+    async def update() -> None:
+        profile = current_profile(config)
+        if profile is not None:
+            metrics.set_profile(profile)
+        for deployment, n in (await cluster.replicas()).items():
+            metrics.set_replicas(deployment, n)
+
+    # A calendar or controller hiccup is logged and tried again next period.
+    await run_every(period_s, update, log=log, event="serving_gauges_update_failed")

@@ -14,8 +14,7 @@ from app.config.env import Settings
 
 def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, Any]:
     """Plain values for :class:`model.service.PredictorSettings` (``model`` never imports
-    ``app``)."""
-    gpu = config.gpu_optimization
+    ``app``); ``gpu`` holds the fields of :class:`model.common.gpu.GpuOptions`."""
     return {
         "registry_path": str(config.model_registry.path),
         "device": settings.DEVICE,
@@ -27,10 +26,5 @@ def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, A
         "model_cache_max_entries": config.caching.model_cache.max_entries,
         "fault_injection": dict(config.serving.fault_injection),
         "routing_poll_s": config.blue_green_deployment.predictor_poll_interval_s,
-        "gpu": {
-            "enable_tf32": gpu.enable_tf32,
-            "memory_fraction": gpu.memory_fraction,
-            "enable_cudnn_benchmark": gpu.enable_cudnn_benchmark,
-            "cleanup_interval_s": gpu.cleanup_interval_s,
-        },
+        "gpu": config.gpu_optimization.model_dump(),
     }

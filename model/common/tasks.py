@@ -4,7 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+
+class ExceptionLogger(Protocol):
+    """What :func:`run_every` logs with: a stdlib ``logging.Logger`` and a structlog
+    logger both fit (each has ``exception(event)``, logging at error with the traceback)."""
+
+    def exception(self, event: str, /) -> object: ...
+
+
+async def run_every(
+    period_s: float | Callable[[], float],
+    action: Callable[[], Awaitable[object]],
+    *,
+    log: ExceptionLogger,
+    event: str,
+) -> None:
+    """Run ``action`` forever, sleeping ``period_s`` after each run, until cancelled.
+
+    ``period_s`` may be a callable, asked after each run (a loop that polls faster until
+    something is ready, or goes again at once after a change); a period of 0 or less only
+    yields to the event loop once before the next run.
+
+    Error policy: an exception from ``action`` (other than ``CancelledError``) is logged
+    with ``log.exception(event)`` and the loop carries on after the usual sleep, so one
+    bad run never stops a background loop for good. Failures a caller expects (a peer
+    restarting) are better caught and logged inside ``action`` at the level they deserve.
+    Cancelling the task stops the loop, in the action or in the sleep.
+    """
+    while True:
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(event)
+        period = period_s() if callable(period_s) else period_s
+        await asyncio.sleep(max(period, 0.0))
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:

@@ -35,15 +35,7 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
     out: dict[str, Any] = {
         "deployment": state.config.deployment.model_dump(),
         "uptime_s": round(time.time() - state.started_at, 3),
-        "model": (
-            {
-                "name": status.model.name,
-                "version": status.model.version,
-                "sha256": status.model.sha256,
-            }
-            if status.model
-            else None
-        ),
+        "model": status.model.to_json() if status.model else None,
         "predictor": {
             "ready": status.ready,
             "stage": status.stage,

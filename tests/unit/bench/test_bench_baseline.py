@@ -26,7 +26,7 @@ from app.security.api_keys import ApiKeyStore
 from app.security.dev_certs import ensure_dev_certs
 from app.security.jwt_tokens import mint_token
 from model.export import make_random_artifact
-from model.service import PredictorService
+from model.service import PredictorService, PredictorSettings
 from tests.support.security_app import AUDIENCE, ISSUER, write_security_material
 
 
@@ -124,10 +124,9 @@ def test_baseline_answers_a_real_prediction_over_verified_https(baseline: Baseli
 
 def test_baseline_settings_match_the_predictor_replicas(baseline: Baseline) -> None:
     from app.serve.build import predictor_settings as replica_settings  # imports Ray (not starts)
-    from model.deployment import settings_from_dict
 
     settings = Settings(DEVICE="cpu")
-    assert predictor_settings(baseline.config, settings) == settings_from_dict(
+    assert predictor_settings(baseline.config, settings) == PredictorSettings.from_dict(
         replica_settings(baseline.config, settings)
     )
 

@@ -12,10 +12,11 @@ from model import runtime
 from model.common.artifact import read_manifest, write_manifest
 from model.common.errors import ArtifactValidationError
 from model.common.features import NUM_FEATURES, WINDOW, compute_features, sliding_windows
+from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.data import synthetic_bars
-from model.runtime import GpuOptions, LoadedModel, load_model, resolve_device
+from model.runtime import LoadedModel, load_model, resolve_device
 
 
 @pytest.fixture

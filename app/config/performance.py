@@ -1,0 +1,32 @@
+"""Spec section 4: request batching, caches, and GPU settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from app.config.base import Section
+
+
+class Batching(Section):
+    enabled: bool = True
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=10)
+    priority_queue_size: int = Field(1000, ge=1)
+
+
+class CacheConfig(Section):
+    enabled: bool = True
+    ttl_seconds: float = Field(gt=0)
+    max_entries: int = Field(ge=1)
+
+
+class Caching(Section):
+    model_cache: CacheConfig = CacheConfig(ttl_seconds=3600, max_entries=100)
+    feature_cache: CacheConfig = CacheConfig(ttl_seconds=600, max_entries=1000)
+
+
+class GpuOptimization(Section):
+    enable_tf32: bool = True
+    memory_fraction: float = Field(0.8, gt=0, le=1)
+    enable_cudnn_benchmark: bool = True
+    cleanup_interval_s: float = Field(300, gt=0)

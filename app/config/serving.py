@@ -1,0 +1,74 @@
+"""The ``serving`` section (not in the spec): how the gateway and predictor are deployed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from app.config.base import Section
+
+
+class GatewayDeployment(Section):
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(1000, ge=1)
+
+
+class Serving(Section):
+    """Which resources the predictor takes, and how the gateway is sized."""
+
+    resource_tier: Literal["small", "medium", "large"] | None = None
+    autoscaling_enabled: bool = True
+    gateway: GatewayDeployment = GatewayDeployment()
+    predictor_max_ongoing_requests: int | None = None  # None: derived from batch size
+    # The predictor's @serve.batch wait; None: batching.batch_wait_timeout_s (spec 4.1).
+    # Calls already carry gateway batches (formed with batching.batch_wait_timeout_s), so
+    # the predictor does not wait again: calls that arrive while a forward runs are merged
+    # into the next one anyway. Waiting here would add the whole timeout to every lone
+    # batch's latency (see BENCHMARKS.md).
+    predictor_batch_wait_s: float | None = Field(0.0, ge=0, le=10)
+    request_timeout_s: float = Field(30, gt=0)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=1, le=65535)
+    # How HTTPS reaches the gateway (BENCHMARKS.md has the measurements behind the default):
+    # "direct": each gateway replica serves HTTPS itself (Serve direct ingress) on
+    #   http_port (a second replica on the same node takes the next free port), and Serve's
+    #   proxy stays up on proxy_port as a fallback route to any replica;
+    # "proxy": Serve's proxy serves http_port and forwards every request to a replica
+    #   (one more process hop and an actor call back to the proxy for the body).
+    ingress: Literal["direct", "proxy"] = "direct"
+    proxy_port: int = Field(8100, ge=1, le=65535)
+    # How the gateway's handle calls reach the predictor: "grpc" (Serve's gRPC transport
+    # between replicas, RAY_SERVE_USE_GRPC_BY_DEFAULT) or "actor" (Ray actor calls, Serve's
+    # default). gRPC is the default because it has not been slower than actor calls in
+    # our measurements, and often faster (see BENCHMARKS.md).
+    handle_transport: Literal["grpc", "actor"] = "grpc"
+    # Scheduling priority of Ray's worker processes (every replica): Ray's default is
+    # nice 15, so on a shared machine any ordinary process (a log shipper, a load
+    # generator) takes the CPU from the replicas first. Serving replicas are the
+    # latency-critical work of the node; 0 puts them level with Ray's own daemons.
+    worker_niceness: int = Field(0, ge=0, le=19)
+    direct_port_span: int = Field(50, ge=1, le=1000)
+    # How Serve stops a replica: drain for up to graceful_shutdown_timeout_s, polling every
+    # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).
+    graceful_shutdown_timeout_s: float = Field(20, ge=0)
+    graceful_shutdown_wait_loop_s: float = Field(2, ge=0)
+    # Where Serve runs its HTTP proxies; one Serve application holds both deployments.
+    proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
+    app_name: str = Field("cnnlstm", min_length=1)
+    route_prefix: str = "/"
+    # Chaos/testing switch, off by default (model/common/faults.py): "<name>:<version>" -> the
+    # fraction of predictor calls for that version that fail with an injected error.
+    # Exists to exercise blue/green rollback end to end; never set it in production.
+    fault_injection: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fault_fractions(self) -> Serving:
+        for key, frac in self.fault_injection.items():
+            if not 0.0 <= frac <= 1.0 or key.count(":") != 1:
+                raise ValueError(
+                    "fault_injection maps '<name>:<version>' to a fraction in [0, 1], "
+                    f"got {key!r}: {frac!r}"
+                )
+        return self
