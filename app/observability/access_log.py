@@ -32,19 +32,24 @@ from app.config import Logging
 from app.observability.logging import bind_request_id, clear_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+MAX_CLIENT_REQUEST_ID_LENGTH = 128
+_CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]+")
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 log = structlog.get_logger("app.access")
 
 
 def request_id_from(scope: Scope) -> str:
-    """The caller's ``X-Request-ID`` if it is a sane token, else a fresh uuid4 hex."""
+    """The caller's ``X-Request-ID`` if it is a sane token, else a fresh uuid4 hex.
+
+    Sane: 1 to 128 characters from ``[A-Za-z0-9._:-]``. Anything else (markup, spaces,
+    control or non-ASCII bytes, an 8 KB value) is replaced, never echoed into the response
+    header, the error body or the logs.
+    """
     for key, value in scope.get("headers", ()):
         if key == _HEADER_KEY:
-            candidate = value.decode("latin-1")
-            if _CLIENT_REQUEST_ID.fullmatch(candidate):
-                return candidate
+            if len(value) <= MAX_CLIENT_REQUEST_ID_LENGTH and _CLIENT_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
             break
     return uuid.uuid4().hex
 

@@ -5,11 +5,13 @@ Routes declare what they need with the ``Annotated`` aliases at the bottom::
     @router.post("/predict")
     async def predict(body: PredictRequest, principal: PredictPrincipal) -> Prediction: ...
 
-Order inside :func:`authenticate`: credentials in the URL are refused (400) -> the
-route's accepted credential (API key header, then ``Authorization: Bearer``) is checked
-(401 + ``WWW-Authenticate``) -> scopes (403) -> the caller's token bucket (429 +
-``Retry-After``). Every 401 reads the same whatever failed (unknown, revoked, expired,
-bad signature...); the reason goes to the server log, never the credential.
+Before any of this runs, :class:`~app.security.hardening.RequestHygieneMiddleware` has
+already refused credentials in the URL and repeated credential headers (400). Order inside
+:func:`authenticate`: the route's accepted credential (API key header, then
+``Authorization: Bearer``) is checked (401 + ``WWW-Authenticate``) -> scopes (403) -> the
+caller's token bucket (429 + ``Retry-After``). Every 401 reads the same whatever failed
+(unknown, revoked, expired, bad signature...); the reason goes to the server log, never
+the credential.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from app.security.api_keys import parse_key_id
 from app.security.context import PREDICT_SCOPE, REALM, STATS_SCOPE, SecurityContext
 from app.security.jwt_tokens import InvalidToken
 from app.security.principal import Principal
-from app.security.query_credentials import has_credential_params
 from app.security.rate_limit import retry_after_header
 
 log = structlog.get_logger("app.security.auth")
@@ -126,13 +127,6 @@ def _resolve(
     scopes: list[str] | tuple[str, ...],
     methods: frozenset[AuthMethod],
 ) -> Principal:
-    if has_credential_params(request.scope.get("query_string", b"")):
-        raise ApiError(
-            400,
-            f"credentials must not be sent in the URL; use the {ctx.api_key_header} "
-            "or Authorization header",
-            code="credentials_in_url",
-        )
     if not ctx.enabled:
         return ctx.anonymous(scopes)
     headers = request.headers

@@ -6,7 +6,8 @@ wrapped ``send``/``receive`` per request, with no extra task or body buffering.
 Order, outermost first: security headers (so every response, errors included, carries
 them) -> CORS (preflights answered here; error responses still get CORS headers so a
 browser can read them) -> request hygiene (Serve control headers stripped, credentials in
-the URL refused and scrubbed) -> body size limit -> the app.
+the URL refused and scrubbed, repeated credential headers refused) -> body size limit -> the
+app.
 """
 
 from __future__ import annotations
@@ -47,14 +48,37 @@ def _request_id(scope: Scope) -> str | None:
 
 
 class RequestHygieneMiddleware:
-    """Drop Serve's client-steerable headers; refuse credentials sent in the URL (400)."""
+    """The request checks that need no route: they run before anything else reads it.
+
+    Serve's client-steerable headers are dropped. Credentials in the URL are refused (400
+    ``credentials_in_url``) and scrubbed from the scope: this is the only place that
+    checks them, ahead of routing and the auth dependencies. A repeated ``Authorization``
+    or API key header is refused (400 ``duplicate_credentials``): which of two credentials
+    counts must never depend on header order (Starlette reads the first, a proxy may keep
+    the last).
+    """
 
     def __init__(self, app: ASGIApp, *, api_key_header: str = "X-API-Key") -> None:
         self.app = app
-        self._message = (
+        self._api_key_header = api_key_header
+        self._credential_headers = {
+            b"authorization": "Authorization",
+            api_key_header.lower().encode("latin-1"): api_key_header,
+        }
+        self._url_message = (
             f"credentials must not be sent in the URL; use the {api_key_header} "
             "or Authorization header"
         )
+
+    def _repeated_credential(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The name of the first credential header sent more than once, if any."""
+        seen: set[bytes] = set()
+        for name, _ in headers:
+            if name in self._credential_headers:
+                if name in seen:
+                    return self._credential_headers[name]
+                seen.add(name)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,17 +86,28 @@ class RequestHygieneMiddleware:
             return
         headers = scope["headers"]
         if any(name in STRIPPED_REQUEST_HEADERS for name, _ in headers):
-            scope["headers"] = [(n, v) for n, v in headers if n not in STRIPPED_REQUEST_HEADERS]
+            headers = [(n, v) for n, v in headers if n not in STRIPPED_REQUEST_HEADERS]
+            scope["headers"] = headers
         query = scope.get("query_string", b"")
         if query and has_credential_params(query):
             # Scrub in place: the server's access log prints this scope's query string.
             scope["query_string"] = redact_credential_params(query)
-            response = error_response(
-                400, self._message, code="credentials_in_url", request_id=_request_id(scope)
+            await self._refuse(scope, receive, send, self._url_message, "credentials_in_url")
+            return
+        repeated = self._repeated_credential(headers)
+        if repeated is not None:
+            message = (
+                f"{repeated} was sent more than once; send exactly one Authorization "
+                f"or {self._api_key_header} header"
             )
-            await response(scope, receive, send)
+            await self._refuse(scope, receive, send, message, "duplicate_credentials")
             return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, message: str, code: str) -> None:
+        response = error_response(400, message, code=code, request_id=_request_id(scope))
+        await response(scope, receive, send)
 
 
 class BodyTooLarge(StarletteHTTPException):

@@ -5,10 +5,18 @@ each accepted algorithm has its own pre-built key: an HS* token is checked with 
 secret only, an RS256/ES256 token with the public key only, so a token "signed" with the
 public key as an HMAC secret (algorithm confusion) can never verify. ``alg: none`` is never
 accepted. ``exp`` is required; ``nbf``/``iat`` honour the configured leeway.
+
+Claim types are checked on the decoded claims, not left to python-jose (which runs
+``int()`` on the time claims, so ``"exp": "9999999999"`` or ``"iat": true`` would pass):
+``exp``, ``nbf`` and ``iat`` must be JSON numbers (``bool`` and numeric strings are not),
+else the token is invalid (reason ``bad_claim_type``). Scopes are read from the OAuth2
+``scope`` claim only, which must be a space-delimited string (a list or any other type
+makes the token invalid); ``scp`` and every other claim grant nothing.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -111,20 +119,28 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
+TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _is_json_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_claim_types(claims: dict[str, Any]) -> None:
+    """Raise ``InvalidToken("bad_claim_type")`` unless each present time claim is a number."""
+    for name in TIME_CLAIMS:
+        if name in claims and not _is_json_number(claims[name]):
+            raise InvalidToken("bad_claim_type")
+
+
 def scopes_from_claims(claims: dict[str, Any]) -> frozenset[str]:
-    """OAuth2 ``scope`` (space-separated string) and/or ``scp`` (list or string)."""
-    found: set[str] = set()
-    for name in ("scope", "scp"):
-        value = claims.get(name)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            found.update(value.split())
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            found.update(value)
-        else:
-            raise InvalidToken("claims")
-    return frozenset(found)
+    """The OAuth2 ``scope`` claim (space-delimited string); absent means no scopes."""
+    value = claims.get("scope")
+    if value is None:
+        return frozenset()
+    if not isinstance(value, str):
+        raise InvalidToken("claims")
+    return frozenset(value.split())
 
 
 class JwtVerifier:
@@ -283,11 +299,12 @@ class JwtVerifier:
         return self._to_verified(claims, time.time() if now is None else now)
 
     def _to_verified(self, claims: dict[str, Any], now: float) -> VerifiedToken:
+        check_claim_types(claims)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("claims")
         iat = claims.get("iat")
-        if isinstance(iat, int | float) and iat > now + self.leeway_s:
+        if iat is not None and iat > now + self.leeway_s:
             raise InvalidToken("issued_in_future")
         return VerifiedToken(
             subject=subject,

@@ -100,14 +100,66 @@ async def test_valid_client_request_id_is_kept(log_lines: LogLines) -> None:
     assert access_lines(log_lines)[0]["request_id"] == GOOD_CLIENT_ID
 
 
-@pytest.mark.parametrize("bad", ["short", "has spaces in it", "x" * 65, "semi;colon-12345"])
-async def test_invalid_client_request_id_is_replaced(log_lines: LogLines, bad: str) -> None:
+@pytest.mark.parametrize(
+    "good",
+    [
+        "a",
+        "short",
+        "x" * 128,
+        "trace:0af7651916cd43dd.span:00f067aa0ba902b7",
+        "A-Z_a-z.0-9:all",
+        "550e8400-e29b-41d4-a716-446655440000",
+    ],
+)
+async def test_client_request_id_of_up_to_128_safe_chars_is_kept(
+    log_lines: LogLines, good: str
+) -> None:
+    response = await call(build_app(), "GET", "/nowhere", headers={"X-Request-ID": good})
+    assert response.status_code == 404
+    assert response.headers["x-request-id"] == good
+    assert response.json()["error"]["request_id"] == good
+    assert access_lines(log_lines)[0]["request_id"] == good
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "has spaces in it",
+        "x" * 129,
+        "x" * 8192,
+        "semi;colon-12345",
+        "<script>alert(1)</script>",
+        '"><img src=x onerror=alert(1)>',
+        "id/with/slashes",
+        "tab\there",
+        "caf\u00e9-0001".encode(),  # non-ASCII bytes
+    ],
+)
+async def test_invalid_client_request_id_is_replaced(log_lines: LogLines, bad: str | bytes) -> None:
     response = await call(build_app(), "GET", "/items/1", headers={"X-Request-ID": bad})
     rid = response.headers["x-request-id"]
     assert rid != bad
     assert len(rid) == 32
     assert int(rid, 16) >= 0  # uuid4 hex
+    assert response.json()["request_id"] == rid
     assert access_lines(log_lines)[0]["request_id"] == rid
+    text = bad.decode("latin-1") if isinstance(bad, bytes) else bad
+    if text:
+        assert text not in str(log_lines())
+
+
+async def test_invalid_client_request_id_is_not_echoed_in_an_error_body(
+    log_lines: LogLines,
+) -> None:
+    markup = "<b>" + "y" * 8000 + "</b>"
+    response = await call(build_app(), "GET", "/nowhere", headers={"X-Request-ID": markup})
+    rid = response.headers["x-request-id"]
+    assert response.status_code == 404
+    assert response.json()["error"]["request_id"] == rid
+    assert len(rid) == 32
+    assert "<b>" not in response.text
+    assert "<b>" not in str(log_lines())
 
 
 async def test_access_line_carries_caller_model_and_batch(log_lines: LogLines) -> None:

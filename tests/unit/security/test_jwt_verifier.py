@@ -118,9 +118,23 @@ def test_verify_accepts_when_rs256_signed_by_private_key(verifier: JwtVerifier) 
     assert verifier.verify(token).subject == "alice"
 
 
-def test_scopes_come_from_scp_list_and_scope_string(verifier: JwtVerifier, secret: str) -> None:
+def test_scopes_come_from_the_scope_string_only(verifier: JwtVerifier, secret: str) -> None:
     token = pyjwt.encode(claims(scope="a:b c:d", scp=["e:f"]), secret.encode(), algorithm="HS256")
-    assert verifier.verify(token).scopes == frozenset({"a:b", "c:d", "e:f"})
+    assert verifier.verify(token).scopes == frozenset({"a:b", "c:d"})
+
+
+@pytest.mark.parametrize("scp", [["model:stats", "model:predict"], "model:stats model:predict"])
+def test_scp_claim_grants_no_scope(verifier: JwtVerifier, secret: str, scp: Any) -> None:
+    token = pyjwt.encode(claims(scope=None, scp=scp), secret.encode(), algorithm="HS256")
+    assert verifier.verify(token).scopes == frozenset()
+
+
+def test_verify_accepts_when_time_claims_are_floats(verifier: JwtVerifier, secret: str) -> None:
+    now = time.time()
+    token = jose_jwt.encode(
+        claims(iat=now - 0.5, nbf=now - 0.5, exp=now + 300.25), secret, algorithm="HS256"
+    )
+    assert verifier.verify(token).expires_at == pytest.approx(now + 300.25)
 
 
 def test_verify_accepts_when_nbf_is_within_leeway(verifier: JwtVerifier, secret: str) -> None:
@@ -194,6 +208,35 @@ def test_verify_rejects_when_claims_are_bad(
 ) -> None:
     token = jose_jwt.encode(claims(**overrides), secret, algorithm="HS256")
     assert reason(verifier, token) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # python-jose alone runs int() on these, so it would take them.
+        ({"exp": str(int(time.time()) + 300)}, "bad_claim_type"),
+        ({"nbf": str(int(time.time()))}, "bad_claim_type"),
+        ({"nbf": True}, "bad_claim_type"),
+        ({"nbf": False}, "bad_claim_type"),
+        ({"iat": str(int(time.time()))}, "bad_claim_type"),
+        ({"iat": True}, "bad_claim_type"),
+        ({"iat": False}, "bad_claim_type"),
+        ({"exp": True}, "expired"),  # int(True) == 1: jose already refuses it
+    ],
+)
+def test_verify_rejects_when_a_time_claim_is_not_a_json_number(
+    verifier: JwtVerifier, secret: str, overrides: dict[str, Any], expected: str
+) -> None:
+    token = jose_jwt.encode(claims(**overrides), secret, algorithm="HS256")
+    assert reason(verifier, token) == expected
+
+
+@pytest.mark.parametrize("scope", [["model:stats"], {"model:stats": True}, 1.5, True])
+def test_verify_rejects_when_scope_is_not_a_string(
+    verifier: JwtVerifier, secret: str, scope: Any
+) -> None:
+    token = jose_jwt.encode(claims(scope=scope), secret, algorithm="HS256")
+    assert reason(verifier, token) == "claims"
 
 
 def test_verify_rejects_when_payload_tampered(verifier: JwtVerifier, secret: str) -> None:
