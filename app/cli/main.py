@@ -5,8 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-from app.cli import bench_cmd, model_cmds, ops_cmds, rollout_cmds, security_cmds, serve_cmd
+from app.cli import (
+    bench_cmd,
+    completion_cmd,
+    model_cmds,
+    ops_cmds,
+    rollout_cmds,
+    security_cmds,
+    serve_cmd,
+)
+from app.cli.common import add_global_options, parse_args, propagate_global_options
+
+DISTRIBUTION = "cnnlstm-serve"
+
+
+def package_version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,12 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cnnlstm",
         description="CNN+LSTM price model on Ray Serve behind a secured FastAPI gateway.",
     )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="YAML configuration laid out like the spec (default: $CNNLSTM_CONFIG, else "
-        "the spec's defaults)",
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    add_global_options(parser, root=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.register(sub)
     model_cmds.register(sub)
@@ -27,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     ops_cmds.register(sub)
     rollout_cmds.register(sub)
     bench_cmd.register(sub)
+    completion_cmd.register(sub)
+    propagate_global_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

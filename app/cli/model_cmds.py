@@ -16,13 +16,17 @@ def _registry(args: argparse.Namespace) -> ModelRegistry:
     return ModelRegistry(args.registry or config.model_registry.path)
 
 
+def _has_option(argv: list[str], option: str) -> bool:
+    return any(a == option or a.startswith(option + "=") for a in argv)
+
+
 def _train(args: argparse.Namespace) -> int:
     # torch is loaded only by this command (model.train), never by the gateway.
     from model.train import main_train
 
-    _, config = load_service_config(args.config)
-    argv = list(args.train_args)
-    if "--registry" not in argv:
+    argv = list(args.extras)
+    if not _has_option(argv, "--registry") and not {"-h", "--help"} & set(argv):
+        _, config = load_service_config(args.config)
         argv = ["--registry", str(config.model_registry.path), *argv]
     return main_train(argv)
 
@@ -69,42 +73,59 @@ def _validate(args: argparse.Namespace) -> int:
         if args.name
         else [(n, v) for n in reg.list_models() for v in reg.list_versions(n)]
     )
-    failed = 0
+    results: list[dict[str, object]] = []
     for name, version in targets:
+        error: str | None = None
         try:
             reg.verify(name, version)
             if args.load:
                 from model.runtime import load_model  # golden-output check needs torch
 
                 load_model(reg, reg.resolve(name, version), device="cpu", validate=True)
-            print(f"ok      {name}/{version}")
         except RegistryError as exc:
-            failed += 1
-            print(f"INVALID {name}/{version}: {exc}", file=sys.stderr)
-    if not targets:
+            error = str(exc)
+        results.append({"name": name, "version": version, "ok": error is None, "error": error})
+        if args.json:
+            continue
+        if error is None:
+            print(f"ok      {name}/{version}")
+        else:
+            print(f"INVALID {name}/{version}: {error}", file=sys.stderr)
+    ok = bool(targets) and all(r["ok"] for r in results)
+    if args.json:
+        report: dict[str, object] = {"registry": str(reg.root), "ok": ok, "results": results}
+        if not targets:
+            report["error"] = "nothing to validate"
+        print(json.dumps(report, indent=2))
+    elif not targets:
         print("nothing to validate", file=sys.stderr)
-        return 1
-    return 1 if failed else 0
+    return 0 if ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    # The trainer (model.train) owns its options: they are forwarded as given, after 'train'
+    # or after 'train --'. Only the global options (--config) are taken here; -h/--help
+    # goes to the trainer too, so 'cnnlstm train --help' lists the trainer's options.
     train = sub.add_parser(
         "train",
         help="train a model artifact from real bars shipped in a package (or synthetic)",
-        description="All arguments after 'train' go to the trainer; see 'cnnlstm train -- --help'.",
+        description="Train and publish to the registry (default: model_registry.path of "
+        "--config). Options go to the trainer: 'cnnlstm train --epochs 1 --source synthetic' "
+        "or 'cnnlstm train -- --epochs 1'; 'cnnlstm train --help' lists them.",
+        add_help=False,
     )
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train, forward_extras=True)
 
     registry = sub.add_parser("registry", help="inspect and validate the model registry")
     rsub = registry.add_subparsers(dest="registry_command", required=True)
     lst = rsub.add_parser("list", help="list models and versions (* = default)")
     lst.add_argument("--registry", default=None, help="registry root (default: from config)")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="a JSON list on stdout")
     lst.set_defaults(func=_list)
     val = rsub.add_parser("validate", help="verify checksums and manifests")
     val.add_argument("name", nargs="?")
     val.add_argument("version", nargs="?")
     val.add_argument("--registry", default=None)
     val.add_argument("--load", action="store_true", help="also load and check the golden output")
+    val.add_argument("--json", action="store_true", help="one JSON report on stdout")
     val.set_defaults(func=_validate)

@@ -8,6 +8,7 @@ depends only on the committed config; backups run with the environment applied
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -114,13 +115,23 @@ def _validate_with_serve(config: ServiceConfig) -> None:
                 AutoscalingConfig(**deployment["autoscaling_config"])
 
 
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config_file(args.file)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        if args.json:
+            _print_json({"file": args.file, "ok": False, "problems": [str(exc)]})
+        else:
+            print(exc, file=sys.stderr)
         return 1
     problems = check_config(config)
+    if args.json:
+        _print_json({"file": args.file, "ok": not problems, "problems": problems})
+        return 1 if problems else 0
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
     if problems:
@@ -165,28 +176,51 @@ def _backup(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     _, config = load_service_config(args.config)
     sections = {"models": config.model_backup, "configs": config.config_backup}
+    rows: list[dict[str, object]] = []
     for kind, section in sections.items():
         if args.kind not in (None, kind):
             continue
         for info in bk.list_backups(section.storage_path, kind):  # type: ignore[arg-type]
-            mark = "ok " if info.has_checksum else "NO-CHECKSUM"
             created = info.created.isoformat()
+            if args.json:
+                rows.append(
+                    {
+                        "kind": kind,
+                        "created": created,
+                        "size": info.size,
+                        "has_checksum": info.has_checksum,
+                        "path": str(info.path),
+                    }
+                )
+                continue
+            mark = "ok " if info.has_checksum else "NO-CHECKSUM"
             print(f"{kind:8} {created}  {info.size:>12}  {mark}  {info.path}")
+    if args.json:
+        _print_json(rows)
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
     _, config = load_service_config(args.config)
     target = args.target or (str(config.model_registry.path) if args.what == "models" else None)
+    report: dict[str, object] = {"kind": args.what, "archive": args.archive, "target": target}
     if target is None:
-        print("restore configs needs --target DIR (it replaces that directory)", file=sys.stderr)
+        message = "restore configs needs --target DIR (it replaces that directory)"
+        if args.json:
+            _print_json({**report, "ok": False, "error": message})
+        print(message, file=sys.stderr)
         return 2
     try:
         restored = bk.restore(Path(args.archive), Path(target), kind=args.what)
     except (bk.BackupError, OSError) as exc:
+        if args.json:
+            _print_json({**report, "ok": False, "error": str(exc)})
         print(f"restore failed, {target} untouched: {exc}", file=sys.stderr)
         return 1
-    print(f"restored {args.archive} into {restored}")
+    if args.json:
+        _print_json({**report, "ok": True, "target": str(restored)})
+    else:
+        print(f"restored {args.archive} into {restored}")
     return 0
 
 
@@ -241,6 +275,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     kuberay.set_defaults(func=_render_kuberay)
     check = cfg_sub.add_parser("check", help="strictly validate a config file")
     check.add_argument("file")
+    check.add_argument(
+        "--json", action="store_true", help='one JSON report on stdout: {"ok": ..., "problems"}'
+    )
     check.set_defaults(func=_check)
 
     backup = sub.add_parser("backup", help="spec 10 backups (models, configs), list, schedule")
@@ -253,6 +290,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     configs.set_defaults(func=_backup, what="configs")
     listing = b_sub.add_parser("list", help="list archives")
     listing.add_argument("kind", nargs="?", choices=["models", "configs"], default=None)
+    listing.add_argument("--json", action="store_true", help="a JSON list on stdout")
     listing.set_defaults(func=_list)
     sched = b_sub.add_parser("schedule", help="run both backups on their cron schedules")
     sched.add_argument("--models-cron", default=None)
@@ -264,4 +302,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     restore.add_argument("what", choices=["models", "configs"])
     restore.add_argument("archive")
     restore.add_argument("--target", default=None, help="default: the registry (models)")
+    restore.add_argument("--json", action="store_true", help="one JSON report on stdout")
     restore.set_defaults(func=_restore)

@@ -14,7 +14,6 @@ import numpy as np
 
 from app.config.env import load_service_config
 from app.observability.logging import configure_logging
-from app.serve import runner
 from model.common.features import WINDOW
 from model.data import load_bars
 
@@ -52,6 +51,8 @@ def _print_howto(url: str, ca: Path | None, key_hint: str, sample: Path | None) 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from app.serve import runner  # imports Ray: only this command pays for it
+
     settings, config = load_service_config(args.config)
     configure_logging(config.logging, component="cli", stderr=True)
     ca: Path | None = None

@@ -1,9 +1,14 @@
 """A tiny cron for the compose ``backup`` service (Kubernetes uses CronJobs instead).
 
-Five-field cron expressions (minute hour day-of-month month day-of-week) with ``*``,
-lists, ranges and steps; when both day fields are restricted a day matches either, as in
-Vixie cron. The loop touches a heartbeat file so the container healthcheck can tell a
-stuck scheduler from a sleeping one.
+Schedules are what a Kubernetes CronJob accepts, since the same ``schedule`` string goes
+into ``k8s/backup-cronjobs.yaml``: five fields (minute hour day-of-month month
+day-of-week) with ``*``, lists, ranges, steps and the names ``JAN``-``DEC`` and
+``SUN``-``SAT``, or one of the macros ``@yearly`` (``@annually``), ``@monthly``,
+``@weekly``, ``@daily`` (``@midnight``) and ``@hourly``. Parsing and the next fire time
+come from ``cronsim``: when both day fields are restricted a day matches either, as in
+Vixie cron, and daylight-saving gaps and repeats are handled as Debian cron does. The
+loop touches a heartbeat file so the container healthcheck can tell a stuck scheduler
+from a sleeping one.
 """
 
 from __future__ import annotations
@@ -12,86 +17,70 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from cronsim import CronSim, CronSimError
+
 log = logging.getLogger("app.ops.scheduler")
 
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("dow", 0, 7))
 HEARTBEAT_INTERVAL_S = 30.0
+FIELDS = "minute hour day-of-month month day-of-week"
+# The macros Kubernetes CronJobs (robfig/cron) accept, as five-field expressions.
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# A fixed instant to validate against: only the parse matters, not the time.
+_PROBE = datetime(2000, 1, 1)
 
 
 @dataclass(frozen=True)
 class CronSpec:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday (7 is folded into 0)
-    day_restricted: bool
-    weekday_restricted: bool
+    """A validated schedule: ``expression`` as written, ``fields`` its five-field form."""
 
-    def matches(self, t: datetime) -> bool:
-        if t.minute not in self.minutes or t.hour not in self.hours:
-            return False
-        if t.month not in self.months:
-            return False
-        day_ok = t.day in self.days
-        weekday_ok = (t.isoweekday() % 7) in self.weekdays
-        if self.day_restricted and self.weekday_restricted:
-            return day_ok or weekday_ok
-        return day_ok and weekday_ok
+    expression: str
+    fields: str
 
 
-def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if body == "*":
-            start, stop = low, high
-        elif "-" in body:
-            a, b = body.split("-", 1)
-            start, stop = int(a), int(b)
-        else:
-            start = stop = int(body)
-            if step_text:
-                stop = high
-        if step < 1 or not low <= start <= stop <= high:
-            raise ValueError(f"cron {name} field {part!r} is outside {low}-{high}")
-        values.update(range(start, stop + 1, step))
-    return frozenset(values)
+def _bad(expr: str, reason: str) -> ValueError:
+    return ValueError(f"bad cron expression {expr!r}: {reason}")
 
 
 def parse_cron(expr: str) -> CronSpec:
-    parts = expr.split()
-    if len(parts) != 5:
-        raise ValueError(f"cron expression {expr!r} needs 5 fields, got {len(parts)}")
+    """Validate a schedule; ``ValueError`` (naming the expression and the fault) if bad."""
+    text = expr.strip()
+    if text.startswith("@"):
+        fields = MACROS.get(text.lower())
+        if fields is None:
+            raise _bad(expr, f"unknown macro; use one of {', '.join(MACROS)}")
+    else:
+        fields = " ".join(text.split())
+        count = len(fields.split())
+        if count != 5:
+            raise _bad(expr, f"needs 5 fields ({FIELDS}) or a macro like @daily, got {count}")
     try:
-        sets = [_field(p, n, lo, hi) for p, (n, lo, hi) in zip(parts, _FIELDS, strict=True)]
-    except ValueError as exc:
-        raise ValueError(f"bad cron expression {expr!r}: {exc}") from None
-    minutes, hours, days, months, raw_weekdays = sets
-    return CronSpec(
-        minutes=minutes,
-        hours=hours,
-        days=days,
-        months=months,
-        weekdays=frozenset(d % 7 for d in raw_weekdays),
-        day_restricted=parts[2] != "*",
-        weekday_restricted=parts[4] != "*",
-    )
+        sim = CronSim(fields, _PROBE)
+    except CronSimError as exc:  # e.g. "Bad hour"
+        raise _bad(expr, f"{str(exc).lower()} field") from None
+    # cronsim also knows L, LW, W and # (last / nth weekday): Kubernetes does not.
+    if any(d < 0 for d in sim.days) or any(isinstance(w, tuple) for w in sim.weekdays):
+        raise _bad(expr, "L, W and # are not standard cron (Kubernetes CronJobs reject them)")
+    return CronSpec(expression=expr, fields=fields)
 
 
 def next_fire(spec: CronSpec, after: datetime) -> datetime:
-    """The first matching minute strictly after ``after`` (an aware datetime)."""
-    t = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    for _ in range(366 * 24 * 60 * 5):  # leap-day schedules need up to ~4 years
-        if spec.matches(t):
-            return t
-        t += timedelta(minutes=1)
-    raise ValueError("cron expression never fires")
+    """The first matching minute strictly after ``after`` (an aware datetime), in its zone."""
+    try:
+        return next(CronSim(spec.fields, after))
+    except StopIteration:
+        raise ValueError(f"cron expression {spec.expression!r} never fires") from None
 
 
 @dataclass

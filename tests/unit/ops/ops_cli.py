@@ -1,5 +1,5 @@
-"""The ops commands on their own parser (``app.cli.main`` also wires ``serve``, which
-imports Ray), and where the repository is."""
+"""The ops commands on their own parser, wired as ``app.cli.main`` wires every command
+(global options before or after the subcommand), and where the repository is."""
 
 from __future__ import annotations
 
@@ -8,20 +8,22 @@ import shlex
 from pathlib import Path
 
 from app.cli import ops_cmds
+from app.cli.common import add_global_options, parse_args, propagate_global_options
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def ops_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlstm")
-    parser.add_argument("--config", default=None)
+    add_global_options(parser, root=True)
     sub = parser.add_subparsers(dest="command", required=True)
     ops_cmds.register(sub)
+    propagate_global_options(parser)  # as app.cli.main does: --config after the command too
     return parser
 
 
 def run_cli(argv: list[str]) -> int:
-    args = ops_parser().parse_args(argv)
+    args = parse_args(ops_parser(), argv)
     code: int = args.func(args)
     return code
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,113 @@ def test_render_serve_prints_a_serve_config(site: Path, capsys: pytest.CaptureFi
     assert app["import_path"] == "app.serve.build:build_app"
     assert app["args"] == {"config_path": str(site)}
     assert [d["name"] for d in app["deployments"]] == ["gateway", "cnn_lstm_predictor"]
+
+
+def _schedules_config(tmp_path: Path, models: str, configs: str) -> Path:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(yaml.safe_dump({
+        "model_backup": {"schedule": models, "retention_days": 30, "storage_path": "/b/m"},
+        "config_backup": {"schedule": configs, "retention_days": 90, "storage_path": "/b/c"},
+    }))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("models", "configs"),
+    [("0 2 * * MON-FRI", "@daily"), ("0 2 * JAN *", "30 3 * * sun"), ("@weekly", "@hourly")],
+)
+def test_config_check_accepts_names_and_macros_in_schedules(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    models: str,
+    configs: str,
+) -> None:
+    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    path = _schedules_config(tmp_path, models, configs)
+    assert run_cli(["config", "check", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: OK"
+
+
+def test_config_check_names_the_fault_in_a_malformed_schedule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    path = _schedules_config(tmp_path, "0 2 * * MON-FRY", "0 3 * *")
+    assert run_cli(["config", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "model_backup.schedule: bad cron expression '0 2 * * MON-FRY': bad day-of-week" in err
+    assert "config_backup.schedule: bad cron expression '0 3 * *': needs 5 fields" in err
+    assert "2 problem(s)" in err
+
+
+def test_config_check_json_is_one_document_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    good = _schedules_config(tmp_path, "@daily", "0 3 * * *")
+    assert run_cli(["config", "check", str(good), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"file": str(good), "ok": True, "problems": []}
+    bad = _schedules_config(tmp_path, "@daily", "0 99 * * *")
+    assert run_cli(["config", "check", "--json", str(bad)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert [p.split(":")[0] for p in report["problems"]] == ["config_backup.schedule"]
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text("autoscaling:\n  target_num_ongoing_request_per_replica: 3\n")
+    assert run_cli(["config", "check", str(misspelt), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert "target_num_ongoing_request_per_replica" in report["problems"][0]
+
+
+def test_config_goes_before_or_after_the_subcommand(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["backup", "configs", "--config", str(site)]) == 0
+    capsys.readouterr()
+    after = run_cli(["backup", "list", "configs", "--config", str(site)])
+    listed_after = capsys.readouterr().out
+    assert run_cli(["--config", str(site), "backup", "list", "configs"]) == after == 0
+    assert capsys.readouterr().out == listed_after
+    assert listed_after.startswith("configs")
+    # After the subcommand wins over before it, as the last value of an option does.
+    assert run_cli(["--config", "/nonexistent.yaml", "backup", "list", "--config", str(site)]) == 0
+
+
+def test_backup_list_and_restore_json(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["--config", str(site), "backup", "models"]) == 0
+    archive = capsys.readouterr().out.split()[0]
+    assert run_cli(["backup", "list", "--json", "--config", str(site)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["kind"], r["path"], r["has_checksum"]) for r in rows] == [("models", archive, True)]
+    assert rows[0]["size"] > 0
+    datetime.fromisoformat(rows[0]["created"])
+
+    target = tmp_path / "restored"
+    argv = ["restore", "models", archive, "--target", str(target), "--json"]
+    assert run_cli([*argv, "--config", str(site)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "kind": "models", "archive": archive, "target": str(target), "ok": True,
+    }  # fmt: skip
+    assert (target / "cnn_lstm" / "DEFAULT").read_text() == "v1\n"
+
+    Path(archive).write_bytes(Path(archive).read_bytes()[:-10])
+    assert run_cli([*argv, "--config", str(site)]) == 1
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert report["ok"] is False
+    assert report["error"]
+    assert "untouched" in out.err
+
+    assert run_cli(["--config", str(site), "restore", "configs", archive, "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+def test_backup_list_json_of_nothing_is_an_empty_list(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["--config", str(site), "backup", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,7 +24,35 @@ def test_daily_schedule_fires_next_at_2am() -> None:
 def test_steps_ranges_and_lists_are_understood() -> None:
     spec = parse_cron("*/15 9-17 * * 1-5")
     assert next_fire(spec, at(2026, 11, 27, 17, 50)) == at(2026, 11, 30, 9, 0)  # Fri -> Mon
-    assert parse_cron("5,35 * * * *").minutes == frozenset({5, 35})
+    spec = parse_cron("5,35 * * * *")
+    assert next_fire(spec, at(2026, 11, 27, 1, 5)) == at(2026, 11, 27, 1, 35)
+    assert next_fire(spec, at(2026, 11, 27, 1, 35)) == at(2026, 11, 27, 2, 5)
+
+
+def test_day_and_month_names_are_understood() -> None:
+    weekdays = parse_cron("0 2 * * MON-FRI")
+    assert next_fire(weekdays, at(2026, 11, 27, 2, 0)) == at(2026, 11, 30, 2, 0)  # Fri -> Mon
+    assert next_fire(parse_cron("0 2 * * mon-fri"), at(2026, 11, 28)) == at(2026, 11, 30, 2, 0)
+    january = parse_cron("0 2 * JAN *")
+    assert next_fire(january, at(2026, 11, 27)) == at(2027, 1, 1, 2, 0)
+    assert next_fire(january, at(2027, 1, 31, 2, 0)) == at(2028, 1, 1, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("macro", "after", "expected"),
+    [
+        ("@daily", at(2026, 11, 27, 12, 0), at(2026, 11, 28)),
+        ("@midnight", at(2026, 11, 27, 12, 0), at(2026, 11, 28)),
+        ("@hourly", at(2026, 11, 27, 12, 0), at(2026, 11, 27, 13, 0)),
+        ("@weekly", at(2026, 11, 27, 12, 0), at(2026, 11, 29)),  # Sunday
+        ("@monthly", at(2026, 11, 27, 12, 0), at(2026, 12, 1)),
+        ("@yearly", at(2026, 11, 27, 12, 0), at(2027, 1, 1)),
+        ("@annually", at(2026, 11, 27, 12, 0), at(2027, 1, 1)),
+        ("@DAILY", at(2026, 11, 27, 12, 0), at(2026, 11, 28)),
+    ],
+)
+def test_macros_are_understood(macro: str, after: datetime, expected: datetime) -> None:
+    assert next_fire(parse_cron(macro), after) == expected
 
 
 def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
@@ -31,10 +60,40 @@ def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
     assert next_fire(spec, at(2026, 11, 27, 12, 0)) == at(2026, 11, 29, 0, 0)
 
 
-@pytest.mark.parametrize("bad", ["0 2 * *", "61 * * * *", "0 2 * * 8", "*/0 * * * *", "x * * * *"])
-def test_bad_expressions_are_rejected(bad: str) -> None:
-    with pytest.raises(ValueError, match="cron"):
+def test_next_fire_is_in_the_zone_of_its_argument_across_a_dst_change() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    spec = parse_cron("30 2 * * *")  # 02:30 does not exist on 29 March 2026 in Berlin
+    first = next_fire(spec, datetime(2026, 3, 28, 3, 0, tzinfo=berlin))
+    assert first == datetime(2026, 3, 29, 3, 0, tzinfo=berlin)  # Debian cron: run it at once
+    assert next_fire(spec, first) == datetime(2026, 3, 30, 2, 30, tzinfo=berlin)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("0 2 * *", "needs 5 fields"),
+        ("0 0 2 * * *", "needs 5 fields"),  # seconds: not for Kubernetes CronJobs
+        ("", "needs 5 fields"),
+        ("61 * * * *", "bad minute"),
+        ("0 25 * * *", "bad hour"),
+        ("0 2 * * 8", "bad day-of-week"),
+        ("0 2 * 13 *", "bad month"),
+        ("0 2 * * FUN", "bad day-of-week"),
+        ("*/0 * * * *", "bad minute"),
+        ("x * * * *", "bad minute"),
+        ("0 0 31 2 *", "bad day-of-month"),  # never fires
+        ("@fortnightly", "unknown macro"),
+        ("@every 1h", "unknown macro"),
+        ("0 2 L * *", "not standard cron"),
+        ("0 2 * * 1#2", "not standard cron"),
+        ("0 2 * * 5L", "not standard cron"),
+    ],
+)
+def test_bad_expressions_are_rejected_with_the_reason(bad: str, reason: str) -> None:
+    with pytest.raises(ValueError, match="cron") as info:
         parse_cron(bad)
+    assert repr(bad) in str(info.value)
+    assert reason in str(info.value)
 
 
 def test_loop_runs_each_job_at_its_time_and_beats(tmp_path: Path) -> None:
