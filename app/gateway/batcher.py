@@ -4,10 +4,16 @@ One handle call per HTTP request is the cost that caps a naive Serve app, so eac
 gateway replica keeps a bounded priority queue (spec 4.1 ``priority_queue_size``) and
 sends rows to the predictor in batches of up to ``max_batch_size``:
 
-- a batch leaves when it is full, or ``batch_wait_timeout_s`` after its first row arrived;
+- a row that finds the predictor idle (no batch in flight) leaves at once, alone: a lone
+  request never pays the batch window;
+- while a batch is in flight rows collect, and the next batch leaves when it is full,
+  when the batch in flight comes back, or ``batch_wait_timeout_s`` after its first row
+  arrived, whichever is first (the window is an upper bound, not a fixed delay);
 - higher priority rows are taken first, FIFO within a priority;
 - rows whose client deadline has passed are answered without reaching the model;
-- when the queue holds ``capacity`` rows, new rows are refused (``queue_full``, 429);
+- when the queue holds ``capacity`` rows, or a row's expected queue wait would exceed
+  the latency budget (:mod:`app.gateway.admission`), new rows are refused (``queue_full``,
+  429 + ``Retry-After``);
 - at most ``max_in_flight`` batches are outstanding; while they are, rows pile up and the
   next batch is fuller, which is what keeps throughput up under load.
 
@@ -27,13 +33,13 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
+from app.gateway.admission import Admission
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
+from app.gateway.rows import BatcherStats, BatchMetrics, QueuedRow, RowResult
 from app.gateway.windows import Window
 from model.common.failures import FailureKind
 from model.common.features import compute_features
@@ -49,58 +55,6 @@ Featurize = Callable[[np.ndarray], np.ndarray]
 _CLIENT_MESSAGES = frozenset({FailureKind.MODEL_NOT_FOUND, FailureKind.INVALID_FEATURES})
 
 
-class BatchMetrics(Protocol):
-    """The part of the gateway's metrics the batcher records into."""
-
-    def observe_prediction(
-        self,
-        *,
-        latency_ms: float,
-        model_version: str,
-        batch_size: int | None,
-        queue_wait_ms: float | None,
-        model_ms: float | None,
-    ) -> None: ...
-
-    def observe_cache(self, cache: str, hit: bool) -> None: ...
-
-    def set_queue_depth(self, n: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RowResult:
-    ref: ModelRef
-    expected_return: float
-    prob_up: float
-    horizon_bars: int
-    forward_rows: int
-    model_ms: float
-    queue_ms: float
-
-
-@dataclass(order=True)
-class _Pending:
-    sort_key: tuple[int, int]
-    ref: ModelRef = field(compare=False)
-    features: np.ndarray | None = field(compare=False)  # None: computed with the batch
-    bars: np.ndarray = field(compare=False)
-    cache_key: bytes = field(compare=False)
-    request_id: str = field(compare=False)
-    future: asyncio.Future[RowResult] = field(compare=False)
-    enqueued: float = field(compare=False)
-    deadline: float | None = field(compare=False)
-
-
-@dataclass
-class BatcherStats:
-    submitted: int = 0
-    rejected_full: int = 0
-    expired: int = 0
-    batches: int = 0
-    rows: int = 0
-    failures: int = 0
-
-
 class Batcher:
     def __init__(
         self,
@@ -112,6 +66,7 @@ class Batcher:
         features: FeatureCache,
         metrics: BatchMetrics,
         max_in_flight: int = 4,
+        max_queue_wait_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         featurize: Featurize = compute_features,
     ) -> None:
@@ -123,7 +78,7 @@ class Batcher:
         self.batch_wait_timeout_s = batch_wait_timeout_s
         self.capacity = capacity
         self._clock = clock
-        self._heap: list[_Pending] = []
+        self._heap: list[QueuedRow] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the queue is empty
@@ -131,6 +86,8 @@ class Batcher:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._busy = 0  # batches sent and not yet answered
+        self.admission = Admission(max_wait_s=max_queue_wait_s)
         self.stats = BatcherStats()
         self._model_ms_ewma = 5.0
 
@@ -164,16 +121,26 @@ class Batcher:
     ) -> asyncio.Future[RowResult]:
         """Queue one row; ``deadline`` is on this batcher's clock.
 
-        Raises ``PredictionFailure(queue_full)`` when ``capacity`` rows already wait.
+        Raises ``PredictionFailure(queue_full)`` when ``capacity`` rows already wait or
+        the row's expected queue wait is over its priority's budget.
         """
         if len(self._heap) >= self.capacity:
             self.stats.rejected_full += 1
             raise PredictionFailure(FailureKind.QUEUE_FULL, retry_after_s=self._retry_after())
+        retry_after = self.admission.refusal(priority)
+        if retry_after is not None:
+            self.stats.rejected_late += 1
+            budget_ms = self.admission.budget_s(priority) * 1000
+            raise PredictionFailure(
+                FailureKind.QUEUE_FULL,
+                f"the queue is too long to answer within {budget_ms:.0f} ms; retry later",
+                retry_after_s=retry_after,
+            )
         key, features = self._cache.lookup(window)
         self._metrics.observe_cache("feature", features is not None)
         self.start()
         future: asyncio.Future[RowResult] = asyncio.get_running_loop().create_future()
-        item = _Pending(
+        item = QueuedRow(
             sort_key=(-priority, next(self._seq)),
             ref=ref,
             features=features,
@@ -185,6 +152,7 @@ class Batcher:
             deadline=deadline,
         )
         heapq.heappush(self._heap, item)
+        self.admission.queued(priority)
         self._drained.clear()
         self.stats.submitted += 1
         self._metrics.set_queue_depth(len(self._heap))
@@ -207,9 +175,10 @@ class Batcher:
             if not self._heap:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # A batch leaves when full or when its oldest row has waited long enough.
+            # A batch leaves at once when nothing is in flight; otherwise when full, when
+            # the batch in flight comes back, or when its oldest row has waited long enough.
             oldest = min(p.enqueued for p in self._heap[: self.max_batch_size * 4])
-            while len(self._heap) < self.max_batch_size:
+            while self._busy and len(self._heap) < self.max_batch_size:
                 remaining = oldest + self.batch_wait_timeout_s - self._clock()
                 if remaining <= 0:
                     break
@@ -222,15 +191,17 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
+            self._busy += 1
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[QueuedRow]:
         now = self._clock()
-        taken: list[_Pending] = []
+        taken: list[QueuedRow] = []
         while self._heap and len(taken) < self.max_batch_size:
             item = heapq.heappop(self._heap)
+            self.admission.left(-item.sort_key[0])
             if item.future.done():  # the client went away
                 continue
             if item.deadline is not None and now >= item.deadline:
@@ -242,9 +213,9 @@ class Batcher:
             self._drained.set()
         return taken
 
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _send(self, batch: list[QueuedRow]) -> None:
         try:
-            groups: dict[ModelRef, list[_Pending]] = {}
+            groups: dict[ModelRef, list[QueuedRow]] = {}
             for item in batch:
                 groups.setdefault(item.ref, []).append(item)
             if len(groups) == 1:  # the common case: no gather, no task per group
@@ -253,11 +224,12 @@ class Batcher:
             else:
                 await asyncio.gather(*(self._send_group(r, i) for r, i in groups.items()))
         finally:
+            self._busy -= 1
             self._slots.release()
             if self._heap:
                 self._wakeup.set()
 
-    def _fill_features(self, items: list[_Pending]) -> np.ndarray:
+    def _fill_features(self, items: list[QueuedRow]) -> np.ndarray:
         """The batch's features ``[rows, WINDOW, NUM_FEATURES]``: cache hits as they are,
         the misses computed together and put into the cache."""
         todo = [i for i in items if i.features is None]
@@ -268,13 +240,13 @@ class Batcher:
                 self._cache.put(item.cache_key, feats)
         return np.stack([i.features for i in items]).astype(np.float32, copy=False)  # type: ignore[misc]
 
-    def _fail(self, items: list[_Pending], failure: PredictionFailure) -> None:
+    def _fail(self, items: list[QueuedRow], failure: PredictionFailure) -> None:
         self.stats.failures += 1
         for item in items:
             if not item.future.done():
                 item.future.set_exception(failure)
 
-    async def _send_group(self, ref: ModelRef, items: list[_Pending]) -> None:
+    async def _send_group(self, ref: ModelRef, items: list[QueuedRow]) -> None:
         sent = self._clock()
         call = PredictBatch(
             ref=ref,
@@ -299,6 +271,7 @@ class Batcher:
         self._model_ms_ewma = 0.8 * self._model_ms_ewma + 0.2 * result.model_ms
         outputs = result.outputs
         answered = self._clock()
+        self.admission.answered(len(items), answered, backed_up=bool(self._heap))
         for row, item in enumerate(items):
             if item.future.done():
                 continue

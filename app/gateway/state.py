@@ -91,6 +91,7 @@ def build_gateway_state(
             max_batch_size=batching.max_batch_size,
             batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
             capacity=batching.priority_queue_size,
+            max_queue_wait_s=batching.max_queue_wait_ms / 1000.0,
             features=features,
             metrics=metrics,
         ),

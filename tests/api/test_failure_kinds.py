@@ -57,7 +57,9 @@ def _not_ready(c: Case) -> tuple[str, Any, dict[str, str]]:
 
 
 def _deadline_passes_in_queue(c: Case) -> tuple[str, Any, dict[str, str]]:
-    c.state.batcher.batch_wait_timeout_s = 0.3  # a lone row waits this long to leave
+    # As if a forward were in flight: a lone row then waits for it or the 0.3 s window.
+    c.state.batcher._busy = 1
+    c.state.batcher.batch_wait_timeout_s = 0.3
     return "/predict", _bars(), {"X-Request-Deadline-Ms": str(int(time.time() * 1000) + 50)}
 
 

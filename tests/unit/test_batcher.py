@@ -199,15 +199,40 @@ async def test_a_full_batch_leaves_without_waiting_for_the_timeout() -> None:
     await batcher.stop()
 
 
-async def test_a_lone_row_leaves_after_the_batch_wait() -> None:
+async def test_an_idle_predictor_gets_a_lone_row_at_once() -> None:
     fake = FakePredictor()
-    batcher = _batcher(fake, batch_wait_timeout_s=0.2)
-    started = time.monotonic()
-    first = batcher.submit(FAKE_REF, _row(1))
+    batcher = _batcher(fake, batch_wait_timeout_s=30.0)
+    row = await asyncio.wait_for(batcher.submit(FAKE_REF, _row(1)), 2.0)
+    assert row.forward_rows == 1, "a lone row must not wait for the 30 s window"
+    assert [c.rows for c in fake.calls] == [1]
+    await batcher.stop()
+
+
+async def test_rows_arriving_during_a_forward_leave_together_when_it_returns() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, batch_wait_timeout_s=30.0, max_in_flight=4)
+    first = batcher.submit(FAKE_REF, _row(0))
+    await asyncio.sleep(0.05)  # sent at once; now held in flight by the gate
+    during = [batcher.submit(FAKE_REF, _row(i)) for i in range(1, 6)]
     await asyncio.sleep(0.05)
-    second = batcher.submit(FAKE_REF, _row(2))  # joins the first row's batch
-    await asyncio.gather(first, second)
-    waited = time.monotonic() - started
-    assert 0.15 <= waited < 2.0
-    assert [c.rows for c in fake.calls] == [2]
+    assert [c.rows for c in fake.calls] == [1], "rows wait while a forward runs"
+    fake.gate.set()  # type: ignore[union-attr]
+    rows = await asyncio.wait_for(asyncio.gather(first, *during), 2.0)
+    assert [c.rows for c in fake.calls] == [1, 5]
+    assert [r.expected_return for r in rows[1:]] == pytest.approx(
+        fake_outputs(np.stack([_feat(i) for i in range(1, 6)]))[:, 0].tolist()
+    )
+    await batcher.stop()
+
+
+async def test_the_window_bounds_the_wait_behind_a_slow_forward() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, batch_wait_timeout_s=0.1, max_in_flight=4)
+    first = batcher.submit(FAKE_REF, _row(0))
+    await asyncio.sleep(0.02)
+    second = [batcher.submit(FAKE_REF, _row(i)) for i in (1, 2)]
+    await asyncio.sleep(0.4)  # the first batch is still in flight
+    assert [c.rows for c in fake.calls] == [1, 2], "the 100 ms window was not an upper bound"
+    fake.gate.set()  # type: ignore[union-attr]
+    await asyncio.gather(first, *second)
     await batcher.stop()
