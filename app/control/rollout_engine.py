@@ -25,11 +25,12 @@ from typing import Any
 import structlog
 
 from app.control.alerts import AlertOutbox, Notifier, rolled_back_alert, sync_rejected_alert
-from app.control.outcome_window import OutcomeWindow
+from app.control.outcome_window import TrafficHealth
 from app.control.predictor_fleet import PredictorFleet
 from app.control.registry_sync import RegistrySync, RunBlocking, SyncOutcome, Validator
 from app.control.rollout_settings import RolloutSettings
 from app.control.rollout_state import RolloutState, RolloutStore, StepRecord
+from app.control.start_checks import refuse_start
 from model.common.errors import RegistryError
 from model.common.protocol import Routing
 from model.common.refs import ModelRef
@@ -67,8 +68,7 @@ class RolloutEngine:
             validator=self._validate,
             run_blocking=run_blocking,
         )
-        self.green_window = OutcomeWindow(settings.health_window_s)
-        self.blue_window = OutcomeWindow(settings.health_window_s)
+        self.health = TrafficHealth(settings)
         self._lock = asyncio.Lock()  # start, abort and each tick change phases one at a time
         self.alerts = AlertOutbox(notifier, on_delivered=self._alert_delivered, clock=clock)
         self._dirty = False
@@ -103,22 +103,8 @@ class RolloutEngine:
 
     def report(self, counts: Mapping[str, Sequence[int]]) -> None:
         """Per-version ``{ref.key: (ok, errors)}`` from one gateway since its last report."""
-        now = self.clock()
-        s = self.state
-        step = s.steps[-1] if s.phase == "shifting" and s.steps else None
-        for key, (ok, errors) in counts.items():
-            if s.green is not None and key == s.green.key and s.active:
-                self.green_window.add(now, ok, errors)
-                if step is not None:
-                    step.green_ok, step.green_errors = (
-                        step.green_ok + ok,
-                        step.green_errors + errors,
-                    )
-            elif s.blue is not None and key == s.blue.key:
-                self.blue_window.add(now, ok, errors)
-                if step is not None:
-                    step.blue_ok, step.blue_errors = step.blue_ok + ok, step.blue_errors + errors
-            self._dirty = self._dirty or step is not None
+        if self.health.record(self.state, counts, self.clock()):
+            self._dirty = True
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -126,13 +112,7 @@ class RolloutEngine:
         out["history"] = out["history"][-30:]
         out["now"] = now
         out["routing"] = self.routing().to_json()
-        out["health"] = {
-            "window_s": self.settings.health_window_s,
-            "min_samples": self.settings.min_samples,
-            "rollback_threshold_pct": self.settings.rollback_threshold_pct,
-            "green": self.green_window.totals(now).as_dict(),
-            "blue": self.blue_window.totals(now).as_dict(),
-        }
+        out["health"] = self.health.view(now)
         out["predictors"] = self.fleet.view(now)
         out["settings"] = dataclasses.asdict(self.settings)
         return out
@@ -141,7 +121,15 @@ class RolloutEngine:
 
     async def start(self, name: str, version: str) -> dict[str, Any]:
         async with self._lock:
-            why = await self._refuse_start(name, version)
+            why = await refuse_start(
+                self.state,
+                self.settings,
+                self.registry,
+                name,
+                version,
+                run_blocking=self._run_blocking,
+                validate=self._validate,
+            )
             if isinstance(why, str):
                 log.warning("rollout_refused", model=name, version=version, reason=why)
                 return self._answer(why)
@@ -150,36 +138,11 @@ class RolloutEngine:
             s.green, s.phase, s.green_weight_pct = why, "preparing", 0.0
             s.step_index, s.step_started_at, s.steps = -1, None, []
             s.started_at, s.finished_at, s.reason = now, None, None
-            self.green_window.clear()
+            self.health.green.clear()
             s.record(now, "started", version=version, blue=_version(s.blue))
             log.info("rollout_started", green=why.key, blue=_key(s.blue))
             self._changed()
             return self._answer(None)
-
-    async def _refuse_start(self, name: str, version: str) -> str | ModelRef:
-        s = self.state
-        if not self.settings.enabled:
-            return "blue-green deployment is disabled (blue_green_deployment.enabled)"
-        if name != s.model:
-            return f"this deployment serves {s.model!r}; cannot roll out {name!r}"
-        if s.active:
-            return f"a rollout of {_version(s.green)} is already {s.phase}; abort it first"
-        if s.sync.pending is not None:
-            return f"registry sync is switching to {s.sync.pending.version}; retry shortly"
-        if s.blue is None:
-            return "no version is in service yet"
-        try:
-            ref = self.registry.resolve(name, version)
-            await self._run_blocking(self.registry.verify, name, version)
-        except RegistryError as exc:
-            return f"{name}:{version} cannot be rolled out: {exc}"
-        if ref == s.blue:
-            return f"{name}:{version} is already in service"
-        if self.settings.validation_enabled:
-            failure = await self._validate(ref)
-            if failure is not None:
-                return f"{name}:{version} failed validation on a predictor: {failure}"
-        return ref
 
     async def abort(self, reason: str = "aborted by an operator") -> dict[str, Any]:
         async with self._lock:
@@ -231,14 +194,9 @@ class RolloutEngine:
 
     async def _advance_shifting(self, now: float) -> None:
         s = self.state
-        health = self.green_window.totals(now)
-        limit = self.settings.rollback_threshold_pct
-        if health.total >= self.settings.min_samples and (health.error_rate_pct or 0) > limit:
-            self._roll_back(
-                now,
-                f"green error rate {health.error_rate_pct:.1f}% ({health.errors}/{health.total}"
-                f" over the last {self.settings.health_window_s:g}s) exceeded {limit:g}%",
-            )
+        unhealthy = self.health.rollback_reason(now)
+        if unhealthy is not None:
+            self._roll_back(now, unhealthy)
             return
         if now - (s.step_started_at or now) < self.settings.shift_interval_s:
             return
@@ -250,7 +208,7 @@ class RolloutEngine:
     def _begin_step(self, index: int, now: float) -> None:
         s = self.state
         if index == 0:
-            self.green_window.clear()
+            self.health.green.clear()
         if s.steps and s.steps[-1].ended_at is None:
             s.steps[-1].ended_at = now
         weight = self.settings.steps_pct[index]
