@@ -1,4 +1,4 @@
-"""Bars for training and tests, with no network access (DESIGN section 5).
+"""Bars for training and tests, with no network access: real bars ship inside a package.
 
 Real data ships inside the ``backtesting`` package (EURUSD hourly, GOOG daily, BTCUSD
 monthly); synthetic data is a seeded regime-switching GBM. No torch here.

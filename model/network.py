@@ -1,4 +1,4 @@
-"""The reference CNN+LSTM (DESIGN section 3); hyper-parameters come from the manifest."""
+"""The reference CNN+LSTM; hyper-parameters come from the manifest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Import rules from DESIGN: the gateway-side modules stay torch-free, nothing pulls in
+"""Import rules: the gateway-side modules stay torch-free, nothing pulls in
 web frameworks or Ray, and the GPU check runs (CPU path) without either."""
 
 from __future__ import annotations
