@@ -30,6 +30,7 @@ from app.security.query_credentials import has_credential_params, redact_credent
 STRIPPED_REQUEST_HEADERS = frozenset(
     {b"x-request-timeout-seconds", b"x-request-disconnect-disabled"}
 )
+SUPPORTED_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
 
 _API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # Swagger UI / ReDoc pages as FastAPI serves them (assets from jsdelivr, inline bootstrap).
@@ -55,7 +56,7 @@ class RequestHygieneMiddleware:
     checks them, ahead of routing and the auth dependencies. A repeated ``Authorization``
     or API key header is refused (400 ``duplicate_credentials``): which of two credentials
     counts must never depend on header order (Starlette reads the first, a proxy may keep
-    the last).
+    the last). Only HTTP/1.0 and 1.1 are spoken (400 ``unsupported_http_version``).
     """
 
     def __init__(self, app: ASGIApp, *, api_key_header: str = "X-API-Key") -> None:
@@ -83,6 +84,12 @@ class RequestHygieneMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get("http_version") not in SUPPORTED_HTTP_VERSIONS:
+            # uvicorn's parser answers an HTTP/0.9-style line (no version) or "HTTP/2.0"
+            # sent as HTTP/1.1 text; neither is a request this service speaks.
+            message = f"HTTP/{scope.get('http_version')} is not supported; use HTTP/1.1"
+            await self._refuse(scope, receive, send, message, "unsupported_http_version")
             return
         headers = scope["headers"]
         if any(name in STRIPPED_REQUEST_HEADERS for name, _ in headers):

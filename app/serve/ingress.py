@@ -20,6 +20,7 @@ from app.api.app import create_app
 from app.config import ServiceConfig
 from app.gateway.state import build_gateway_state
 from app.observability.logging import configure_logging
+from app.serve.serve_patches import ignore_client_timeout_header
 from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
 
 log = structlog.get_logger("app.serve.ingress")
@@ -71,6 +72,7 @@ class Gateway:
         # One log file per replica process: replicas sharing a file would fight over
         # rotation.
         configure_logging(self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}")
+        ignore_client_timeout_header()
         self.predictor = predictor
         self.controller = controller
         self.app_name = ctx.app_name

@@ -64,6 +64,35 @@ class TransportAttacks(AttackBase):
         assert "x-request-timeout-seconds" not in seen
         assert "x-request-disconnect-disabled" not in seen
 
+    def test_a_tiny_serve_timeout_header_changes_nothing(
+        self, live_target: LiveTarget, client: httpx.Client, keys: SuiteKeys
+    ) -> None:
+        # Serve's ingress reads x-request-timeout-seconds before the app: a client could
+        # make it answer a plain-text 408 at once. The header must not reach it.
+        response = client.post(
+            "/predict",
+            json=live_target.valid_predict_body(),
+            headers={
+                "x-request-timeout-seconds": "0.000001",
+                **self._key_header(live_target, keys.predict),
+            },
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+
+    @pytest.mark.parametrize(
+        "raw",
+        [b"GET /healthz\r\n\r\n", b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n"],
+        ids=["http-0.9-style", "http-2.0-as-text"],
+    )
+    def test_unsupported_http_versions_are_refused(
+        self, live_target: LiveTarget, raw: bytes
+    ) -> None:
+        # uvicorn's parser hands both to the app (as HTTP/0.9 and 2.0): the app refuses them.
+        status, body = live_target.raw_request(raw)
+        assert status == 400, body
+        assert b'"code":"unsupported_http_version"' in body.replace(b" ", b"")
+
     def test_security_headers_on_error_responses(
         self, live_target: LiveTarget, client: httpx.Client
     ) -> None:

@@ -10,6 +10,7 @@ the final test can check that none reached a log file.
 from __future__ import annotations
 
 import math
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,24 @@ class LiveTarget:
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the server certificate (and its name) against the dev CA only."""
         return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def raw_request(self, data: bytes, timeout_s: float = 10.0) -> tuple[int, bytes]:
+        """Send ``data`` as is over TLS; the response's status and body (one response)."""
+        url = httpx.URL(self.base_url)
+        host, port = url.host, url.port or 443
+        received = b""
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as sock,
+            self.ssl_context().wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            tls.sendall(data)
+            while b"\r\n\r\n" not in received or len(received) < _response_size(received):
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(
@@ -161,3 +180,15 @@ class LiveTarget:
         if wait:
             self.wait_for_reload()
         return record.client_id, secret
+
+
+def _response_size(received: bytes) -> int:
+    """Header bytes plus Content-Length, once the headers are in (else a large number)."""
+    head, sep, _ = received.partition(b"\r\n\r\n")
+    if not sep:
+        return 1 << 30
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value.strip())
+    return 1 << 30  # no length: read until the server closes

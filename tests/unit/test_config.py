@@ -119,3 +119,12 @@ def test_every_spec8_variable_is_a_setting() -> None:
     }
     assert names == set(SPEC8_VARS)
     assert names <= set(Settings.model_fields)
+
+
+def test_the_laptop_profile_binds_loopback_and_production_all_interfaces() -> None:
+    from app.serve.options import http_options
+
+    laptop = load_config_file(ROOT / "deploy/config.local.yaml")
+    production = load_config_file(ROOT / "deploy/config.yaml")
+    assert http_options(laptop)["host"] == "127.0.0.1"
+    assert http_options(production)["host"] == "0.0.0.0"
