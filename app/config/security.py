@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from app.config.base import AuthMethod, JwtAlgorithm, Section
 
@@ -16,6 +17,27 @@ def _both_methods() -> list[AuthMethod]:
 
 def _hs256() -> list[JwtAlgorithm]:
     return ["HS256"]
+
+
+# Plain http is for a JWKS server on this machine only (tests, a sidecar); anything that
+# crosses a network must be https, or whoever sits on the path chooses our trusted keys.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def jwks_url_problem(url: str) -> str | None:
+    """Why ``url`` may not serve as a JWKS URL, or None when it may."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "is not a URL"
+    if not host:
+        return "has no host"
+    if parts.username or parts.password:
+        return "may not carry credentials"
+    if parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS):
+        return None
+    return "must be https:// (http:// only for 127.0.0.1, ::1 or localhost)"
 
 
 # --- 7.1 Authentication and authorization ------------------------------------------------
@@ -36,10 +58,38 @@ class Authentication(Section):
     jwt_audience: str | None = None
     jwt_leeway_s: float = Field(30, ge=0, le=300)
     token_ttl_s: int = Field(900, ge=30, le=86400)
+    # An identity provider's key set (RS256/ES256 keys picked by the token's `kid`); cached,
+    # refreshed every `jwt_jwks_cache_ttl_s` in the background, and on an unknown `kid` at
+    # most once per `jwt_jwks_refresh_min_interval_s` (app/security/jwks.py).
+    jwt_jwks_url: str | None = None
+    jwt_jwks_refresh_min_interval_s: float = Field(60, ge=1, le=3600)
+    jwt_jwks_cache_ttl_s: float = Field(300, ge=10, le=86400)
+    jwt_jwks_timeout_s: float = Field(2.0, gt=0, le=10)
+    # Optional token limits: the longest `exp - iat` accepted (tokens then need `iat`), and
+    # the header `typ` required (e.g. "at+jwt", RFC 9068; case-insensitive).
+    jwt_max_lifetime_s: int | None = Field(None, ge=30)
+    jwt_required_typ: str | None = Field(None, min_length=1, max_length=64)
     # The per-route method matrix: by default each route takes both methods.
     predict_methods: list[AuthMethod] = Field(default_factory=_both_methods)
     stats_methods: list[AuthMethod] = Field(default_factory=_both_methods)
     metrics_auth: Literal["open", "bearer"] = "open"
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url_is_trusted(cls, url: str | None) -> str | None:
+        problem = None if url is None else jwks_url_problem(url)
+        if problem is not None:
+            raise ValueError(f"jwt_jwks_url {problem}")
+        return url
+
+    @model_validator(mode="after")
+    def _jwt_settings_agree(self) -> Authentication:
+        if self.jwt_jwks_url is not None and not {"RS256", "ES256"} & set(self.jwt_algorithms):
+            raise ValueError("jwt_jwks_url needs RS256 or ES256 in jwt_algorithms")
+        if self.jwt_max_lifetime_s is not None and self.token_ttl_s > self.jwt_max_lifetime_s:
+            # POST /token would mint tokens that this same service then refuses.
+            raise ValueError("token_ttl_s may not exceed jwt_max_lifetime_s")
+        return self
 
 
 class Authorization(Section):

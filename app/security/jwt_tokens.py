@@ -1,85 +1,69 @@
-"""JWT bearer tokens: verification with pinned algorithms, and minting for the CLI and /token.
+"""JWT bearer tokens: minting for the CLI and /token, and verification with pinned keys.
 
 The header's ``alg`` is only used to *select* among the algorithms the config accepts, and
-each accepted algorithm has its own pre-built key: an HS* token is checked with the HMAC
-secret only, an RS256/ES256 token with the public key only, so a token "signed" with the
-public key as an HMAC secret (algorithm confusion) can never verify. ``alg: none`` is never
-accepted. ``exp`` is required; ``nbf``/``iat`` honour the configured leeway.
+each accepted algorithm has its own key: an HS* token is checked with the HMAC secret only,
+an RS256/ES256 token with a public key only (the static PEM, or the JWKS key its ``kid``
+names, which must be pinned to that same algorithm), so a token "signed" with a public key
+as an HMAC secret (algorithm confusion) can never verify. ``alg: none`` is never accepted.
+``exp`` is required; ``nbf``/``iat`` honour the configured leeway.
 
-Claim types are checked on the decoded claims, not left to python-jose (which runs
-``int()`` on the time claims, so ``"exp": "9999999999"`` or ``"iat": true`` would pass):
-``exp``, ``nbf`` and ``iat`` must be JSON numbers (``bool`` and numeric strings are not),
-else the token is invalid (reason ``bad_claim_type``). Scopes are read from the OAuth2
-``scope`` claim only, which must be a space-delimited string (a list or any other type
-makes the token invalid); ``scp`` and every other claim grant nothing.
+Which public key: with ``jwt_jwks_url`` set, an RS256/ES256 token that carries a ``kid`` is
+verified against the JWK set only (:mod:`app.security.jwks`); one without a ``kid`` uses the
+static ``jwt_public_key_path`` key when there is one. Header and claim rules (no key from
+the token itself, ``typ``, claim types, scopes, maximum lifetime) live in
+:mod:`app.security.jwt_claims`; the key files in :mod:`app.security.jwt_keys`.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
-from jose import jwk
 from jose import jwt as jose_jwt
 from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
 from app.config import Authentication
-from app.security.secret_files import FileChangeProbe, fingerprint
+from app.security.jwks import JwksKeySource
+from app.security.jwt_claims import (
+    InvalidToken,
+    VerifiedToken,
+    check_claim_types,
+    check_header,
+    scopes_from_claims,
+    verified_from_claims,
+)
+from app.security.jwt_keys import (
+    HMAC_ALGORITHMS,
+    MIN_SECRET_BYTES,
+    PUBLIC_KEY_ALGORITHMS,
+    JwtKeyError,
+    StaticKeys,
+    generate_jwt_secret,
+    read_jwt_secret,
+)
 
-log = structlog.get_logger("app.security.jwt")
+__all__ = [
+    "HMAC_ALGORITHMS",
+    "MAX_TOKEN_BYTES",
+    "MIN_SECRET_BYTES",
+    "PUBLIC_KEY_ALGORITHMS",
+    "InvalidToken",
+    "JwtKeyError",
+    "JwtVerifier",
+    "VerifiedToken",
+    "check_claim_types",
+    "generate_jwt_secret",
+    "mint_token",
+    "read_jwt_secret",
+    "scopes_from_claims",
+]
 
 MAX_TOKEN_BYTES = 8192  # refuse before parsing: a bearer header is attacker-sized
-MIN_SECRET_BYTES = 32
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "ES256"})
-
-
-class JwtKeyError(RuntimeError):
-    """Key material is missing, too weak or unreadable (the message never holds it)."""
-
-
-class InvalidToken(Exception):
-    """A token was rejected; ``reason`` is a fixed word for the server log, not the client."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedToken:
-    subject: str
-    scopes: frozenset[str]
-    expires_at: float
-    claims: dict[str, Any] = field(repr=False)
-
-
-def read_jwt_secret(path: Path) -> bytes:
-    """The HMAC secret from a mounted file, whitespace stripped; refuses weak secrets."""
-    try:
-        secret = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise JwtKeyError(f"JWT secret file not found: {path}") from None
-    except OSError as exc:
-        raise JwtKeyError(f"JWT secret file {path} unreadable: {exc.strerror}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise JwtKeyError(
-            f"JWT secret in {path} is shorter than {MIN_SECRET_BYTES} bytes; "
-            "make one with `cnnlstm secret init`"
-        )
-    return secret
-
-
-def generate_jwt_secret() -> str:
-    """A new HMAC secret: 384 random bits, URL-safe text (64 characters)."""
-    return secrets.token_urlsafe(48)
+RFC9068_TYP = "at+jwt"
 
 
 def mint_token(
@@ -112,39 +96,16 @@ def mint_token(
     if audience is not None:
         claims["aud"] = audience
     key = secret.strip() if algorithm in HMAC_ALGORITHMS else secret
-    return jose_jwt.encode(claims, key, algorithm=algorithm)
+    # RFC 9068's media type for access tokens, so `jwt_required_typ: at+jwt` takes our own.
+    return jose_jwt.encode(claims, key, algorithm=algorithm, headers={"typ": RFC9068_TYP})
 
 
 def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-TIME_CLAIMS = ("exp", "nbf", "iat")
-
-
-def _is_json_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_claim_types(claims: dict[str, Any]) -> None:
-    """Raise ``InvalidToken("bad_claim_type")`` unless each present time claim is a number."""
-    for name in TIME_CLAIMS:
-        if name in claims and not _is_json_number(claims[name]):
-            raise InvalidToken("bad_claim_type")
-
-
-def scopes_from_claims(claims: dict[str, Any]) -> frozenset[str]:
-    """The OAuth2 ``scope`` claim (space-delimited string); absent means no scopes."""
-    value = claims.get("scope")
-    if value is None:
-        return frozenset()
-    if not isinstance(value, str):
-        raise InvalidToken("claims")
-    return frozenset(value.split())
-
-
 class JwtVerifier:
-    """Verifies bearer tokens against the configured algorithms and key files."""
+    """Verifies bearer tokens against the configured algorithms and key sources."""
 
     def __init__(
         self,
@@ -156,6 +117,9 @@ class JwtVerifier:
         audience: str | None = None,
         leeway_s: float = 30.0,
         reload_interval_s: float = 1.0,
+        jwks: JwksKeySource | None = None,
+        max_lifetime_s: float | None = None,
+        required_typ: str | None = None,
     ) -> None:
         unknown = set(algorithms) - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
         if unknown or not algorithms:
@@ -164,31 +128,33 @@ class JwtVerifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
+        self.max_lifetime_s = max_lifetime_s
+        self.required_typ = required_typ
+        self.jwks = jwks
         self._hmac_algs = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
-        self._public_algs = [a for a in self.algorithms if a in PUBLIC_KEY_ALGORITHMS]
-        self._secret: bytes | None = None
-        self._keys: dict[str, Key] = {}
-        self._secret_probe = (
-            FileChangeProbe(secret_path, reload_interval_s)
-            if secret_path and self._hmac_algs
-            else None
-        )
-        self._public_probe = (
-            FileChangeProbe(public_key_path, reload_interval_s)
-            if public_key_path and self._public_algs
-            else None
-        )
-        if self._public_algs and public_key_path is None:
+        public_algs = [a for a in self.algorithms if a in PUBLIC_KEY_ALGORITHMS]
+        if public_algs and public_key_path is None and jwks is None:
             raise JwtKeyError(
-                f"{self._public_algs} need security.authentication.jwt_public_key_path"
+                f"{public_algs} need security.authentication.jwt_public_key_path or jwt_jwks_url"
             )
-        # First load: a weak secret or a bad key is a startup error, a missing file a warning
-        # (the service can start before the secret is mounted; HS tokens fail until then).
-        self._load_secret(startup=True)
-        self._load_public_key(startup=True)
+        self._static = StaticKeys(
+            hmac_algorithms=self._hmac_algs,
+            public_algorithms=public_algs,
+            secret_path=secret_path,
+            public_key_path=public_key_path,
+            reload_interval_s=reload_interval_s,
+        )
 
     @classmethod
     def from_config(cls, auth: Authentication) -> JwtVerifier:
+        jwks = None
+        if auth.jwt_jwks_url is not None:
+            jwks = JwksKeySource(
+                auth.jwt_jwks_url,
+                timeout_s=auth.jwt_jwks_timeout_s,
+                min_refresh_interval_s=auth.jwt_jwks_refresh_min_interval_s,
+                cache_ttl_s=auth.jwt_jwks_cache_ttl_s,
+            )
         return cls(
             algorithms=list(auth.jwt_algorithms),
             secret_path=auth.jwt_secret_path,
@@ -196,6 +162,9 @@ class JwtVerifier:
             issuer=auth.jwt_issuer,
             audience=auth.jwt_audience,
             leeway_s=auth.jwt_leeway_s,
+            jwks=jwks,
+            max_lifetime_s=auth.jwt_max_lifetime_s,
+            required_typ=auth.jwt_required_typ,
         )
 
     @property
@@ -206,75 +175,39 @@ class JwtVerifier:
     @property
     def key_algorithms(self) -> list[str]:
         """Algorithms that currently have key material (for the startup summary)."""
-        return sorted(self._keys)
+        jwks_algs = self.jwks.algorithms if self.jwks is not None else set()
+        return sorted((set(self._static.keys) | jwks_algs) & set(self.algorithms))
 
     def signing_secret(self) -> bytes | None:
-        self._maybe_reload()
-        return self._secret
-
-    # --- key material ----------------------------------------------------------------
-
-    def _maybe_reload(self) -> None:
-        if self._secret_probe is not None and self._secret_probe.changed():
-            self._load_secret(startup=False)
-        if self._public_probe is not None and self._public_probe.changed():
-            self._load_public_key(startup=False)
-
-    def _load_secret(self, *, startup: bool) -> None:
-        probe = self._secret_probe
-        if probe is None:
-            return
-        seen = fingerprint(probe.path)
-        probe.mark_seen(seen)
-        try:
-            secret = read_jwt_secret(probe.path)
-        except JwtKeyError as exc:
-            if startup and seen is not None:
-                raise
-            # Rotation mistakes keep the previous secret rather than locking everyone out.
-            log.error("jwt_secret_unavailable", error=str(exc))
-            return
-        self._secret = secret
-        for alg in self._hmac_algs:
-            self._keys[alg] = jwk.construct(secret, alg)
-        if not startup:
-            log.info("jwt_secret_rotated", path=str(probe.path))
-
-    def _load_public_key(self, *, startup: bool) -> None:
-        probe = self._public_probe
-        if probe is None:
-            return
-        probe.mark_seen(fingerprint(probe.path))
-        try:
-            pem = probe.path.read_bytes()
-            keys = {alg: jwk.construct(pem, alg) for alg in self._public_algs}
-        except (OSError, JOSEError, ValueError) as exc:
-            if startup:
-                raise JwtKeyError(
-                    f"JWT public key {probe.path} unusable: {type(exc).__name__}"
-                ) from None
-            log.error("jwt_public_key_unavailable", path=str(probe.path), error=type(exc).__name__)
-            return
-        self._keys.update(keys)
-        if not startup:
-            log.info("jwt_public_key_rotated", path=str(probe.path))
+        self._static.maybe_reload()
+        return self._static.secret
 
     # --- hot path --------------------------------------------------------------------
+
+    def _key_for(self, alg: str, kid: str | None) -> Key:
+        if kid is not None and self.jwks is not None and alg in PUBLIC_KEY_ALGORITHMS:
+            return self.jwks.key_for(kid, alg)
+        key = self._static.keys.get(alg)
+        if key is None:
+            raise InvalidToken("no_key")
+        return key
 
     def verify(self, token: str, now: float | None = None) -> VerifiedToken:
         """Return the verified token or raise :class:`InvalidToken`."""
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken("too_large")
-        self._maybe_reload()
+        self._static.maybe_reload()
         try:
-            alg = jose_jwt.get_unverified_header(token).get("alg")
+            header = jose_jwt.get_unverified_header(token)
         except (JOSEError, ValueError, TypeError, AttributeError):
             raise InvalidToken("malformed") from None
+        if not isinstance(header, dict):
+            raise InvalidToken("malformed")
+        alg = header.get("alg")
         if alg not in self.algorithms:
             raise InvalidToken("algorithm_not_allowed")
-        key = self._keys.get(alg)
-        if key is None:
-            raise InvalidToken("no_key")
+        kid = check_header(header, self.required_typ)
+        key = self._key_for(alg, kid)
         options = {
             "require_exp": True,
             "require_aud": self.audience is not None,
@@ -296,19 +229,9 @@ class JwtVerifier:
             raise InvalidToken("claims") from None
         except Exception:  # attacker-shaped input: any parse failure is just "invalid"
             raise InvalidToken("invalid") from None
-        return self._to_verified(claims, time.time() if now is None else now)
-
-    def _to_verified(self, claims: dict[str, Any], now: float) -> VerifiedToken:
-        check_claim_types(claims)
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise InvalidToken("claims")
-        iat = claims.get("iat")
-        if iat is not None and iat > now + self.leeway_s:
-            raise InvalidToken("issued_in_future")
-        return VerifiedToken(
-            subject=subject,
-            scopes=scopes_from_claims(claims),
-            expires_at=float(claims["exp"]),
-            claims=claims,
+        return verified_from_claims(
+            claims,
+            now=time.time() if now is None else now,
+            leeway_s=self.leeway_s,
+            max_lifetime_s=self.max_lifetime_s,
         )
