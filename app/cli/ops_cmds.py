@@ -17,7 +17,7 @@ from pathlib import Path
 from app.config import ConfigError, ServiceConfig, load_config_file
 from app.config.env import Settings, load_service_config
 from app.ops import backup as bk
-from app.serve.manifests import render_kuberay
+from app.serve.manifests import PLACEHOLDER_IMAGE, render_kuberay
 from app.serve.options import Device
 from app.serve.serve_yaml import build_serve_config, render_serve_config
 
@@ -59,21 +59,26 @@ def _render_kuberay(args: argparse.Namespace) -> int:
         print("render-kuberay needs --config (the file ships as a ConfigMap)", file=sys.stderr)
         return 2
     config = load_config_file(args.config)
-    image = args.image or f"cnnlstm-serve:{config.deployment.version}"
+    image = args.image or PLACEHOLDER_IMAGE
+    outputs = {
+        "--output": args.output,
+        "--cronjobs-output": args.cronjobs_output,
+        "--cluster-output": args.cluster_output,
+        "--secrets-output": args.secrets_output,
+    }
     command = f"{_config_flag(args)}config render-kuberay --device {args.device}"
-    for flag, value in (("--image", args.image), ("--output", args.output)):
+    for flag, value in (("--image", args.image), *outputs.items()):
         if value:
             command += f" {flag} {value}"
-    if args.cronjobs_output:
-        command += f" --cronjobs-output {args.cronjobs_output}"
-    service, cronjobs = render_kuberay(
+    files = render_kuberay(
         config, Path(args.config), device=args.device, image=image, command=command
     )
-    if args.output is None and args.cronjobs_output is None:
-        _write(service + "---\n" + cronjobs, None)
+    if all(value is None for value in outputs.values()):
+        _write("---\n".join(files), None)
         return 0
-    _write(service, args.output)
-    _write(cronjobs, args.cronjobs_output)
+    for text, output in zip(files, outputs.values(), strict=True):
+        if output is not None:
+            _write(text, output)
     return 0
 
 
@@ -267,11 +272,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the config path as the replicas see it (default: the --config value)",
     )
     serve.set_defaults(func=_render_serve)
-    kuberay = cfg_sub.add_parser("render-kuberay", help="RayService + backup CronJobs")
+    kuberay = cfg_sub.add_parser(
+        "render-kuberay", help="RayService, backup CronJobs, cluster objects, Secret templates"
+    )
     kuberay.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
-    kuberay.add_argument("--image", default=None)
+    kuberay.add_argument(
+        "--image", default=None, help=f"the pushed image (default: {PLACEHOLDER_IMAGE}, unpullable)"
+    )
     kuberay.add_argument("--output", default=None, help="RayService file (default stdout)")
     kuberay.add_argument("--cronjobs-output", default=None, help="CronJobs file")
+    kuberay.add_argument(
+        "--cluster-output", default=None, help="PVCs, NetworkPolicy, PDB, PodMonitor file"
+    )
+    kuberay.add_argument("--secrets-output", default=None, help="Secret templates file")
     kuberay.set_defaults(func=_render_kuberay)
     check = cfg_sub.add_parser("check", help="strictly validate a config file")
     check.add_argument("file")

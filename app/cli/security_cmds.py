@@ -63,6 +63,13 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 # --- apikey ---------------------------------------------------------------------------
 
 
+def _key_store_path(args: argparse.Namespace, config: ServiceConfig) -> Path:
+    """``--store FILE`` (offline: a file to turn into a Kubernetes Secret), else the
+    configured ``api_key_store_path``."""
+    store: Path | None = args.store
+    return store if store is not None else config.security.authentication.api_key_store_path
+
+
 def _apikey_create(args: argparse.Namespace) -> int:
     config = _config(args)
     if problem := _check_scopes(config, args.scope):
@@ -75,7 +82,7 @@ def _apikey_create(args: argparse.Namespace) -> int:
         _err("--rate-limit and --burst go together")
         return 2
     expires_at = time.time() + args.ttl_days * 86400 if args.ttl_days else None
-    store = ApiKeyStore(config.security.authentication.api_key_store_path)
+    store = ApiKeyStore(_key_store_path(args, config))
     try:
         record, plaintext = store.create(
             owner=args.owner,
@@ -98,7 +105,7 @@ def _apikey_create(args: argparse.Namespace) -> int:
 
 
 def _apikey_list(args: argparse.Namespace) -> int:
-    store = ApiKeyStore(_config(args).security.authentication.api_key_store_path)
+    store = ApiKeyStore(_key_store_path(args, _config(args)))
     rows = [r.public_view() for r in store.list_keys()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -110,7 +117,7 @@ def _apikey_list(args: argparse.Namespace) -> int:
 
 
 def _apikey_revoke(args: argparse.Namespace) -> int:
-    store = ApiKeyStore(_config(args).security.authentication.api_key_store_path)
+    store = ApiKeyStore(_key_store_path(args, _config(args)))
     if not store.revoke(args.key_id):
         _err(f"no key {args.key_id}")
         return 1
@@ -119,7 +126,7 @@ def _apikey_revoke(args: argparse.Namespace) -> int:
 
 
 def _apikey_delete(args: argparse.Namespace) -> int:
-    store = ApiKeyStore(_config(args).security.authentication.api_key_store_path)
+    store = ApiKeyStore(_key_store_path(args, _config(args)))
     if not store.delete(args.key_id):
         _err(f"no key {args.key_id}")
         return 1
@@ -226,10 +233,17 @@ def _client_revoke(args: argparse.Namespace) -> int:
 # --- wiring ------------------------------------------------------------------------------
 
 
+STORE_HELP = (
+    "the key store file to use instead of security.authentication.api_key_store_path "
+    "(offline key management: build the file, then ship it as a Secret)"
+)
+
+
 def _add_apikey(sub: argparse._SubParsersAction) -> None:
     apikey = sub.add_parser("apikey", help="create, list, revoke or delete API keys")
     cmds = apikey.add_subparsers(dest="apikey_command", required=True)
     create = cmds.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--store", type=Path, default=None, help=STORE_HELP)
     create.add_argument("--owner", required=True)
     create.add_argument("--scope", action="append", required=True, help="repeatable")
     create.add_argument("--ttl-days", type=float, default=None, help="expire after N days")
@@ -239,12 +253,15 @@ def _add_apikey(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--json", action="store_true", help="print metadata and key as JSON")
     create.set_defaults(func=_apikey_create)
     listing = cmds.add_parser("list", help="list keys (never shows secrets)")
+    listing.add_argument("--store", type=Path, default=None, help=STORE_HELP)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_apikey_list)
     revoke = cmds.add_parser("revoke", help="disable a key")
+    revoke.add_argument("--store", type=Path, default=None, help=STORE_HELP)
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_apikey_revoke)
     delete = cmds.add_parser("delete", help="remove a key from the store")
+    delete.add_argument("--store", type=Path, default=None, help=STORE_HELP)
     delete.add_argument("key_id")
     delete.set_defaults(func=_apikey_delete)
 

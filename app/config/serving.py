@@ -28,6 +28,11 @@ class Serving(Section):
     # into the next one anyway. Waiting here would add the whole timeout to every lone
     # batch's latency (see BENCHMARKS.md).
     predictor_batch_wait_s: float | None = Field(0.0, ge=0, le=10)
+    # The predictor's numerics (model/numerics.py): "auto" runs bf16 autocast on a CPU with
+    # native bf16 (AVX512-BF16 or AMX) once the artifact's golden sample agrees under it, and
+    # fp32 otherwise (on GPUs too: bf16 was slower there at these sizes). "fp32" and "bf16"
+    # force a choice; a bf16 whose golden check fails still falls back to fp32.
+    predictor_numerics: Literal["auto", "fp32", "bf16"] = "auto"
     request_timeout_s: float = Field(30, gt=0)
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
@@ -54,10 +59,19 @@ class Serving(Section):
     # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).
     graceful_shutdown_timeout_s: float = Field(20, ge=0)
     graceful_shutdown_wait_loop_s: float = Field(2, ge=0)
+    # With direct ingress, how long a stopping gateway replica keeps answering on its port
+    # before closing it: 30 s (Serve's default) lets a load balancer notice; a laptop with
+    # no load balancer stops in seconds with a short one (deploy/config.local.yaml). Requests
+    # already accepted are still answered either way (graceful_shutdown_timeout_s).
+    drain_period_s: float = Field(30, ge=0, le=600)
     # Where Serve runs its HTTP proxies; one Serve application holds both deployments.
     proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
     app_name: str = Field("cnnlstm", min_length=1)
     route_prefix: str = "/"
+    # /docs, /redoc (assets served by the gateway itself, app/api/docs.py) and /openapi.json.
+    # On by default: the contract is no secret, integrators and the demo need it, and every
+    # data route stays authenticated. A production config may set it false (then all 404).
+    docs_enabled: bool = True
     # Chaos/testing switch, off by default (model/common/faults.py): "<name>:<version>" -> the
     # fraction of predictor calls for that version that fail with an injected error.
     # Exists to exercise blue/green rollback end to end; never set it in production.

@@ -286,4 +286,7 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
         env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(
             serving.http_port + serving.direct_port_span - 1
         )
+        # How long a stopping gateway replica keeps serving before it closes its port
+        # (Serve's default, 30 s, gives a load balancer time to notice).
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{serving.drain_period_s:g}"
     return env

@@ -12,7 +12,6 @@ every other test, are unaffected.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -101,6 +100,9 @@ def _stack_config(root: Path, certs: Any, webhook_url: str) -> tuple[ServiceConf
             "http_port": port,
             "proxy_port": _free_port(),
             "http_host": "127.0.0.1",
+            # A direct-ingress gateway keeps its port this long when it stops (30 s by
+            # default, for load balancers). Tests have none: 30 s per app teardown.
+            "drain_period_s": 1,
             "gateway": {"num_replicas": 1, "num_cpus": 0, "max_ongoing_requests": 1000},
             "fault_injection": {f"cnn_lstm:{FAULTY_VERSION}": 0.1},
         },
@@ -140,9 +142,6 @@ def serve_stack(
     from app.serve.runner import apply_serve_env
 
     apply_serve_env(config)  # the same Serve environment `cnnlstm serve` uses
-    # A direct-ingress gateway waits this long before it stops (30 s by default, to let
-    # load balancers notice). Tests have none: without this every app teardown costs 30 s.
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     ray.init(
         address="local",
         num_cpus=8,

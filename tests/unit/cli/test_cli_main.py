@@ -220,3 +220,23 @@ def test_completion_scripts_know_the_commands(
     assert marker in script
     for word in ("registry", "validate", "backup", "restore", "completion", "--config"):
         assert word in script
+
+
+def test_apikey_store_option_manages_an_offline_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.security.api_keys import ApiKeyStore
+
+    store = tmp_path / "keys" / "api-keys.json"
+    assert main(["apikey", "create", "--owner", "desk", "--scope", "model:predict",
+                 "--store", str(store)]) == 0  # fmt: skip
+    key = capsys.readouterr().out.strip()
+    record = ApiKeyStore(store).verify(key)
+    assert record is not None
+    assert record.owner == "desk"
+    assert main(["apikey", "list", "--json", "--store", str(store)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [k["key_id"] for k in listed] == [record.key_id]
+    assert key not in store.read_text(), "the file holds the key's digest, never the key"
+    assert main(["apikey", "revoke", record.key_id, "--store", str(store)]) == 0
+    assert ApiKeyStore(store).verify(key) is None

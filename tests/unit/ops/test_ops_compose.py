@@ -48,7 +48,8 @@ def test_ray_head_publishes_the_serve_and_metrics_ports(
     head = compose["services"]["ray-head"]
     http, metrics = config.serving.http_port, config.metrics.prometheus_exporter.port
     assert (http, metrics) == (8000, 9090)
-    assert {f"{http}:{http}", f"{metrics}:{metrics}"} <= set(head["ports"])
+    # The metrics exporter is a control-plane port: published on 127.0.0.1 only.
+    assert {f"{http}:{http}", f"127.0.0.1:{metrics}:{metrics}"} <= set(head["ports"])
     command = " ".join(head["command"])
     assert f"--metrics-export-port={metrics}" in command
     assert "cnnlstm --config /etc/cnnlstm/config.yaml serve" in command
@@ -76,10 +77,12 @@ def test_prometheus_and_alertmanager_get_their_config_files(compose: dict[str, A
     )
 
 
-def test_app_services_read_the_production_config(compose: dict[str, Any]) -> None:
+def test_app_services_read_the_compose_profile(compose: dict[str, Any]) -> None:
+    # deploy/config.compose.yaml is deploy/config.yaml with floors that fit one machine;
+    # tests/unit/deploy/test_deploy_compose.py checks nothing else differs.
     for name in ("ray-head", "backup"):
         mounts = bind_mounts(compose["services"][name])
-        assert mounts["/etc/cnnlstm/config.yaml"] == "./deploy/config.yaml"
+        assert mounts["/etc/cnnlstm/config.yaml"] == "./deploy/config.compose.yaml"
 
 
 def test_backup_schedules_equal_the_config(compose: dict[str, Any], config: ServiceConfig) -> None:
