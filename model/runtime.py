@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import safetensors
@@ -25,6 +25,7 @@ from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.network import CNNLSTM, build_network
+from model.numerics import NumericsChoice, autocast, choose_numerics, cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,10 @@ def run_network(
     mean: torch.Tensor,
     inv_std: torch.Tensor,
     return_std: float,
+    autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Normalise, forward, and map to (log return, prob_up) as float64 ``[N, 2]``.
+    """Normalise, forward (autocast to ``autocast_dtype`` if given), and map to
+    (log return, prob_up) as float64 ``[N, 2]``.
 
     The one implementation of the output contract: serving and the golden sample written
     at export time both go through it, so they cannot drift apart.
@@ -115,7 +118,8 @@ def run_network(
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     with torch.inference_mode():
         x = x.to(mean.device, non_blocking=True)
-        raw = network((x - mean) * inv_std)
+        with autocast(mean.device, autocast_dtype):
+            raw = network((x - mean) * inv_std)
         out = raw.to(dtype=torch.float64, device="cpu")
         out[:, 0] *= return_std
         out[:, 1] = torch.sigmoid(out[:, 1])
@@ -137,6 +141,7 @@ class LoadedModel:
         self.manifest = manifest
         self.device = device
         self.warmed = False
+        self.numerics = NumericsChoice()  # fp32 until load_model settles it
         self._opts = gpu_options or GpuOptions()
         self._net = network.to(device).eval().requires_grad_(False)
         self._mean, self._inv_std = normalisation_tensors(manifest.normalization, device)
@@ -168,13 +173,18 @@ class LoadedModel:
             )
         if features.shape[0] == 0:
             return np.zeros((0, 2), dtype=np.float64)
-        return run_network(self._net, features, self._mean, self._inv_std, self._return_std)
+        return self._forward(features, self.numerics.autocast_dtype)
 
-    def golden_deviation(self) -> float:
-        """Largest golden-sample deviation: return in units of return_std, prob_up as is."""
+    def _forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
+        return run_network(self._net, features, self._mean, self._inv_std, self._return_std, dtype)
+
+    def golden_deviation(self, numerics: str = "fp32") -> float:
+        """Largest golden-sample deviation under ``numerics`` ("fp32" or "bf16"): return in
+        units of return_std, prob_up as is."""
         golden = self.manifest.golden
+        dtype = NumericsChoice(numerics).autocast_dtype
         with _strict_fp32():
-            actual = self.predict(np.asarray(golden.inputs, dtype=np.float32))
+            actual = self._forward(np.asarray(golden.inputs, dtype=np.float32), dtype)
         diff = np.abs(actual - np.asarray(golden.expected, dtype=np.float64))
         diff[:, 0] /= self._return_std
         return float(diff.max()) if np.isfinite(diff).all() else float("inf")
@@ -217,8 +227,16 @@ def load_model(
     device: str = "cpu",
     gpu_options: GpuOptions | None = None,
     validate: bool = True,
+    numerics: str = "fp32",
+    cpu_bf16: Callable[[], bool] = cpu_has_native_bf16,
 ) -> LoadedModel:
-    """Verify, load and (by default) golden-check ``ref``. Warm-up is the caller's next step."""
+    """Verify, load and (by default) golden-check ``ref``. Warm-up is the caller's next step.
+
+    ``numerics`` ("auto", "fp32" or "bf16", see :mod:`model.numerics`): bf16 is served only
+    once the golden sample agrees under it, even with ``validate`` off (it is the only
+    evidence that this artifact survives the rounding); else fp32, with the reason kept in
+    ``model.numerics.fallback``. ``cpu_bf16`` says whether the CPU has native bf16.
+    """
     manifest = registry.verify(ref.name, ref.version)
     if manifest.weights_sha256 != ref.sha256:
         raise ArtifactValidationError(
@@ -246,10 +264,14 @@ def load_model(
     model = LoadedModel(ref, manifest, network, dev, opts)
     if validate:
         model.validate()
+    model.numerics = choose_numerics(
+        numerics, dev, model.golden_deviation, cpu_bf16=cpu_bf16, label=ref.key
+    )
     log.info(
-        "loaded %s on %s (%.1f MB)%s",
+        "loaded %s on %s in %s (%.1f MB)%s",
         ref.key,
         dev,
+        model.numerics.name,
         model.nbytes / 1e6,
         ", golden check passed" if validate else "",
     )

@@ -46,6 +46,9 @@ class PredictorSettings:
     warmup_batch_sizes: tuple[int, ...] = (1, 8, 32)
     model_wait_s: float = 0.0  # how long a starting replica waits for the model to appear
     torch_threads: int | None = None
+    # "auto" | "fp32" | "bf16" (model.numerics): auto takes bf16 autocast on a CPU with
+    # native bf16 once the golden sample agrees under it, fp32 otherwise.
+    numerics: str = "auto"
     gpu: GpuOptions = field(default_factory=GpuOptions)
     # Chaos/testing switch (model.common.faults): "name:version" -> fraction of calls that fail.
     fault_injection: dict[str, float] = field(default_factory=dict)
@@ -107,7 +110,15 @@ class PredictorService:
         self.versions.set_default(model)
         self._stage = "ready"
         self._error = None
-        log.info("model_ready", extra={"model": ref.key, "device": str(model.device)})
+        log.info(
+            "model_ready",
+            extra={
+                "model": ref.key,
+                "device": str(model.device),
+                "numerics": model.numerics.name,
+                "numerics_fallback": model.numerics.fallback,
+            },
+        )
         return ref
 
     def _resolve_default(self) -> ModelRef:
@@ -133,6 +144,7 @@ class PredictorService:
             device=self.settings.device,
             gpu_options=self.settings.gpu,
             validate=self.settings.validation_enabled,
+            numerics=self.settings.numerics,
         )
 
     def status(self) -> PredictorStatus:
@@ -142,6 +154,8 @@ class PredictorService:
             stage=self._stage,
             model=model.ref if model else None,
             device=str(model.device) if model else self.settings.device,
+            numerics=model.numerics.name if model else None,
+            numerics_fallback=model.numerics.fallback if model else None,
             error=self._error,
             replica=self.replica,
             loaded_models=tuple(sorted(ref.key for ref in self.versions.refs())),

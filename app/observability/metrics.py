@@ -17,17 +17,10 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.config import Metrics
+from app.observability.hit_rate import hit_rate
 from app.observability.http_metrics import instrument_http
 from app.observability.metric_schema import (
     CACHES,
@@ -38,18 +31,11 @@ from app.observability.metric_schema import (
     buckets_for,
     canonical_status,
 )
+from app.observability.predictor_metrics import PredictorInfo
+from app.observability.process_metrics import new_registry
 from app.observability.window import SampleWindow
 
 __all__ = ["GatewayMetrics", "MetricsMirror", "instrument_http", "new_registry"]
-
-
-def new_registry() -> CollectorRegistry:
-    """A registry with process, GC and platform collectors (GC pauses stall the tails)."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    GCCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
 
 
 class GatewayMetrics:
@@ -120,6 +106,12 @@ class GatewayMetrics:
         self.replicas = Gauge(
             "replicas", "Running replicas per deployment", ["deployment"], registry=r
         )
+        self.audit_records_dropped = Counter(
+            "audit_records_dropped",
+            "Prediction audit records lost: writer queue full or write failed (app.audit)",
+            registry=r,
+        )
+        self.predictor = PredictorInfo(r)  # from the predictor's status reports
         # Pre-create every fixed label value so rate() and absent() see zeros, not gaps.
         for status in PREDICTION_STATUSES:
             self.predictions.labels(status)
@@ -298,7 +290,7 @@ class GatewayMetrics:
                 else None,
                 "distribution": {str(k): v for k, v in batches.items()},
             },
-            "cache": {c: _hit_rate(cache, c) for c in sorted({*CACHES, *(k for k, _ in cache)})},
+            "cache": {c: hit_rate(cache, c) for c in sorted({*CACHES, *(k for k, _ in cache)})},
             "queue_depth": self._queue_depth,
             "models": models,
             "autoscaling_profile": self._profile,
@@ -306,9 +298,3 @@ class GatewayMetrics:
             "replicas": replicas,
             "gpu_utilization_pct": gpu,
         }
-
-
-def _hit_rate(cache: dict[tuple[str, bool], int], name: str) -> dict[str, int | float | None]:
-    hits, misses = cache.get((name, True), 0), cache.get((name, False), 0)
-    total = hits + misses
-    return {"hits": hits, "misses": misses, "hit_rate": round(hits / total, 6) if total else None}

@@ -51,6 +51,10 @@ class PredictorStatus:
     stage: str  # "loading" | "validating" | "warming" | "ready" | "failed"
     model: ModelRef | None = None
     device: str = "cpu"
+    # The in-service model's numerics ("fp32" | "bf16"; None until one is loaded) and why
+    # it runs fp32 where bf16 was wanted (its golden check failed under bf16).
+    numerics: str | None = None
+    numerics_fallback: str | None = None
     error: str | None = None
     replica: str = ""
     loaded_models: tuple[str, ...] = ()

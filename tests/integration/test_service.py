@@ -67,7 +67,9 @@ def test_prediction_matches_the_torch_runtime_called_directly(
         axis=1,
     )
     registry = ModelRegistry(serve_stack.registry_root)
-    model = load_model(registry, serve_stack.ref, device="cpu")
+    # The same numerics choice the predictor made (bf16 on a CPU with native bf16).
+    numerics = serve_stack.config.serving.predictor_numerics
+    model = load_model(registry, serve_stack.ref, device="cpu", numerics=numerics)
     expected = model.predict(compute_features(bars)[None, ...])[0]
     assert got["expected_return"] == pytest.approx(float(expected[0]), rel=1e-5, abs=1e-7)
     assert got["prob_up"] == pytest.approx(float(expected[1]), rel=1e-5, abs=1e-7)

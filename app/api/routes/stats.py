@@ -40,6 +40,8 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
             "ready": status.ready,
             "stage": status.stage,
             "device": status.device,
+            "numerics": status.numerics,
+            "numerics_fallback": status.numerics_fallback,
             "loaded_versions": list(status.loaded_models),
         },
         **snapshot,
