@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from app.cli import (
+    audit_cmd,
     bench_cmd,
     completion_cmd,
     model_cmds,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops_cmds.register(sub)
     rollout_cmds.register(sub)
     bench_cmd.register(sub)
+    audit_cmd.register(sub)
     completion_cmd.register(sub)
     propagate_global_options(parser)
     return parser

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from app.config.audit import Audit
 from app.config.autoscaling import (
     AutoscalingProfile,
     MarketCalendar,
@@ -66,6 +67,7 @@ class ServiceConfig(Section):
     performance_targets: PerformanceTargets = PerformanceTargets()
     resource_targets: ResourceTargets = ResourceTargets()
     serving: Serving = Serving()
+    audit: Audit = Audit()  # not in the spec: the prediction audit trail (issue 14)
 
     # Pydantic runs "after" validators in the order they are defined here.
 

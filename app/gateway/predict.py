@@ -10,6 +10,7 @@ Every failure leaves as one :class:`PredictionFailure`, counted once in the metr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +33,11 @@ async def predict_rows(
     priority: int,
     deadline: float | None,
     request_id: str,
+    principal_id: str = "",
 ) -> tuple[list[Prediction], list[RowResult]]:
-    """Each item's prediction in request order, and the rows behind them (for the log)."""
+    """Each item's prediction in request order, and the rows behind them (for the log).
+    A full answer is handed to the audit trail (``principal_id``: the caller's subject)."""
+    started = time.perf_counter()
     try:
         max_items = state.config.network_security.limits.max_batch_symbols
         if len(items) > max_items:
@@ -48,7 +52,12 @@ async def predict_rows(
     except PredictionFailure as failure:
         state.metrics.observe_failure(failure.rule.metric_status)
         raise
-    return [_render(w, row) for w, row in zip(windows, rows, strict=True)], rows
+    preds = [_render(w, row) for w, row in zip(windows, rows, strict=True)]
+    if state.audit is not None:  # a queue put; the writer thread does the rest
+        green = state.rollout.routing.green if state.rollout and state.rollout.routing else None
+        latency_s = time.perf_counter() - started
+        state.audit.submit(request_id, principal_id, windows, preds, latency_s, green)
+    return preds, rows
 
 
 def resolve(state: GatewayState, model: str | None, version: str | None) -> ModelRef:

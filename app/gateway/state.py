@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+from app.audit import audit_root
+from app.audit.writer import AuditTrail
 from app.config import ServiceConfig
 from app.gateway.batcher import Batcher, Dispatch
 from app.gateway.cluster import ClusterView, StaticCluster
@@ -43,9 +45,13 @@ class GatewayState:
     # Blue/green routing (app.gateway.rollout_router); None: every request goes to the
     # predictor's own default (the API tests, the no-Ray benchmark baseline).
     rollout: RolloutRouter | None = None
+    # The prediction audit trail (app.audit); None when it is off or has no directory.
+    audit: AuditTrail | None = None
     _gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.start)  # claims and repairs its files
         self.batcher.start()
         self.readiness.start()
         self._gauges = asyncio.get_running_loop().create_task(
@@ -62,6 +68,8 @@ class GatewayState:
         await self.batcher.stop()
         if self.rollout is not None:
             await self.rollout.stop()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.stop)  # writes what is queued
 
 
 def build_gateway_state(
@@ -98,13 +106,23 @@ def build_gateway_state(
         features=features,
         metrics=metrics,
         readiness=Readiness(
-            probe,
+            _publishing(probe, metrics),
             timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
             period_s=min(5.0, config.readiness_probe.period_s),
         ),
         cluster=cluster,
         rollout=_rollout_router(config, metrics, rollout) if rollout is not None else None,
+        audit=_audit_trail(config, metrics),
     )
+
+
+def _audit_trail(config: ServiceConfig, metrics: GatewayMetrics) -> AuditTrail | None:
+    root = audit_root(config)
+    if root is None:
+        if config.audit.enabled:
+            log.warning("audit_trail_off", reason="neither audit.path nor logging.directory set")
+        return None
+    return AuditTrail(root, config.audit, on_drop=metrics.audit_records_dropped.inc)
 
 
 def _rollout_router(
@@ -127,3 +145,16 @@ def _rollout_router(
         stale_after_s=max(5.0, 30 * bg.gateway_poll_interval_s),
         on_change=publish,
     )
+
+
+def _publishing(
+    probe: Callable[[], Awaitable[PredictorStatus]], metrics: GatewayMetrics
+) -> Callable[[], Awaitable[PredictorStatus]]:
+    """The readiness probe, also publishing what the predictor reports (its numerics)."""
+
+    async def probe_and_publish() -> PredictorStatus:
+        status = await probe()
+        metrics.predictor.update(status)
+        return status
+
+    return probe_and_publish

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("model.common",),  # torch-free, shared by both halves
     ("model",),  # the torch side
     ("app.config",),
-    ("app.scaling", "app.observability"),
+    ("app.scaling", "app.observability", "app.audit"),
     ("app.gateway",),  # one replica's request core: no Ray, no routes
     ("app.control",),  # blue/green and registry sync
     ("app.api.errors", "app.api.body"),  # the error shape and body parsing of the edge

@@ -36,7 +36,7 @@ router = APIRouter(tags=["predictions"])
 )
 async def predict(
     request: Request,
-    _: PredictPrincipal,
+    principal: PredictPrincipal,
     state: Gateway,
     body: PredictBody,
     priority: Priority,
@@ -44,7 +44,12 @@ async def predict(
     rid: RequestId,
 ) -> FastJSONResponse:
     [pred], rows = await predict_rows(
-        state, [body], priority=priority, deadline=deadline, request_id=rid or ""
+        state,
+        [body],
+        priority=priority,
+        deadline=deadline,
+        request_id=rid or "",
+        principal_id=principal.subject,
     )
     _note_served(request, rows)
     return FastJSONResponse({**pred, "request_id": rid})
@@ -59,7 +64,7 @@ async def predict(
 )
 async def predict_batch(
     request: Request,
-    _: PredictPrincipal,
+    principal: PredictPrincipal,
     state: Gateway,
     body: BatchPredictBody,
     priority: Priority,
@@ -67,7 +72,12 @@ async def predict_batch(
     rid: RequestId,
 ) -> FastJSONResponse:
     preds, rows = await predict_rows(
-        state, body.items, priority=priority, deadline=deadline, request_id=rid or ""
+        state,
+        body.items,
+        priority=priority,
+        deadline=deadline,
+        request_id=rid or "",
+        principal_id=principal.subject,
     )
     _note_served(request, rows)
     return FastJSONResponse({"request_id": rid, "predictions": preds})

@@ -1,0 +1,187 @@
+"""The audit store: rotation into gzip files, the integrity chain, retention, restarts."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.audit.chain import CHAIN, read_chain, verify_trail
+from app.audit.reader import Query, query_records
+from app.audit.records import format_ts
+from app.audit.store import AuditStream, claim_stream
+from app.config.audit import Audit
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stream(root: Path, clock: Clock, **kw: float) -> AuditStream:
+    config = Audit(**{"rotate_bytes": 4096, "rotate_s": 3600, "retention_days": 30, **kw})
+    return claim_stream(root, config, clock)
+
+
+def _write(stream: AuditStream, clock: Clock, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        ts = format_ts(clock())
+        line = orjson.dumps({"ts": ts, "request_id": f"r{i}", "item": 0, "pad": "x" * 200})
+        stream.append([line + b"\n"], ts, ts)
+        stream.tick()
+        clock.now += 1.0
+
+
+def _sealed(stream_dir: Path) -> list[Path]:
+    return sorted(stream_dir.glob("audit-*.jsonl.gz"))
+
+
+def _problems(root: Path) -> list[str]:
+    return [p for report in verify_trail(root) for p in report.problems]
+
+
+def test_records_rotate_into_gzip_files_that_hold_every_record(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 60)
+    stream.close()
+    sealed = _sealed(tmp_path / "stream-0")
+    assert len(sealed) >= 2
+    first = gzip.decompress(sealed[0].read_bytes()).splitlines()
+    assert orjson.loads(first[0])["request_id"] == "r0"
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == [f"r{i}" for i in range(60)]
+    assert _problems(tmp_path) == []
+
+
+def test_a_quiet_file_is_sealed_once_it_is_rotate_s_old(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock, rotate_bytes=1 << 20, rotate_s=60)
+    _write(stream, clock, 3)
+    assert _sealed(tmp_path / "stream-0") == []
+    clock.now += 60
+    stream.tick()
+    assert len(_sealed(tmp_path / "stream-0")) == 1
+    assert not (tmp_path / "stream-0" / "current.jsonl").read_bytes()
+
+
+def test_editing_one_record_in_a_sealed_file_fails_verify(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 40)
+    target = _sealed(tmp_path / "stream-0")[0]
+    lines = gzip.decompress(target.read_bytes()).replace(b'"r1"', b'"rX"', 1)
+    target.write_bytes(gzip.compress(lines, mtime=0))
+    assert any(target.name in p and "edited" in p for p in _problems(tmp_path))
+
+
+def test_deleting_a_sealed_file_fails_verify(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 40)
+    target = _sealed(tmp_path / "stream-0")[0]
+    target.unlink()
+    assert any(target.name in p and "removed" in p for p in _problems(tmp_path))
+
+
+def test_editing_or_dropping_a_chain_entry_fails_verify(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 40)
+    chain = tmp_path / "stream-0" / CHAIN
+    lines = chain.read_bytes().splitlines(keepends=True)
+    edited = orjson.loads(lines[1])
+    edited["records"] += 1
+    chain.write_bytes(b"".join([lines[0], orjson.dumps(edited) + b"\n", *lines[2:]]))
+    assert any("broken link" in p for p in _problems(tmp_path))
+    chain.write_bytes(b"".join([lines[0], *lines[2:]]))  # drop one seal entry
+    assert any("broken link" in p for p in _problems(tmp_path))
+
+
+def test_a_file_that_is_not_in_the_chain_fails_verify(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 40)
+    forged = tmp_path / "stream-0" / "audit-999999-20300101T000000Z.jsonl.gz"
+    forged.write_bytes(gzip.compress(b"{}\n"))
+    assert any("not in the chain" in p for p in _problems(tmp_path))
+
+
+def test_retention_removes_old_files_and_verify_still_passes(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock, retention_days=1)
+    _write(stream, clock, 40)
+    before = _sealed(tmp_path / "stream-0")
+    assert before
+    clock.now += 2 * 86400
+    stream.tick()  # seals the old tail too, then retires everything past the retention
+    assert _sealed(tmp_path / "stream-0") == []
+    events = [e["event"] for e in read_chain(tmp_path / "stream-0")[0]]
+    assert events.count("retire") == events.count("seal") > len(before)
+    _write(stream, clock, 2, start=40)
+    assert _problems(tmp_path) == []
+    assert [r["request_id"] for r in query_records(tmp_path, Query())] == ["r40", "r41"]
+
+
+def test_a_restart_takes_the_stream_back_and_continues_its_chain(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 30)
+    stream.close()
+    again = _stream(tmp_path, clock)
+    assert again.directory.name == "stream-0"
+    _write(again, clock, 30, start=30)
+    again.seal()
+    assert _problems(tmp_path) == []
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == [f"r{i}" for i in range(60)]
+
+
+def test_a_second_writer_gets_its_own_stream(tmp_path: Path) -> None:
+    clock = Clock()
+    first, second = _stream(tmp_path, clock), _stream(tmp_path, clock)
+    assert (first.directory.name, second.directory.name) == ("stream-0", "stream-1")
+    _write(first, clock, 5)
+    _write(second, clock, 5, start=5)
+    first.seal()
+    second.seal()
+    assert len(query_records(tmp_path, Query())) == 10
+    assert [r.stream for r in verify_trail(tmp_path)] == ["stream-0", "stream-1"]
+    assert _problems(tmp_path) == []
+
+
+def test_a_torn_last_record_from_a_crash_is_dropped_on_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock, rotate_bytes=1 << 20)
+    _write(stream, clock, 3)
+    stream.close()
+    with (tmp_path / "stream-0" / "current.jsonl").open("ab") as f:
+        f.write(b'{"ts": "20')  # the process died mid-write
+    again = _stream(tmp_path, clock, rotate_bytes=1 << 20)
+    _write(again, clock, 1, start=3)
+    again.seal()
+    assert [r["request_id"] for r in query_records(tmp_path, Query())] == ["r0", "r1", "r2", "r3"]
+    assert _problems(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (Query(request_id="r7"), ["r7"]),
+        (Query(since=format_ts(T0 + 35), until=format_ts(T0 + 37)), ["r35", "r36", "r37"]),
+    ],
+)
+def test_query_filters_by_request_id_and_time(
+    tmp_path: Path, query: Query, expected: list[str]
+) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 40)
+    assert [r["request_id"] for r in query_records(tmp_path, query)] == expected
