@@ -14,7 +14,9 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.api.body import document_raw_bodies
+from app.api.docs import install_docs
 from app.api.errors import FastJSONResponse, register_exception_handlers
+from app.api.openapi import document_errors
 from app.api.routes import health, metrics, predict, stats, token
 from app.config import ServiceConfig
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
@@ -34,7 +36,8 @@ CNN+LSTM price model behind a secured gateway.
 * `POST /token` — OAuth2 client-credentials grant for short-lived JWTs
 * `GET /healthz`, `GET /ready` — probes (open); `GET /metrics` — Prometheus text
 
-Every error has one shape: `{"error": {"code", "message", "request_id", "details"}}`.
+Every error has one shape: `{"error": {"code", "message", "request_id", "details"}}`;
+`code` is one of the `ErrorCode` enumeration. `Retry-After` on a 429 or 503 says when to retry.
 """
 
 
@@ -54,12 +57,18 @@ def create_app(
         finally:
             await state.stop()
 
+    docs_enabled = config.serving.docs_enabled
     app = FastAPI(
         title="CNN+LSTM prediction service",
         version=config.deployment.version,
         description=API_DESCRIPTION,
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
+        # The docs pages are the gateway's own (app.api.docs: no CDN); off, no schema either.
+        openapi_url="/openapi.json" if docs_enabled else None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.gateway = state
     app.state.metrics_registry = metrics_registry
@@ -77,4 +86,8 @@ def create_app(
     app.include_router(metrics.router, dependencies=[Depends(metrics_access)])
     # The prediction routes read their bodies raw (app.api.body): document them here.
     document_raw_bodies(app, [PredictRequest, BatchPredictRequest])
+    # Every route's errors in the one shape, the ErrorCode enumeration, success examples.
+    document_errors(app)
+    if docs_enabled:
+        install_docs(app)
     return app

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.gateway.failures import FAILURES, PredictionFailure
 from app.gateway.schemas import ErrorResponse
+from model.common.failures import FailureKind
 
 log = structlog.get_logger("app.api.errors")
 
@@ -45,6 +46,53 @@ _DEFAULT_CODES: dict[int, str] = {
     503: "unavailable",
     504: "timeout",
 }
+FALLBACK_CODE = "error"  # a status with no entry above (none the app raises itself)
+
+# What each prediction failure kind means to a client (the kinds are the source of the
+# codes; a kind missing here is still a code, described by its own name).
+_FAILURE_MEANINGS: dict[FailureKind, str] = {
+    FailureKind.INVALID_BARS: "the OHLCV window fails validation",
+    FailureKind.TOO_MANY_ITEMS: "a batch over the configured item limit",
+    FailureKind.MODEL_NOT_FOUND: "no such model name or version",
+    FailureKind.INVALID_FEATURES: "the predictor refused the feature array",
+    FailureKind.DEADLINE_EXCEEDED: "X-Request-Deadline-Ms passed before the model answered",
+    FailureKind.QUEUE_FULL: "the prediction queue is full (see Retry-After)",
+    FailureKind.NOT_READY: "the model is not loaded, validated and warm yet (see Retry-After)",
+    FailureKind.INVALID_MODEL: "the requested model version failed validation",
+    FailureKind.TIMEOUT: "the predictor did not answer within the gateway's timeout",
+    FailureKind.UNAVAILABLE: "the predictor failed or could not be reached",
+}
+
+# The edge's own codes: what the gateway answers besides the prediction failure kinds
+# (credentials, scopes, body size and parsing, rate limits, the token grant, routing).
+EDGE_CODES: dict[str, str] = {
+    "bad_request": "a bad request with no more precise code",
+    "malformed_json": "the body is not valid JSON",
+    "credentials_in_url": "a credential in the query string (refused and scrubbed)",
+    "duplicate_credentials": "Authorization or the API key header sent more than once",
+    "unsupported_http_version": "only HTTP/1.0 and HTTP/1.1 are spoken",
+    "invalid_request": "the body, a header or a form field fails the schema",
+    "unsupported_grant_type": "POST /token: only client_credentials is supported",
+    "invalid_scope": "POST /token: a requested scope is not allowed for the client",
+    "unauthorized": "missing or bad credentials (see WWW-Authenticate)",
+    "invalid_client": "POST /token: client authentication failed",
+    "insufficient_scope": "the credential lacks a scope the route requires",
+    "forbidden": "forbidden, with no more precise code",
+    "not_found": "no such route",
+    "method_not_allowed": "the route does not take this method",
+    "request_timeout": "the request took too long to arrive",
+    "payload_too_large": "the body is over network_security.limits.max_body_bytes",
+    "unsupported_media_type": "the body's content type is not accepted",
+    "rate_limited": "the caller's rate limit is spent (see Retry-After)",
+    "internal_error": "an unexpected error; the log has it under the request id",
+    FALLBACK_CODE: "any other status",
+}
+
+# Every code an error body can carry: the one enumeration (OpenAPI's ErrorCode).
+ERROR_CODES: dict[str, str] = {
+    **{k.value: _FAILURE_MEANINGS.get(k, k.value.replace("_", " ")) for k in FailureKind},
+    **{c: m for c, m in EDGE_CODES.items() if c not in {k.value for k in FailureKind}},
+}
 
 
 class ApiError(Exception):
@@ -61,7 +109,7 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.code = code or _DEFAULT_CODES.get(status_code, "error")
+        self.code = code or _DEFAULT_CODES.get(status_code, FALLBACK_CODE)
         self.message = message
         self.details = details
         self.headers = dict(headers or {})
@@ -77,7 +125,7 @@ def error_body(
 ) -> dict[str, Any]:
     return {
         "error": {
-            "code": code or _DEFAULT_CODES.get(status_code, "error"),
+            "code": code or _DEFAULT_CODES.get(status_code, FALLBACK_CODE),
             "message": message,
             "request_id": request_id,
             "details": details,
@@ -115,26 +163,36 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-# What the edge itself answers on a prediction route, before the request reaches the
-# core: credentials, scopes, body size and parsing, the caller's rate limit.
-_EDGE_ERRORS: dict[int, str] = {
-    400: "malformed_json, credentials_in_url",
-    401: "unauthorized: missing or bad credentials",
-    403: "insufficient_scope: the credential lacks model:predict",
-    413: "payload_too_large: body over the configured size limit",
-    422: "invalid_request: the body or a header fails the schema",
-    429: "rate_limited (see Retry-After)",
+# What the request hygiene middleware (app.security.hardening) refuses on every route (400).
+HYGIENE_CODES = ("credentials_in_url", "duplicate_credentials", "unsupported_http_version")
+
+# What a prediction route answers, by status: the edge's checks before the request reaches
+# the core (credentials, scopes, body size and parsing, the caller's rate limit), then every
+# failure kind at the status its rule gives it (app.gateway.failures).
+_PREDICTION_EDGE: dict[int, tuple[str, ...]] = {
+    400: ("malformed_json", *HYGIENE_CODES),
+    401: ("unauthorized",),
+    403: ("insufficient_scope",),
+    413: ("payload_too_large",),
+    422: ("invalid_request",),
+    429: ("rate_limited",),
+    500: ("internal_error",),
 }
 
 
-def prediction_error_responses() -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` of a prediction route: every code it can answer, by status."""
-    by_status: dict[int, list[str]] = {s: [text] for s, text in _EDGE_ERRORS.items()}
+def prediction_errors() -> dict[int, tuple[str, ...]]:
+    """Every code ``/predict`` and ``/predict/batch`` can answer, by status."""
+    by_status = {s: list(codes) for s, codes in _PREDICTION_EDGE.items()}
     for kind, rule in FAILURES.items():
         by_status.setdefault(rule.http_status, []).append(kind.value)
+    return {s: tuple(codes) for s, codes in sorted(by_status.items())}
+
+
+def prediction_error_responses() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a prediction route (app.api.openapi adds the examples)."""
     return {
-        status: {"model": ErrorResponse, "description": "; ".join(codes)}
-        for status, codes in sorted(by_status.items())
+        status: {"model": ErrorResponse, "description": ", ".join(codes)}
+        for status, codes in prediction_errors().items()
     }
 
 
