@@ -1,6 +1,7 @@
 """Open-loop HTTP(S) load at a fixed arrival rate, free of coordinated omission.
 
-Request ``i`` is due at ``t0 + i / rate`` whatever the server is doing, and its latency
+Request ``i`` is due at ``t0 + offsets[i]`` (:mod:`app.bench.schedule`: ``i / rate`` for
+even arrivals, exponential gaps for Poisson) whatever the server is doing, and its latency
 is measured from that *scheduled* time (the wrk2 / perf_analyzer method). A closed-loop
 client waits for an answer before sending the next request, so a server that stalls for
 200 ms simply receives fewer requests and the stall vanishes from the percentiles; here
@@ -12,11 +13,12 @@ scheduled time a request actually started. If the client falls behind (CPU-starv
 lower rate. Waiting for a free pooled connection is *not* send lag: that wait is the
 server being slow, and it counts as latency.
 
-The lean path: aiohttp with a pool of keep-alive connections, bodies serialised before
-the clock starts, uvloop when installed, and ``gc.freeze()`` so a collection over the
-client's own objects cannot stall the schedule. :mod:`app.bench.client_process` runs one
-load in a process of its own, so its CPU and memory are measured apart from the server
-and from Ray's driver.
+This is ``--instrument aiohttp``; the default is :mod:`app.bench.generator` (several
+raw-socket sender processes), which costs less CPU per request. Here: aiohttp with a
+pool of keep-alive connections, bodies serialised before the clock starts, uvloop when
+installed, and ``gc.freeze()`` so a collection over the client's own objects cannot stall
+the schedule. :mod:`app.bench.client_process` runs one load in a process of its own, so
+its CPU and memory are measured apart from the server and from Ray's driver.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from app.bench import procs
+from app.bench.schedule import ARRIVALS, offsets
 from app.bench.stats import server_window, summarize_ms
 
 # The client is "keeping up" when 99% of requests start within this of their due time:
@@ -59,10 +62,16 @@ class LoadSpec:
     expect: str = "prob_up"  # a 2xx body without it is counted as an error
     watch_pids: dict[int, str] = field(default_factory=dict)
     label: str = ""
+    arrivals: str = "even"  # or "poisson" (app.bench.schedule)
+    seed: int = 0
+    senders: int = 2  # sender processes (the default generator, app.bench.generator)
+    max_connections: int = 512  # in all; a sender opens more when every one is busy
 
     def __post_init__(self) -> None:
-        if self.rate <= 0 or self.duration_s <= 0 or self.connections < 1:
-            raise ValueError("rate, duration and connections must be positive")
+        if self.rate <= 0 or self.duration_s <= 0 or self.connections < 1 or self.senders < 1:
+            raise ValueError("rate, duration, connections and senders must be positive")
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(f"arrivals must be one of {ARRIVALS}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,7 +93,7 @@ def _ssl(spec: LoadSpec) -> ssl.SSLContext | bool:
     return True  # verify against the system trust store; never skip verification
 
 
-class _Recorder:
+class Recorder:
     """Per-request arrays, preallocated so the hot path only assigns by index."""
 
     def __init__(self, n: int) -> None:
@@ -118,8 +127,9 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
     n_warm = round(spec.warmup_s * spec.rate)
     n_meas = max(1, round(spec.duration_s * spec.rate))
     n = n_warm + n_meas
+    due_at = offsets(spec.rate, n, spec.arrivals, spec.seed)  # type: ignore[arg-type]
     interval = 1.0 / spec.rate
-    rec = _Recorder(n)
+    rec = Recorder(n)
     url = f"{spec.base_url}{spec.path}"
     expect = spec.expect.encode()
     headers = {"Content-Type": "application/json"}
@@ -160,11 +170,11 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     try:
         t0 = time.perf_counter() + 0.05
-        window_start = t0 + n_warm * interval
+        window_start = t0 + due_at[min(n_warm, n - 1)]
         i = 0
         while i < n:
             now = time.perf_counter()
-            due = t0 + i * interval
+            due = t0 + due_at[i]
             if now < due:
                 # Timers have 1 ms resolution (libuv truncates, so a shorter sleep returns
                 # at once and the loop would spin): sleep at least that, then fire the
@@ -173,13 +183,13 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
                 continue
             # Fire everything that is due: after a late wake-up the schedule catches up
             # in a burst instead of drifting (and the lag says how late it was).
-            while i < n and t0 + i * interval <= now:
+            while i < n and t0 + due_at[i] <= now:
                 if i == n_warm:
                     marks["procs_before"] = procs.snapshot(spec.watch_pids)
                     marks["cpu_before"] = _cpu_s()
                     marks["stats_before"] = loop.create_task(_fetch_stats(side, spec))
                 body = bodies[i % len(bodies)]
-                tasks.append(loop.create_task(one(i, t0 + i * interval, body)))
+                tasks.append(loop.create_task(one(i, t0 + due_at[i], body)))
                 i += 1
         schedule_end = time.perf_counter()
         procs_after = procs.snapshot(spec.watch_pids)
@@ -199,12 +209,12 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         await load.close()
         await side.close()
 
-    return _result(
+    return build_result(
         spec,
         rec,
         n_warm=n_warm,
         window_start=window_start,
-        window_end=t0 + n * interval,
+        window_end=t0 + due_at[-1] + interval,
         schedule_end=schedule_end,
         drained=drained,
         client_cpu_s=cpu_after - marks["cpu_before"],
@@ -221,9 +231,9 @@ def _is_ok(outcome: int | str) -> bool:
     return isinstance(outcome, int) and 200 <= outcome < 300
 
 
-def _result(
+def build_result(
     spec: LoadSpec,
-    rec: _Recorder,
+    rec: Recorder,
     *,
     n_warm: int,
     window_start: float,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.bench.goals import KEY as GOALS_KEY
 from app.config import PerformanceTargets
 
 LATENCY_KEYS = ("p50", "p95", "p99", "p99_9", "max")
@@ -120,24 +121,56 @@ def _fmt(v: Any, width: int, digits: int = 1) -> str:
 HEADER = (
     f"{'target':<9}{'path':<15}{'offered':>8}{'achieved':>9}{'pred/s':>8}"
     f"{'p50':>7}{'p95':>7}{'p99':>7}{'p99.9':>7}{'max':>7}{'err':>6}"
-    f"{'batch':>6}{'lag99':>6}{'cli%':>6}{'load1':>6}"
+    f"{'batch':>6}{'lag99':>6}{'gen':>7}{'us/req':>7}{'load1':>6}"
 )
 
 
 def run_line(target: str, run: dict[str, Any]) -> str:
+    """One row: which instrument, the 1-minute load average before the run, and the
+    generator's own CPU per request beside every latency figure."""
     lat = run["latency_ms"]
     srv = run.get("server", {}).get("stats", {})
     batch = (srv.get("batch_size") or {}).get("mean") if isinstance(srv, dict) else None
     gen = run["generator"]
     flag = "" if gen["kept_up"] else "  <- client fell behind"
+    load = run.get("loadavg_1m_before", run.get("loadavg_1m"))
     return (
         f"{target:<9}{run['path']:<15}{_fmt(float(run['offered_rps']), 8)}"
         f"{_fmt(float(run['achieved_rps']), 9)}{_fmt(float(run['predictions_per_s']), 8, 0)}"
         + "".join(_fmt(lat[k], 7) for k in LATENCY_KEYS)
         + f"{_fmt(run['errors']['total'], 6)}{_fmt(batch, 6)}"
-        f"{_fmt(gen['send_lag_ms']['p99'], 6)}{_fmt(gen['cpu_pct_of_core'], 6, 0)}"
-        f"{_fmt(run.get('loadavg_1m'), 6, 2)}{flag}"
+        f"{_fmt(gen['send_lag_ms']['p99'], 6)}{_fmt(gen.get('instrument'), 7)}"
+        f"{_fmt(gen.get('cpu_us_per_request'), 7, 0)}"
+        f"{_fmt(load, 6, 2)}{flag}"
     )
+
+
+def find_max_table(result: dict[str, Any]) -> list[str]:
+    """Highest rate with p99 within target: Serve, the no-Ray peer, the bare hello floor."""
+    cols = [n for n in ("serve", "baseline", "hello") if "find_max" in result["targets"].get(n, {})]
+    if not cols:
+        return []
+    names = {"serve": "Serve", "baseline": "peer", "hello": "hello"}
+    lines = ["", "highest rate with p99 within target (req/s; stopped because)"]
+    lines.append("  " + "".join(f"{names[c]:>12}" for c in cols))
+    fms = [result["targets"][c]["find_max"] for c in cols]
+    lines.append("  " + "".join(_fmt(fm["max_passing_rps"], 12) for fm in fms))
+    lines += [f"  {names[c]}: {fm['stopped_because']}" for c, fm in zip(cols, fms, strict=True)]
+    return lines
+
+
+def calibration_lines(result: dict[str, Any]) -> list[str]:
+    rows = result.get("calibration") or []
+    if not rows:
+        return []
+    lines = ["", "generator floor (bare hello app over TLS, same schedules):"]
+    for r in rows:
+        lines.append(
+            f"  {r['offered_rps']:>7g} req/s: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+            f"send lag p99 {r['send_lag_p99_ms']} ms, generator {r['cpu_us_per_request']} us/req "
+            f"({r['instrument']})"
+        )
+    return lines
 
 
 def _memory_lines(name: str, memory: list[dict[str, Any]]) -> list[str]:
@@ -152,7 +185,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         "",
         "latency in ms from the scheduled send time; batch = mean forward batch "
-        "(server /stats); lag99 = client send lag p99 ms; cli% = client CPU, % of a core",
+        "(server /stats); lag99 = client send lag p99 ms; gen = instrument; us/req = the "
+        "generator's own CPU per request; load1 = 1-min load average before the run",
         "",
         HEADER,
         "-" * len(HEADER),
@@ -160,11 +194,8 @@ def format_report(result: dict[str, Any]) -> str:
     for name, target in result["targets"].items():
         for run in [*target["runs"], *target.get("batch_runs", [])]:
             lines.append(run_line(name, run))
-        fm = target.get("find_max")
-        if fm:
-            best = fm["max_passing_rps"]
-            passing = f"{best:g} req/s passed" if best is not None else "no rate passed"
-            lines.append(f"{name:<9}find-max: {passing} (stopped: {fm['stopped_because']})")
+    lines += find_max_table(result)
+    lines += calibration_lines(result)
     lines.append("")
     for name, target in result["targets"].items():
         lines += _memory_lines(name, target.get("memory", []))
@@ -185,6 +216,11 @@ def format_report(result: dict[str, Any]) -> str:
         elif any("find_max" in t for t in result["targets"].values()):
             lines.append("  max passing rate: no ratio (a target passed no rate)")
     for name, checks in result.get("verdicts", {}).items():
+        if name == GOALS_KEY:
+            if checks:
+                lines += ["", "Issue 11 targets (Serve; the worse of repeated runs decides):"]
+                lines += [f"  {g['text']}" for g in checks]
+            continue
         lines += ["", f"Spec 12.1 verdicts, {name}:"]
         lines += [f"  [{_mark(c['met'])}] {c['text']}" for c in checks]
     return "\n".join(lines)

@@ -1,31 +1,39 @@
 """What ``cnnlstm bench`` does: bring targets up, offer each schedule, collect results.
 
-Targets run one after the other, never at once: on a 2-core box two servers under load
-would measure each other. Without ``--url`` the Serve stack is started exactly as
-``cnnlstm serve --demo`` starts it and shut down before the baseline starts, so Ray's idle
-daemons do not tax the baseline's run either.
+Only one system is under load at a time, but all are up together: at each rate Serve and
+the no-Ray peer alternate A/B/A (:mod:`app.bench.plan`) so drift between minutes shows,
+and ``--find-max`` climbs all of them (Serve, peer, the bare hello floor) step by step
+in the same order. Without ``--url`` the Serve stack is started exactly as
+``cnnlstm serve --demo`` starts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.bench import procs
+from app.bench import goals, plan, procs
 from app.bench.client_process import run_in_subprocess
+from app.bench.generator import run_load
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads, batch_payloads, predict_payloads
 from app.bench.report import comparison, verdicts
-from app.config import ServiceConfig
+from app.bench.targets import (
+    Target,
+    baseline_target,
+    external_target,
+    hello_target,
+    serve_stack,
+)
 from app.config.env import load_service_config
 
 Progress = Callable[[str], None]
+INSTRUMENTS = ("pysock", "aiohttp")
 
 
 @dataclass
@@ -37,8 +45,8 @@ class BenchOptions:
     batch_symbols: int = 0
     batch_rates: list[float] | None = None  # default: each rate / batch_symbols
     find_max: bool = False
-    find_max_start: float = 100.0
-    find_max_step: float = 100.0
+    find_max_start: float = 25.0
+    find_max_step: float = 25.0
     find_max_limit: float = 3000.0
     compare_baseline: bool = False
     distinct_windows: int = 2048
@@ -51,34 +59,27 @@ class BenchOptions:
     baseline_port: int = 0  # 0: a free port
     train_seconds: float = 60.0
     ready_timeout_s: float = 300.0
+    instrument: str = "pysock"
+    arrivals: str = "even"
+    senders: int = 2
+    max_connections: int = 512
+    seed: int = 0
+    calibrate: bool = False  # also offer every rate to the bare hello app
+    calibrate_only: bool = False  # only the hello app: the instrument's floor, no Serve
+    model_batch1_ms: float | None = None
 
 
-@dataclass
-class Target:
-    name: str
-    url: str
-    ca_file: Path | None
-    api_key: str
-    stats_token: str | None
-    processes: Callable[[], dict[int, str]] = field(default=dict)
-
-
-@dataclass
-class _Loads:
-    single: Payloads
-    batch: Payloads | None
-
-
-def _loadavg() -> float | None:
+def loadavg() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
 
 
-def _one_run(
+def measure(
     target: Target, opts: BenchOptions, payloads: Payloads, rate: float, pids: dict[int, str]
 ) -> dict[str, Any]:
+    """One open-loop run with the chosen instrument, tagged with the load average before."""
     spec = LoadSpec(
         base_url=target.url,
         path=payloads.path,
@@ -88,205 +89,149 @@ def _one_run(
         connections=opts.connections,
         rows_per_request=payloads.rows_per_request,
         ca_file=str(target.ca_file) if target.ca_file else None,
-        api_key=target.api_key,
+        api_key=target.api_key or None,
         stats_token=target.stats_token,
         timeout_s=opts.timeout_s,
         watch_pids=pids,
         label=target.name,
+        arrivals=opts.arrivals,
+        seed=opts.seed,
+        senders=opts.senders,
+        max_connections=opts.max_connections,
     )
-    load_before = _loadavg()
-    result = run_in_subprocess(spec, payloads)
-    result["loadavg_1m_before"] = load_before
-    result["loadavg_1m"] = _loadavg()
+    before = loadavg()
+    if opts.instrument == "aiohttp":
+        result = run_in_subprocess(spec, payloads)
+        result["generator"].update(instrument="aiohttp", arrivals=opts.arrivals, senders=1)
+    elif opts.instrument == "pysock":
+        result = run_load(spec, payloads)
+    else:
+        raise ValueError(f"--instrument must be one of {INSTRUMENTS}")
+    result["loadavg_1m_before"] = before
+    result["loadavg_1m"] = loadavg()
     return result
 
 
-def _passes(run: dict[str, Any], config: ServiceConfig) -> tuple[bool, str]:
-    p99 = run["latency_ms"]["p99"]
-    limit = config.performance_targets.latency.p99_ms
-    if not run["generator"]["kept_up"]:
-        return False, f"the load generator fell behind at {run['offered_rps']:g} req/s"
-    if run["errors"]["total"]:
-        return False, f"{run['errors']['total']} errors at {run['offered_rps']:g} req/s"
-    if p99 is None or p99 > limit:
-        return False, f"p99 {p99} ms > {limit:g} ms at {run['offered_rps']:g} req/s"
-    return True, ""
+def _shell(target: Target) -> dict[str, Any]:
+    return {"name": target.name, "url": target.url, "runs": [], "batch_runs": []}
 
 
-def _find_max(
-    target: Target,
-    opts: BenchOptions,
-    loads: _Loads,
-    config: ServiceConfig,
-    pids: dict[int, str],
-    progress: Progress,
-) -> dict[str, Any]:
-    best: float | None = None
-    steps: list[dict[str, Any]] = []
-    reason = f"reached --find-max-limit {opts.find_max_limit:g}"
-    rate = opts.find_max_start
-    while rate <= opts.find_max_limit:
-        progress(f"{target.name}: find-max step {rate:g} req/s")
-        run = _one_run(target, opts, loads.single, rate, pids)
-        steps.append(run)
-        ok, why = _passes(run, config)
-        if not ok:
-            reason = why
-            break
-        best = rate
-        rate += opts.find_max_step
-    return {"max_passing_rps": best, "stopped_because": reason, "steps": steps}
-
-
-def run_target(
-    target: Target, opts: BenchOptions, loads: _Loads, config: ServiceConfig, progress: Progress
-) -> dict[str, Any]:
-    pids = target.processes()
-    runs = []
-    for rate in opts.rates:
-        progress(f"{target.name}: {rate:g} req/s for {opts.duration_s:g}s on {loads.single.path}")
-        runs.append(_one_run(target, opts, loads.single, rate, pids))
-    batch_runs = []
-    if loads.batch is not None:
-        rates = opts.batch_rates or [r / loads.batch.rows_per_request for r in opts.rates]
-        for rate in rates:
-            progress(f"{target.name}: {rate:g} req/s on {loads.batch.path}")
-            batch_runs.append(_one_run(target, opts, loads.batch, rate, pids))
-    out: dict[str, Any] = {
-        "name": target.name,
-        "url": target.url,
-        "runs": runs,
-        "batch_runs": batch_runs,
-    }
-    if opts.find_max:
-        out["find_max"] = _find_max(target, opts, loads, config, pids, progress)
-    out["memory"] = [
-        {"pid": s.pid, "name": s.name, "rss_mb": round(s.rss_bytes / 2**20, 1)}
-        for s in procs.snapshot(pids).values()
+def _calibration(hello: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "offered_rps": r["offered_rps"],
+            "p50_ms": r["latency_ms"]["p50"],
+            "p99_ms": r["latency_ms"]["p99"],
+            "send_lag_p99_ms": r["generator"]["send_lag_ms"]["p99"],
+            "cpu_us_per_request": r["generator"].get("cpu_us_per_request"),
+            "instrument": r["generator"].get("instrument"),
+        }
+        for r in hello["runs"]
     ]
-    out["verdicts"] = verdicts(runs, config.performance_targets)
-    return out
 
 
-def _own_stack_processes(app_name: str) -> dict[int, str]:
-    # This process is Ray's driver: it prints what the log monitor forwards from the
-    # replicas, which costs CPU on the same cores as the server.
-    return {**procs.serve_processes(app_name, under=os.getpid()), os.getpid(): "driver"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve_stack(
-    opts: BenchOptions, config: ServiceConfig, progress: Progress
-) -> Iterator[tuple[Target, Path | None]]:
-    """The Serve stack as ``cnnlstm serve --demo`` starts it; shut down on exit."""
-    from app.cli.demo import prepare_demo
-    from app.serve import runner as serve_runner
-
-    settings, _ = load_service_config(opts.config_path)
-    app_name = config.serving.app_name
-    progress("preparing demo material (dev TLS, JWT secret, API key, model)")
-    demo = prepare_demo(config, train_seconds=opts.train_seconds, log=False)
-    progress(f"model {demo.model}; {serve_runner.start_ray(settings, config)}")
-    try:
-        serve_runner.deploy(config, settings)
-        url = serve_runner.base_url(config)
-        info = serve_runner.wait_ready(
-            url, verify=serve_runner.ssl_context(demo.ca_file), timeout_s=opts.ready_timeout_s
+def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> dict[str, Target]:
+    _, config = load_service_config(opts.config_path)
+    up: dict[str, Target] = {}
+    ca_hint = opts.ca_file
+    if not opts.calibrate_only:
+        if opts.url:
+            serve = external_target(
+                opts.url, opts.ca_file, opts.api_key_file, opts.stats_token_file
+            )
+        else:
+            serve = stack.enter_context(
+                serve_stack(
+                    opts.config_path,
+                    config,
+                    progress,
+                    train_seconds=opts.train_seconds,
+                    ready_timeout_s=opts.ready_timeout_s,
+                )
+            )
+        up["serve"] = serve
+        ca_hint = serve.ca_file
+        if opts.compare_baseline:
+            up["baseline"] = stack.enter_context(
+                baseline_target(
+                    opts.config_path,
+                    config,
+                    serve,
+                    progress,
+                    port=opts.baseline_port,
+                    ready_timeout_s=opts.ready_timeout_s,
+                )
+            )
+    if opts.calibrate or opts.calibrate_only or opts.find_max:
+        up["hello"] = stack.enter_context(
+            hello_target(config, ca_hint, progress, ready_timeout_s=opts.ready_timeout_s)
         )
-        progress(f"Serve ready at {url} after {info.waited_s:.1f}s")
-        yield (
-            Target(
-                "serve",
-                url,
-                demo.ca_file,
-                demo.api_key,
-                demo.stats_token,
-                lambda: _own_stack_processes(app_name),
-            ),
-            demo.ca_file,
-        )
-    finally:
-        progress("shutting down Serve and Ray")
-        serve_runner.shutdown()
-
-
-def _external_target(opts: BenchOptions) -> Target:
-    if opts.url is None or opts.api_key_file is None:
-        raise ValueError("--url needs --api-key-file")
-    token = opts.stats_token_file.read_text().strip() if opts.stats_token_file else None
-    return Target(
-        "serve",
-        opts.url.rstrip("/"),
-        opts.ca_file,
-        opts.api_key_file.read_text().strip(),
-        token,
-        procs.serve_processes,
-    )
-
-
-def _baseline(
-    opts: BenchOptions,
-    config: ServiceConfig,
-    serve_target: Target,
-    loads: _Loads,
-    progress: Progress,
-) -> dict[str, Any]:
-    from app.bench import baseline
-    from app.serve import runner as serve_runner
-
-    port = opts.baseline_port or _free_port()
-    progress(f"starting the baseline server (uvicorn, no Ray) on port {port}")
-    proc = baseline.launch(opts.config_path, port=port, registry=Path(config.model_registry.path))
-    try:
-        verify = serve_runner.ssl_context(serve_target.ca_file)
-        info = serve_runner.wait_ready(proc.url, verify=verify, timeout_s=opts.ready_timeout_s)
-        progress(f"baseline ready at {proc.url} after {info.waited_s:.1f}s")
-        target = Target(
-            "baseline",
-            proc.url,
-            serve_target.ca_file,
-            serve_target.api_key,
-            serve_target.stats_token,
-            lambda: {proc.pid: "baseline"},
-        )
-        return run_target(target, opts, loads, config, progress)
-    finally:
-        proc.stop()
+    return up
 
 
 def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:
     _, config = load_service_config(opts.config_path)
     progress(f"building request bodies ({opts.distinct_windows} distinct EURUSD windows)")
-    loads = _Loads(
-        predict_payloads(opts.distinct_windows),
-        batch_payloads(opts.batch_symbols, opts.distinct_windows) if opts.batch_symbols else None,
+    single = predict_payloads(opts.distinct_windows)
+    batch = (
+        batch_payloads(opts.batch_symbols, opts.distinct_windows) if opts.batch_symbols else None
     )
     started = time.time()
-    targets: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
-        if opts.url:
-            serve_target = _external_target(opts)
-        else:
-            serve_target, _ = stack.enter_context(_serve_stack(opts, config, progress))
-        targets["serve"] = run_target(serve_target, opts, loads, config, progress)
-    if opts.compare_baseline:
-        targets["baseline"] = _baseline(opts, config, serve_target, loads, progress)
+        up = _up(stack, opts, progress)
+        pids = {name: t.processes() for name, t in up.items()}
+        out = {name: _shell(t) for name, t in up.items()}
+
+        def run(name: str, payloads: Payloads, rate: float, seq: int) -> dict[str, Any]:
+            progress(f"{name}: {rate:g} req/s on {payloads.path} ({opts.duration_s:g}s)")
+            result = measure(up[name], opts, payloads, rate, pids[name])
+            result["sequence"] = seq
+            return result
+
+        at_rates = [n for n in up if n != "hello" or opts.calibrate or opts.calibrate_only]
+        for rate in opts.rates:
+            for seq, name in enumerate(plan.aba_order(at_rates)):
+                out[name]["runs"].append(run(name, single, rate, seq))
+        if batch is not None:
+            rates = opts.batch_rates or [r / batch.rows_per_request for r in opts.rates]
+            systems = plan.aba_order([n for n in at_rates if n != "hello"])
+            for rate in rates:
+                for seq, name in enumerate(systems):
+                    out[name]["batch_runs"].append(run(name, batch, rate, seq))
+        if opts.find_max:
+            found = plan.find_max(
+                list(up),
+                lambda name, rate: run(name, single, rate, 0),
+                start=opts.find_max_start,
+                step=opts.find_max_step,
+                limit=opts.find_max_limit,
+                p99_limit_ms=config.performance_targets.latency.p99_ms,
+                progress=progress,
+            )
+            for name, fm in found.items():
+                out[name]["find_max"] = fm
+        for name in up:
+            out[name]["memory"] = [
+                {"pid": s.pid, "name": s.name, "rss_mb": round(s.rss_bytes / 2**20, 1)}
+                for s in procs.snapshot(pids[name]).values()
+            ]
+            if name != "hello":
+                out[name]["verdicts"] = verdicts(out[name]["runs"], config.performance_targets)
     result: dict[str, Any] = {
         "meta": {
             "started_at": started,
             "cpu_count": os.cpu_count(),
-            "loadavg_1m_end": _loadavg(),
+            "loadavg_1m_end": loadavg(),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
         },
-        "targets": targets,
-        "verdicts": {name: t["verdicts"] for name, t in targets.items()},
+        "targets": out,
+        "verdicts": {name: t["verdicts"] for name, t in out.items() if "verdicts" in t},
     }
-    if "baseline" in targets:
-        result["comparison"] = comparison(targets["serve"], targets["baseline"])
+    if "serve" in out and "baseline" in out:
+        result["comparison"] = comparison(out["serve"], out["baseline"])
+    if "hello" in out and out["hello"]["runs"]:
+        result["calibration"] = _calibration(out["hello"])
+    # Beside each system's spec 12.1 verdicts: the issue-11 targets, for Serve.
+    result["verdicts"][goals.KEY] = goals.check(result, model_batch1_ms=opts.model_batch1_ms)
     return result

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from app.bench.report import format_report
-from app.bench.runner import BenchOptions, run_bench
+from app.bench.runner import INSTRUMENTS, BenchOptions, run_bench
+from app.bench.schedule import ARRIVALS
 
 
 def _rates(text: str) -> list[float]:
@@ -43,10 +44,29 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         stats_token_file=args.stats_token_file,
         baseline_port=args.baseline_port,
         train_seconds=args.train_seconds,
+        instrument=args.instrument,
+        arrivals=args.arrivals,
+        senders=args.senders,
+        max_connections=args.max_connections,
+        seed=args.seed,
+        calibrate=args.calibrate,
+        calibrate_only=args.calibrate_only,
+        model_batch1_ms=args.model_batch1_ms,
     )
 
 
+def _plot(words: list[str]) -> int:
+    if len(words) != 3 or words[0] != "plot":
+        print("error: usage: cnnlstm bench plot RESULT.json OUT.png", file=sys.stderr)
+        return 2
+    from app.bench import plot
+
+    return plot.main(words[1:])
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.action:
+        return _plot(args.action)
     if args.url and not args.api_key_file:
         print("error: --url needs --api-key-file", file=sys.stderr)
         return 2
@@ -65,6 +85,15 @@ def _bench(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
         print(f"\nJSON written to {args.json}")
+    if args.plot:
+        from app.bench import plot
+
+        try:
+            plot.plot(result, args.plot)
+        except ImportError:
+            print("error: --plot needs matplotlib: pip install -e '.[bench]'", file=sys.stderr)
+            return 1
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -74,7 +103,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="open-loop load at fixed rates; p50..p99.9 against the spec 12.1 targets",
         description="Offer fixed arrival rates (open loop: latency counts from the scheduled "
         "send time) with real EURUSD windows and real credentials over HTTPS. Without --url, "
-        "starts the stack as 'cnnlstm serve --demo' does and stops it at the end.",
+        "starts the stack as 'cnnlstm serve --demo' does and stops it at the end. "
+        "'cnnlstm bench plot RESULT.json OUT.png' draws p50/p99 against offered rate.",
+    )
+    p.add_argument(
+        "action",
+        nargs="*",
+        metavar="plot RESULT.json OUT.png",
+        help="instead of measuring, plot a result written by --json",
     )
     target = p.add_argument_group("target (default: start the local Serve stack)")
     target.add_argument("--url", default=None, help="benchmark a running server instead")
@@ -87,7 +123,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--rates", type=_rates, default=[200.0, 500.0], help="req/s, e.g. 200,500")
     load.add_argument("--duration", type=float, default=60.0, help="measured seconds per rate")
     load.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
-    load.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    load.add_argument(
+        "--connections", type=int, default=64, help="keep-alive connections opened up front"
+    )
+    load.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        help="more are opened when every connection waits for a reply (a send never waits)",
+    )
+    load.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="even",
+        help="even: one evenly spaced stream over all senders; poisson: exponential gaps",
+    )
+    load.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedule")
+    load.add_argument(
+        "--instrument",
+        choices=INSTRUMENTS,
+        default="pysock",
+        help="pysock: sender processes on raw keep-alive sockets (default, see "
+        "app/bench/generator.py); aiohttp: one asyncio process (the older client)",
+    )
+    load.add_argument("--senders", type=int, default=2, help="sender processes (pysock)")
     load.add_argument(
         "--windows",
         type=int,
@@ -113,18 +172,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--find-max",
         action="store_true",
-        help="step the rate up until p99 > target or errors; report the highest passing rate",
+        help="step the rate up until p99 > target or errors, Serve, peer and the bare hello "
+        "app alternating at each step; report each one's highest passing rate",
     )
-    search.add_argument("--find-max-start", type=float, default=100.0)
-    search.add_argument("--find-max-step", type=float, default=100.0)
+    search.add_argument("--find-max-start", type=float, default=25.0)
+    search.add_argument("--find-max-step", type=float, default=25.0)
     search.add_argument("--find-max-limit", type=float, default=3000.0)
+    cal = p.add_argument_group("calibration")
+    cal.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also offer every rate to a bare ASGI hello app (uvicorn, same certificate): "
+        "the generator's floor, latency and CPU per request",
+    )
+    cal.add_argument(
+        "--calibrate-only",
+        action="store_true",
+        help="only the hello app: check the instrument without starting Serve",
+    )
+    cal.add_argument(
+        "--model-batch1-ms",
+        type=float,
+        default=None,
+        help="the model's batch-1 forward time for the 1 req/s target (default: the "
+        "server's /stats model time at 1 req/s)",
+    )
     p.add_argument(
         "--compare-baseline",
         action="store_true",
-        help="then run the same schedule against a single-process uvicorn server (no Ray) "
-        "serving the same model; prints Serve/baseline ratios",
+        help="also run a single-process uvicorn server (no Ray) serving the same model, "
+        "alternating Serve, peer, Serve at each rate; prints Serve/peer ratios",
     )
     p.add_argument("--baseline-port", type=int, default=0, help="default: a free port")
     p.add_argument("--train-seconds", type=float, default=60.0, help="demo model training budget")
     p.add_argument("--json", type=Path, default=None, help="write the full result here")
+    p.add_argument("--plot", type=Path, default=None, help="also draw the result to this PNG")
     p.set_defaults(func=_bench)

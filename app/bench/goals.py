@@ -1,0 +1,166 @@
+"""The one-box targets of project issue 11, checked against a benchmark result.
+
+Each verdict says met, missed by how much, or not measured (and which flag measures it).
+Where a rate ran more than once (A/B/A), the *worse* Serve run decides: a target met
+only in the better of two runs a few minutes apart is not met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Run = dict[str, Any]
+KEY = "issue_11"  # where they sit in a result: result["verdicts"][KEY]
+
+
+@dataclass(frozen=True)
+class Goals:
+    vs_peer: float = 1.0  # Serve's highest passing rate / the peer's
+    vs_hello: float = 0.5  # Serve's highest passing rate / the bare hello's
+    high_rps: float = 500.0
+    high_p99_ms: float = 100.0
+    high_max_ms: float = 200.0
+    mid_rps: float = 200.0
+    mid_ms: tuple[tuple[str, float], ...] = (("p50", 25.0), ("p95", 50.0), ("p99", 60.0))
+    batch_symbols: int = 32
+    batch_pred_per_s: float = 4000.0
+    batch_p99_ms: float = 200.0
+    idle_rps: float = 1.0
+    idle_p50_over_model_ms: float = 3.0
+
+
+def _v(check: str, met: bool | None, text: str, measured: Any = None, limit: Any = None) -> Run:
+    mark = "n/a" if met is None else ("met" if met else "MISSED")
+    return {
+        "check": check,
+        "met": met,
+        "measured": measured,
+        "limit": limit,
+        "text": f"[{mark}] {check}: {text}",
+    }
+
+
+def _at(runs: list[Run], rate: float) -> list[Run]:
+    return [r for r in runs if abs(float(r["offered_rps"]) - rate) < 1e-9]
+
+
+def _worst(runs: list[Run], key: Callable[[Run], float | None]) -> float | None:
+    values = [key(r) for r in runs]
+    if any(v is None for v in values) or not values:
+        return None
+    return max(v for v in values if v is not None)
+
+
+def _limit(check: str, measured: float | None, limit: float, unit: str = "ms") -> Run:
+    if measured is None:
+        return _v(check, False, "no successful requests", None, limit)
+    gap = measured - limit
+    how = f"{-gap:g} {unit} to spare" if gap <= 0 else f"missed by {gap:g} {unit}"
+    return _v(check, gap <= 0, f"{measured:g} {unit} vs <= {limit:g} ({how})", measured, limit)
+
+
+def _ratio_check(check: str, a: float | None, b: float | None, want: float) -> Run:
+    if a is None or b is None:
+        return _v(check, None if b is None else False, f"max rates {a} vs {b} req/s")
+    ratio = round(a / b, 2) if b else None
+    if ratio is None:
+        return _v(check, None, "the reference passed no rate")
+    how = "met" if ratio >= want else f"missed by {want - ratio:.2f}x"
+    text = f"{a:g} vs {b:g} req/s = {ratio:g}x vs >= {want:g}x ({how})"
+    return _v(check, ratio >= want, text, ratio, want)
+
+
+def max_rates(result: Run) -> dict[str, float | None]:
+    return {
+        name: (t.get("find_max") or {}).get("max_passing_rps")
+        for name, t in result["targets"].items()
+        if t.get("find_max")
+    }
+
+
+def check(result: Run, goals: Goals = Goals(), model_batch1_ms: float | None = None) -> list[Run]:
+    """Every issue-11 target, for the Serve target of ``result``."""
+    serve = result["targets"].get("serve")
+    if serve is None:
+        return []
+    out: list[Run] = []
+    maxes = max_rates(result)
+    if "serve" in maxes:
+        s = maxes["serve"]
+        if "baseline" in maxes:
+            out.append(_ratio_check("max rate Serve / peer", s, maxes["baseline"], goals.vs_peer))
+        if "hello" in maxes:
+            out.append(_ratio_check("max rate Serve / hello", s, maxes["hello"], goals.vs_hello))
+    else:
+        out.append(_v("max rate Serve / peer, / hello", None, "not measured (--find-max)"))
+    out += _rate_checks(serve["runs"], goals)
+    out.append(_batch_check(serve.get("batch_runs", []), goals))
+    out.append(_idle_check(serve["runs"], goals, model_batch1_ms))
+    return out
+
+
+def _rate_checks(runs: list[Run], goals: Goals) -> list[Run]:
+    out: list[Run] = []
+    plan = [
+        (goals.high_rps, [("p99", goals.high_p99_ms), ("max", goals.high_max_ms)], True),
+        (goals.mid_rps, list(goals.mid_ms), False),
+    ]
+    for rate, checks, no_errors in plan:
+        at = _at(runs, rate)
+        if not at:
+            out.append(_v(f"{rate:g} req/s", None, f"not measured (add {rate:g} to --rates)"))
+            continue
+        for key, limit in checks:
+            worst = _worst(at, lambda r, k=key: r["latency_ms"][k])  # type: ignore[misc]
+            out.append(_limit(f"{key} at {rate:g} req/s", worst, limit))
+        if no_errors:
+            errors = max(int(r["errors"]["total"]) for r in at)
+            text = f"{errors} errors" + ("" if not errors else f" (missed by {errors})")
+            out.append(_v(f"errors at {rate:g} req/s", errors == 0, text, errors, 0))
+    return out
+
+
+def _batch_check(batch_runs: list[Run], goals: Goals) -> Run:
+    what = f"/predict/batch x{goals.batch_symbols} >= {goals.batch_pred_per_s:g} pred/s"
+    runs = [r for r in batch_runs if int(r["rows_per_request"]) == goals.batch_symbols]
+    if not runs:
+        return _v(what, None, f"not measured (--batch-symbols {goals.batch_symbols})")
+    good = [
+        r
+        for r in runs
+        if r["latency_ms"]["p99"] is not None
+        and r["latency_ms"]["p99"] <= goals.batch_p99_ms
+        and not r["errors"]["total"]
+    ]
+    if not good:
+        return _v(what, False, f"no batch rate held p99 <= {goals.batch_p99_ms:g} ms")
+    best = max(float(r["predictions_per_s"]) for r in good)
+    gap = goals.batch_pred_per_s - best
+    how = "met" if gap <= 0 else f"missed by {gap:g} pred/s"
+    text = f"{best:g} pred/s at p99 <= {goals.batch_p99_ms:g} ms ({how})"
+    return _v(what, gap <= 0, text, best, goals.batch_pred_per_s)
+
+
+def _model_ms(run: Run) -> float | None:
+    stats = (run.get("server") or {}).get("stats") or {}
+    model = stats.get("model_time_ms") if isinstance(stats, dict) else None
+    return model.get("p50") if isinstance(model, dict) else None
+
+
+def _idle_check(runs: list[Run], goals: Goals, model_batch1_ms: float | None) -> Run:
+    rate = goals.idle_rps
+    what = f"p50 at {rate:g} req/s within {goals.idle_p50_over_model_ms:g} ms of batch-1 model"
+    at = _at(runs, rate)
+    if not at:
+        return _v(what, None, f"not measured (add {rate:g} to --rates)")
+    p50 = _worst(at, lambda r: r["latency_ms"]["p50"])
+    model = model_batch1_ms if model_batch1_ms is not None else _model_ms(at[0])
+    if p50 is None or model is None:
+        return _v(what, None, f"p50 {p50} ms, model batch-1 time unknown (--model-batch1-ms)")
+    over = round(p50 - model, 3)
+    gap = round(over - goals.idle_p50_over_model_ms, 3)
+    how = "met" if gap <= 0 else f"missed by {gap:g} ms"
+    text = f"p50 {p50:g} ms, model {model:g} ms, +{over:g} ms ({how})"
+    return _v(what, gap <= 0, text, over, goals.idle_p50_over_model_ms)

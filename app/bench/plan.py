@@ -1,0 +1,86 @@
+"""The order of a benchmark's runs: A/B/A alternation and the find-max staircase.
+
+Pure functions of a ``measure(name, rate) -> run`` callback, so the stepping rules are
+tested with a fake and the runner only supplies real measurements.
+
+- At each rate the systems alternate A/B/A (Serve, peer, Serve; then the hello floor
+  when calibrating): runs near saturation drift by tens of percent from one minute to
+  the next (DESIGN 4b), and a second Serve run after the peer shows how much.
+- ``find_max`` climbs ``start, start + step, ...`` with every system still passing
+  measured at each step, in the same alternating order, so the highest passing rates are
+  compared within one stretch of time. A system drops out at its first failing step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Run = dict[str, Any]
+Measure = Callable[[str, float], Run]
+
+
+def aba_order(names: Sequence[str]) -> list[str]:
+    """``serve, baseline, serve`` (then any others once) when both are in ``names``."""
+    if "serve" in names and "baseline" in names:
+        head = ["serve", "baseline", "serve"]
+        return head + [n for n in names if n not in ("serve", "baseline")]
+    return list(names)
+
+
+def passes(run: Run, p99_limit_ms: float) -> tuple[bool, str]:
+    """A find-max step passes with p99 <= the limit, no errors and a generator that kept up."""
+    rate = float(run["offered_rps"])
+    p99 = run["latency_ms"]["p99"]
+    if not run["generator"]["kept_up"]:
+        return False, f"the load generator fell behind at {rate:g} req/s"
+    errors = run["errors"]["total"]
+    if errors:
+        return False, f"{errors} errors at {rate:g} req/s"
+    if p99 is None or p99 > p99_limit_ms:
+        return False, f"p99 {p99} ms > {p99_limit_ms:g} ms at {rate:g} req/s"
+    return True, ""
+
+
+def rates(start: float, step: float, limit: float) -> list[float]:
+    """``start, start + step, ...`` up to ``limit`` (computed by index: no float drift)."""
+    if start <= 0 or step <= 0:
+        raise ValueError("find-max start and step must be positive")
+    count = int((limit - start) / step + 1e-9) + 1 if limit >= start else 0
+    return [round(start + i * step, 6) for i in range(count)]
+
+
+def find_max(
+    names: Sequence[str],
+    measure: Measure,
+    *,
+    start: float,
+    step: float,
+    limit: float,
+    p99_limit_ms: float,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, dict[str, Any]]:
+    """Per system: the highest passing rate, why it stopped, and every step's run."""
+    out: dict[str, dict[str, Any]] = {
+        n: {
+            "max_passing_rps": None,
+            "stopped_because": f"reached --find-max-limit {limit:g}",
+            "steps": [],
+        }
+        for n in names
+    }
+    alive = list(names)
+    for rate in rates(start, step, limit):
+        if not alive:
+            break
+        for name in list(alive):
+            progress(f"{name}: find-max step {rate:g} req/s")
+            run = measure(name, rate)
+            out[name]["steps"].append(run)
+            ok, why = passes(run, p99_limit_ms)
+            if ok:
+                out[name]["max_passing_rps"] = rate
+            else:
+                out[name]["stopped_because"] = why
+                alive.remove(name)
+    return out

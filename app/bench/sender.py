@@ -1,0 +1,296 @@
+"""One sender process of the default generator: raw keep-alive sockets, no event loop.
+
+``python -m app.bench.sender --bodies FILE`` reads its plan (one JSON line) on stdin,
+opens its connections, prints ``ready``, reads the start time (a ``time.monotonic()``
+value, the same clock in every process on the machine) and sends its share of the
+global schedule (:mod:`app.bench.schedule`). The result is one JSON line on stdout.
+
+The loop is a bare ``selectors`` loop over non-blocking sockets: each wake-up either
+sends what is due or reads what arrived, requests are pre-encoded bytes, responses are
+parsed only as far as status, length and the expected marker. A request due while every
+connection waits for a reply goes out on a new connection (up to ``max_connections``);
+a sender never waits for a reply before a scheduled send. Latency counts from the due
+time; ``lag`` is how late the loop itself got to a due request (the generator's own
+delay, reported apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import selectors
+import socket
+import ssl
+import sys
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.bench.http1 import encode_requests, parse_response
+from app.bench.schedule import offsets, share
+
+_READ = selectors.EVENT_READ
+_RW = selectors.EVENT_READ | selectors.EVENT_WRITE
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class _Conn:
+    __slots__ = ("buf", "out", "pos", "sent_at", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.out: memoryview | None = None
+        self.pos = -1  # local index of the request in flight, -1 when idle
+        self.sent_at = 0.0
+
+
+_RECV = 65536
+
+
+class Sender:
+    """The state of one sender's run; :meth:`run` is the loop."""
+
+    def __init__(self, plan: dict[str, Any], requests: list[bytes]) -> None:
+        url = urlsplit(plan["base_url"])
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.ctx: ssl.SSLContext | None = None
+        if url.scheme == "https":
+            ca = plan.get("ca_file")
+            self.ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+        self.requests = requests
+        self.timeout_s = float(plan["timeout_s"])
+        self.expect = str(plan.get("expect") or "").encode()
+        self.max_conns = max(1, int(plan["max_connections"]))
+        n, n_warm = int(plan["n"]), int(plan["n_warm"])
+        self.mine = share(n, int(plan["sender"]), int(plan["senders"]))
+        all_offsets = offsets(float(plan["rate"]), n, plan["arrivals"], int(plan["seed"]))
+        self.offs = [all_offsets[k] for k in self.mine]
+        m = len(self.mine)
+        self.first_measured = next((j for j, k in enumerate(self.mine) if k >= n_warm), m)
+        self.due: list[float] = []
+        self.lag = [0.0] * m
+        self.latency = [-1.0] * m
+        self.done_at = [0.0] * m
+        self.outcome: list[int | str] = ["incomplete"] * m
+        self.sel = selectors.DefaultSelector()
+        self.conns: set[_Conn] = set()
+        self.idle: list[_Conn] = []  # a stack: the warmest connection is reused first
+        self.waiting: deque[int] = deque()
+        self.opened = 0
+        self.rbuf = memoryview(bytearray(_RECV))
+        self.may_open = 1
+        self.session: ssl.SSLSession | None = None
+        self.open_error: str | None = None
+        for _ in range(max(1, min(int(plan["connections"]), self.max_conns))):
+            try:
+                self.idle.append(self._open())
+            except OSError as exc:  # counted per request when the run tries again
+                self.open_error = type(exc).__name__
+                break
+
+    def _open(self) -> _Conn:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ctx is not None:
+            # Resume the TLS session of an earlier connection: no certificate check again.
+            sock = self.ctx.wrap_socket(sock, server_hostname=self.host, session=self.session)
+        sock.setblocking(False)
+        conn = _Conn(sock)
+        self.sel.register(sock, _READ, conn)
+        self.conns.add(conn)
+        self.opened += 1
+        return conn
+
+    def _drop(self, conn: _Conn, why: str | None) -> None:
+        if conn.pos >= 0 and why is not None:
+            self._record(conn.pos, why)
+        conn.pos = -1
+        self.conns.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+        self.sel.unregister(conn.sock)
+        conn.sock.close()
+
+    def _record(self, pos: int, outcome: int | str) -> None:
+        end = time.monotonic()
+        self.latency[pos] = end - self.due[pos]
+        self.done_at[pos] = end
+        self.outcome[pos] = outcome
+
+    def _dispatch(self, pos: int, *, front: bool = False) -> None:
+        conn = self.idle.pop() if self.idle else None
+        if conn is None and self.may_open and len(self.conns) < self.max_conns:
+            self.may_open -= 1
+            try:
+                conn = self._open()
+            except OSError as exc:
+                self._record(pos, type(exc).__name__)
+                return
+        if conn is None:  # the wait for a free connection counts as latency
+            if front:
+                self.waiting.appendleft(pos)
+            else:
+                self.waiting.append(pos)
+            return
+        conn.pos = pos
+        conn.sent_at = time.monotonic()
+        conn.out = memoryview(self.requests[self.mine[pos] % len(self.requests)])
+        self._write(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        assert conn.out is not None
+        try:
+            sent = conn.sock.send(conn.out)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            sent = 0
+        except OSError as exc:
+            self._drop(conn, type(exc).__name__)
+            return
+        conn.out = conn.out[sent:] if sent < len(conn.out) else None
+        self.sel.modify(conn.sock, _READ if conn.out is None else _RW, conn)
+
+    def _read(self, conn: _Conn) -> None:
+        sock, rbuf = conn.sock, self.rbuf
+        try:
+            got = sock.recv_into(rbuf)
+            if not got:
+                self._eof(conn)
+                return
+            conn.buf += rbuf[:got]
+            while isinstance(sock, ssl.SSLSocket) and sock.pending():
+                got = sock.recv_into(rbuf)
+                conn.buf += rbuf[:got]
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            if not conn.buf:
+                return
+        except OSError as exc:
+            self._drop(conn, type(exc).__name__)
+            return
+        if conn.pos < 0:
+            self._drop(conn, None)  # bytes nobody asked for: not a connection to reuse
+            return
+        parsed = parse_response(conn.buf)
+        if parsed is None:
+            return
+        status, body, used, close = parsed
+        del conn.buf[:used]
+        ok = 200 <= status < 300
+        self._record(conn.pos, "bad_body" if ok and self.expect not in body else status)
+        conn.pos = -1
+        if self.ctx is not None and (self.session is None or not self.session.has_ticket):
+            self.session = conn.sock.session  # type: ignore[attr-defined]
+        if close:
+            self._drop(conn, None)
+        elif self.waiting:
+            self._dispatch_on(conn, self.waiting.popleft())
+        else:
+            self.idle.append(conn)
+
+    def _dispatch_on(self, conn: _Conn, pos: int) -> None:
+        self.idle.append(conn)
+        self._dispatch(pos)
+
+    def _eof(self, conn: _Conn) -> None:
+        head_end = conn.buf.find(b"\r\n\r\n")
+        if conn.pos >= 0 and head_end >= 0:
+            # A response without a length ends with the connection.
+            status = int(bytes(conn.buf[9:12]))
+            ok = 200 <= status < 300
+            body = bytes(conn.buf[head_end + 4 :])
+            self._record(conn.pos, "bad_body" if ok and self.expect not in body else status)
+            conn.pos = -1
+        self._drop(conn, "ServerDisconnectedError")
+        if self.waiting and len(self.conns) < self.max_conns:
+            self._dispatch(self.waiting.popleft())
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self.conns if c.pos >= 0 and now - c.sent_at > self.timeout_s]:
+            self._drop(conn, "timeout")
+        while self.waiting and now - self.due[self.waiting[0]] > self.timeout_s:
+            self._record(self.waiting.popleft(), "timeout")
+
+    def run(self, t0: float) -> dict[str, Any]:
+        self.due = [t0 + o for o in self.offs]
+        due, m = self.due, len(self.due)
+        nxt, cpu_first, t_first, t_last = 0, cpu_s(), t0, t0
+        end_by = (due[-1] if m else t0) + self.timeout_s + 5.0
+        next_expiry = t0 + 0.05
+        wait = max(0.0, t0 - time.monotonic())
+        while True:
+            # Replies first: after a late wake-up they free connections for the sends.
+            for key, mask in self.sel.select(wait):
+                conn: _Conn = key.data
+                if mask & selectors.EVENT_WRITE and conn.out is not None:
+                    self._write(conn)
+                if mask & selectors.EVENT_READ and conn in self.conns:
+                    self._read(conn)
+            now = time.monotonic()
+            self.may_open = 1  # at most one blocking TLS handshake between two polls
+            if self.waiting and len(self.conns) < self.max_conns:
+                self._dispatch(self.waiting.popleft(), front=True)
+            while nxt < m and due[nxt] <= now:
+                if nxt == self.first_measured:
+                    cpu_first, t_first = cpu_s(), now
+                t_last = time.monotonic()
+                self.lag[nxt] = t_last - due[nxt]
+                self._dispatch(nxt)
+                nxt += 1
+            busy = self.waiting or any(c.pos >= 0 for c in self.conns)
+            if nxt >= m and (not busy or now > end_by):
+                break
+            if busy and now >= next_expiry:
+                self._expire(now)
+                next_expiry = now + 0.05
+            wait = max(0.0, due[nxt] - now) if nxt < m else 0.05
+        t_end = time.monotonic()
+        cpu_window = cpu_s() - cpu_first
+        for conn in list(self.conns):
+            self._drop(conn, None)
+        measured = max(0, m - self.first_measured)
+        return {
+            "lag": [round(x, 7) for x in self.lag],
+            "latency": [round(x, 7) for x in self.latency],
+            "done_at": [round(x, 7) for x in self.done_at],
+            "outcome": self.outcome,
+            "sent": m,
+            "measured_sent": measured,
+            "cpu_s": round(cpu_window, 6),
+            "cpu_total_s": round(cpu_s(), 6),
+            "window_start": t_first,
+            "last_send": t_last,
+            "end": t_end,
+            "connections_opened": self.opened,
+            "open_error": self.open_error,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bodies", required=True, help="one request body per line")
+    args = parser.parse_args(argv)
+    plan = json.loads(sys.stdin.readline())
+    with open(args.bodies, "rb") as f:
+        bodies = [line for line in f.read().split(b"\n") if line]
+    host = urlsplit(plan["base_url"]).netloc
+    requests = encode_requests(host, plan["path"], bodies, plan.get("api_key"))
+    sender = Sender(plan, requests)
+    gc.collect()
+    gc.freeze()  # nothing built so far is garbage: keep collections off the schedule
+    print("ready", flush=True)
+    t0 = float(sys.stdin.readline())
+    result = sender.run(t0)
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The default generator: open loop on raw sockets, latency from the due time, its CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from app.bench.generator import generator_cpu, merge, run_load
+from app.bench.http1 import encode_requests, parse_response
+from app.bench.loadgen import LoadSpec
+from app.bench.payloads import Payloads
+from app.bench.sender import Sender
+from tests.unit.bench.conftest import StartServer
+
+
+def _plan(url: str, **kw: Any) -> dict[str, Any]:
+    plan = {
+        "base_url": url, "path": "/predict", "ca_file": None, "timeout_s": 10.0,
+        "expect": "prob_up", "rate": 50.0, "n": 20, "n_warm": 0, "arrivals": "even",
+        "seed": 0, "sender": 0, "senders": 1, "connections": 1, "max_connections": 16,
+    }  # fmt: skip
+    plan.update(kw)
+    return plan
+
+
+def _bodies(n: int) -> list[bytes]:
+    return [json.dumps({"i": i}).encode() for i in range(n)]
+
+
+async def test_a_late_reply_delays_only_its_own_request(local_server: StartServer) -> None:
+    # Request 5's reply takes 300 ms; requests are due every 20 ms on one connection.
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["i"] == 5:
+            await asyncio.sleep(0.3)
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    host = url.removeprefix("http://")
+    sender = Sender(_plan(url), encode_requests(host, "/predict", _bodies(20), None))
+    t0 = time.monotonic() + 0.05
+    out = await asyncio.to_thread(sender.run, t0)
+
+    assert out["outcome"] == [200] * 20
+    lat = out["latency"]
+    # The delayed one counts its wait, from its scheduled time.
+    assert lat[5] >= 0.3
+    # The next sends went out on time, on another connection, and were not held up.
+    assert max(out["lag"]) < 0.1
+    assert max(lat[6:]) < 0.2
+    assert sorted(lat)[10] < 0.1  # the typical request is quick
+    assert out["connections_opened"] >= 2
+    # Latency counts from the due time: the delayed reply ended ~300 ms after t0 + 5/50.
+    assert out["done_at"][5] - (t0 + 5 / 50.0) == pytest.approx(lat[5], abs=1e-4)
+
+
+async def test_a_stalled_server_shows_as_latency_of_every_request_due_meanwhile(
+    local_server: StartServer,
+) -> None:
+    gate = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.4, gate.set)
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        await gate.wait()  # nothing is answered for the first 400 ms
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    host = url.removeprefix("http://")
+    plan = _plan(url, n=20, connections=2, max_connections=64)
+    sender = Sender(plan, encode_requests(host, "/predict", _bodies(1), None))
+    out = await asyncio.to_thread(sender.run, time.monotonic() + 0.05)
+    assert out["outcome"] == [200] * 20
+    assert max(out["lag"]) < 0.1  # the schedule held
+    assert out["latency"][0] >= 0.35  # due at 0, answered after the stall
+    assert out["latency"][15] < 0.2  # due after the stall: quick
+
+
+def test_responses_are_parsed_by_length_and_by_chunks() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    full = head + b"content-length: 5\r\n\r\nhello"
+    assert parse_response(full + b"HTTP/1.1") == (200, b"hello", len(full), False)
+    assert parse_response(full[:-1]) is None
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
+    assert parse_response(chunked) == (200, b"hello", len(chunked), False)
+    assert parse_response(chunked[:-2]) is None
+    closing = b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    assert parse_response(closing) == (503, b"", len(closing), True)
+
+
+def test_requests_are_encoded_once_with_the_key_and_length() -> None:
+    [req] = encode_requests("h:1", "/predict", [b'{"a":1}'], "k" * 8)
+    assert req.startswith(b"POST /predict HTTP/1.1\r\nHost: h:1\r\n")
+    assert b"\r\nX-API-Key: kkkkkkkk\r\n" in req
+    assert req.endswith(b"Content-Length: 7\r\n\r\n" + b'{"a":1}')
+
+
+def test_generator_cpu_is_the_senders_cpu_over_the_measured_requests() -> None:
+    senders = [{"cpu_s": 0.03, "measured_sent": 500}, {"cpu_s": 0.05, "measured_sent": 500}]
+    cpu = generator_cpu(senders, seconds=10.0)
+    assert cpu["cpu_s"] == pytest.approx(0.08)
+    assert cpu["cpu_us_per_request"] == pytest.approx(80.0)  # 0.08 s / 1000 requests
+    assert cpu["cpu_pct_of_core"] == pytest.approx(0.8)
+    assert cpu["per_sender_cpu_s"] == [0.03, 0.05]
+    assert generator_cpu([{"cpu_s": 0.0, "measured_sent": 0}], 1.0)["cpu_us_per_request"] is None
+
+
+def test_merge_puts_each_senders_share_back_in_schedule_order() -> None:
+    def out(values: list[int]) -> dict[str, Any]:
+        return {"lag": [0.0] * len(values), "latency": [v / 1000 for v in values],
+                "done_at": [0.0] * len(values), "outcome": [200] * len(values)}  # fmt: skip
+
+    rec = merge(5, [out([0, 2, 4]), out([1, 3])])
+    assert rec.latency == [0.0, 0.001, 0.002, 0.003, 0.004]
+
+
+async def test_run_load_from_two_sender_processes(local_server: StartServer) -> None:
+    seen: list[int] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((await request.json())["i"])
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    payloads = Payloads("/predict", tuple(_bodies(1000)), 1)
+    spec = LoadSpec(
+        base_url=url, path="/predict", rate=100.0, duration_s=0.5, warmup_s=0.2,
+        timeout_s=10.0, senders=2, connections=4,
+    )  # fmt: skip
+    result = await asyncio.to_thread(run_load, spec, payloads)
+
+    assert result["requests"] == {"scheduled": 50, "ok": 50, "errors": 0}
+    assert sorted(seen) == list(range(70))  # warm-up + measured, each body once
+    gen = result["generator"]
+    assert gen["instrument"] == "pysock"
+    assert gen["senders"] == 2
+    assert len(gen["per_sender_cpu_s"]) == 2
+    assert gen["cpu_us_per_request"] == pytest.approx(1e6 * gen["cpu_s"] / 50, rel=0.05, abs=2)
+    names = {p["name"] for p in result["server"]["processes"]}
+    assert names == {"generator:0", "generator:1"}  # sampled from /proc too
+    json.dumps(result)
+
+
+async def test_refused_connections_are_counted_per_request() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    sender = Sender(_plan(url, n=10), encode_requests("x", "/predict", _bodies(1), None))
+    out = await asyncio.to_thread(sender.run, time.monotonic() + 0.02)
+    assert out["open_error"] == "ConnectionRefusedError"
+    assert out["outcome"] == ["ConnectionRefusedError"] * 10

@@ -1,0 +1,152 @@
+"""A/B/A order, the find-max staircase, the issue-11 verdicts, the printed row and the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.bench import goals, plan
+from app.bench.plot import plot, series
+from app.bench.report import find_max_table, format_report, run_line
+
+
+def _run(rate: float, p50: float = 5, p99: float = 10, mx: float = 20, **kw: Any) -> dict:
+    run = {
+        "path": "/predict", "offered_rps": rate, "achieved_rps": rate, "rows_per_request": 1,
+        "predictions_per_s": rate,
+        "latency_ms": {"mean": p50, "p50": p50, "p95": p99, "p99": p99, "p99_9": mx, "max": mx},
+        "requests": {"scheduled": 100, "ok": 100, "errors": 0}, "errors": {"total": 0},
+        "generator": {"kept_up": True, "send_lag_ms": {"p99": 0.4}, "instrument": "pysock",
+                      "cpu_us_per_request": 71.5},
+        "server": {"stats": {"batch_size": {"mean": 2.0}}},
+        "loadavg_1m_before": 0.42, "loadavg_1m": 1.9,
+    }  # fmt: skip
+    run.update(kw)
+    return run
+
+
+def test_serve_and_the_peer_alternate_a_b_a() -> None:
+    assert plan.aba_order(["serve", "baseline"]) == ["serve", "baseline", "serve"]
+    assert plan.aba_order(["serve", "baseline", "hello"]) == ["serve", "baseline", "serve", "hello"]
+    assert plan.aba_order(["serve"]) == ["serve"]
+    assert plan.aba_order(["hello"]) == ["hello"]
+
+
+def test_find_max_steps_by_25_and_drops_each_system_at_its_first_failure() -> None:
+    capacity = {"serve": 60.0, "baseline": 110.0, "hello": 170.0}
+    calls: list[tuple[str, float]] = []
+
+    def measure(name: str, rate: float) -> dict:
+        calls.append((name, rate))
+        return _run(rate, p99=50 if rate <= capacity[name] else 150)
+
+    out = plan.find_max(
+        ["serve", "baseline", "hello"], measure, start=25, step=25, limit=3000, p99_limit_ms=100
+    )
+    assert out["serve"]["max_passing_rps"] == 50
+    assert out["baseline"]["max_passing_rps"] == 100
+    assert out["hello"]["max_passing_rps"] == 150
+    assert "p99 150 ms > 100 ms at 75 req/s" in out["serve"]["stopped_because"]
+    # Interleaved at each step; nothing is measured after its first failure.
+    assert calls[:3] == [("serve", 25), ("baseline", 25), ("hello", 25)]
+    assert [r for n, r in calls if n == "serve"] == [25, 50, 75]
+    assert [r for n, r in calls if n == "hello"] == [25, 50, 75, 100, 125, 150, 175]
+    assert len(out["hello"]["steps"]) == 7
+
+
+def test_find_max_stops_on_errors_a_lagging_generator_or_the_limit() -> None:
+    def erroring(name: str, rate: float) -> dict:
+        return _run(rate, errors={"total": 3} if rate > 25 else {"total": 0})
+
+    out = plan.find_max(["serve"], erroring, start=25, step=25, limit=100, p99_limit_ms=100)
+    assert out["serve"]["max_passing_rps"] == 25
+    assert out["serve"]["stopped_because"] == "3 errors at 50 req/s"
+    lag = _run(25, generator={"kept_up": False, "send_lag_ms": {"p99": 40}})
+    assert plan.passes(lag, 100)[1] == "the load generator fell behind at 25 req/s"
+    out = plan.find_max(
+        ["hello"], lambda n, r: _run(r), start=25, step=25, limit=75, p99_limit_ms=100
+    )
+    assert out["hello"]["max_passing_rps"] == 75
+    assert out["hello"]["stopped_because"] == "reached --find-max-limit 75"
+    assert plan.rates(25, 25, 100) == [25, 50, 75, 100]
+
+
+def _result(**serve: Any) -> dict:
+    targets = {
+        "serve": {"runs": [], "batch_runs": [], **serve},
+        "baseline": {"runs": [], "find_max": {"max_passing_rps": 100.0}},
+        "hello": {"runs": [], "find_max": {"max_passing_rps": 400.0}},
+    }
+    return {"targets": targets}
+
+
+def _texts(checks: list[dict]) -> dict[str, str]:
+    return {c["check"]: c["text"] for c in checks}
+
+
+def test_goal_verdicts_say_met_or_missed_by_how_much() -> None:
+    runs = [
+        _run(500, p50=30, p99=90, mx=250),
+        _run(200, p50=20, p99=70),
+        _run(200, p50=26, p99=40),  # the second Serve run of an A/B/A pair: worse p50
+        _run(1, p50=4.5, server={"stats": {"model_time_ms": {"p50": 2.0}}}),
+    ]
+    batch = [_run(125, p99=180, rows_per_request=32, predictions_per_s=3900.0)]
+    result = _result(runs=runs, batch_runs=batch, find_max={"max_passing_rps": 125.0})
+    t = _texts(goals.check(result))
+    assert t["max rate Serve / peer"].endswith("125 vs 100 req/s = 1.25x vs >= 1x (met)")
+    assert t["max rate Serve / hello"].startswith("[MISSED]")
+    assert "0.31x vs >= 0.5x (missed by 0.19x)" in t["max rate Serve / hello"]
+    assert t["p99 at 500 req/s"] == "[met] p99 at 500 req/s: 90 ms vs <= 100 (10 ms to spare)"
+    assert t["max at 500 req/s"].endswith("250 ms vs <= 200 (missed by 50 ms)")
+    assert t["errors at 500 req/s"] == "[met] errors at 500 req/s: 0 errors"
+    assert t["p50 at 200 req/s"].endswith("26 ms vs <= 25 (missed by 1 ms)")  # the worse run
+    assert t["p99 at 200 req/s"].endswith("70 ms vs <= 60 (missed by 10 ms)")
+    batch_text = t["/predict/batch x32 >= 4000 pred/s"]
+    assert batch_text.endswith("3900 pred/s at p99 <= 200 ms (missed by 100 pred/s)")
+    idle = t["p50 at 1 req/s within 3 ms of batch-1 model"]
+    assert idle.endswith("p50 4.5 ms, model 2 ms, +2.5 ms (met)")
+
+
+def test_goal_verdicts_name_the_flag_that_measures_what_is_missing() -> None:
+    t = _texts(goals.check({"targets": {"serve": {"runs": [], "batch_runs": []}}}))
+    assert t["500 req/s"] == "[n/a] 500 req/s: not measured (add 500 to --rates)"
+    assert "(--find-max)" in t["max rate Serve / peer, / hello"]
+    assert "(--batch-symbols 32)" in t["/predict/batch x32 >= 4000 pred/s"]
+    assert goals.check({"targets": {"hello": {"runs": []}}}) == []
+
+
+def test_every_row_names_its_instrument_load_average_and_generator_cpu() -> None:
+    line = run_line("serve", _run(200))
+    assert line.split()[-3:] == ["pysock", "72", "0.42"]  # instrument, us/req, load1 before
+
+
+def test_report_prints_the_three_column_find_max_table_and_the_goals() -> None:
+    result = _result(runs=[_run(200)], find_max={"max_passing_rps": 50.0, "stopped_because": "x"})
+    result["targets"]["baseline"]["find_max"]["stopped_because"] = "y"
+    result["targets"]["hello"]["find_max"]["stopped_because"] = "z"
+    result["verdicts"] = {goals.KEY: goals.check(result)}
+    table = find_max_table(result)
+    assert table[2].split() == ["Serve", "peer", "hello"]
+    assert table[3].split() == ["50.0", "100.0", "400.0"]
+    text = format_report(result)
+    assert "Issue 11 targets" in text
+    assert "[MISSED] max rate Serve / peer" in text
+
+
+def test_plot_series_has_every_run_and_find_max_step() -> None:
+    result = _result(runs=[_run(200, p99=40), _run(100, p99=30)])
+    result["targets"]["hello"]["find_max"]["steps"] = [_run(25, p50=1, p99=2)]
+    s = series(result)
+    assert s["serve"] == [(100.0, 5, 30), (200.0, 5, 40)]
+    assert s["hello"] == [(25.0, 1, 2)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="bench extra")
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    result = _result(runs=[_run(200, p99=40), _run(100, p99=30)])
+    out = plot(result, tmp_path / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
