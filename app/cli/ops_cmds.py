@@ -1,8 +1,9 @@
-"""``cnnlstm config render-serve|render-kuberay|check``, ``backup``, ``restore``.
+"""``cnnlstm config render-serve|render-kuberay|render-env|check``, ``backup``, ``restore``.
 
 Rendering reads the config file alone (no environment overlay), so a generated file
-depends only on the committed config; backups run with the environment applied
-(``MODEL_REGISTRY_PATH`` wins, as everywhere at run time).
+depends only on the committed config (``render-env``, in ``render_env_cmd``, resolves it
+as ``cnnlstm serve`` does: ``--config``, else ``CNNLSTM_CONFIG``); backups run with the
+environment applied (``MODEL_REGISTRY_PATH`` wins, as everywhere at run time).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from app.cli import render_env_cmd
 from app.config import ConfigError, ServiceConfig, load_config_file
 from app.config.env import Settings, load_service_config
 from app.ops import backup as bk
@@ -286,6 +288,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     kuberay.add_argument("--secrets-output", default=None, help="Secret templates file")
     kuberay.set_defaults(func=_render_kuberay)
+    render_env_cmd.register(cfg_sub)
     check = cfg_sub.add_parser("check", help="strictly validate a config file")
     check.add_argument("file")
     check.add_argument(

@@ -8,11 +8,33 @@ from pydantic import Field, model_validator
 
 from app.config.base import Section
 
+# Ray's built-in resources: a custom resource must not shadow one of them.
+_RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
+def check_ray_resources(resources: dict[str, float], where: str) -> dict[str, float]:
+    """Custom Ray resources (``ray_actor_options["resources"]``): names, positive amounts."""
+    for name, amount in resources.items():
+        if not name or name in _RAY_BUILTIN_RESOURCES or name.startswith("node:"):
+            raise ValueError(f"{where}: {name!r} is not a custom Ray resource name")
+        if not amount > 0:
+            raise ValueError(f"{where}: {name!r} needs an amount > 0, got {amount!r}")
+    return resources
+
 
 class GatewayDeployment(Section):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(1000, ge=1)
+    # Ray custom resources each gateway replica asks for (ray_actor_options["resources"]):
+    # pins gateways to the nodes offering them, e.g. {cnnlstm_gateway: 1} with the KubeRay
+    # gateway pods (and compose's head) offering cnnlstm_gateway. Empty: no pin.
+    ray_resources: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _custom_resources(self) -> GatewayDeployment:
+        check_ray_resources(self.ray_resources, "serving.gateway.ray_resources")
+        return self
 
 
 class Serving(Section):
@@ -22,6 +44,8 @@ class Serving(Section):
     autoscaling_enabled: bool = True
     gateway: GatewayDeployment = GatewayDeployment()
     predictor_max_ongoing_requests: int | None = None  # None: derived from batch size
+    # Ray custom resources each predictor replica asks for, as for the gateway above.
+    predictor_ray_resources: dict[str, float] = Field(default_factory=dict)
     # The predictor's @serve.batch wait; None: batching.batch_wait_timeout_s (spec 4.1).
     # Calls already carry gateway batches (formed with batching.batch_wait_timeout_s), so
     # the predictor does not wait again: calls that arrive while a forward runs are merged
@@ -76,6 +100,11 @@ class Serving(Section):
     # fraction of predictor calls for that version that fail with an injected error.
     # Exists to exercise blue/green rollback end to end; never set it in production.
     fault_injection: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _predictor_resources(self) -> Serving:
+        check_ray_resources(self.predictor_ray_resources, "serving.predictor_ray_resources")
+        return self
 
     @model_validator(mode="after")
     def _fault_fractions(self) -> Serving:

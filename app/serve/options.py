@@ -44,6 +44,8 @@ def predictor_actor_options(config: ServiceConfig, device: Device) -> dict[str, 
         if res.num_gpus <= 0:
             raise ValueError("device 'gpu' needs num_gpus > 0 in resources or the tier")
         options["num_gpus"] = res.num_gpus
+    if config.serving.predictor_ray_resources:
+        options["resources"] = dict(config.serving.predictor_ray_resources)
     return options
 
 
@@ -226,10 +228,14 @@ def gateway_options(config: ServiceConfig) -> dict[str, Any]:
     """Keyword arguments for ``Gateway.options(**...)``: CPU only, sized by ``serving``."""
     gateway = config.serving.gateway
     liveness = config.liveness_probe
+    actor_options: dict[str, Any] = {"num_cpus": gateway.num_cpus}
+    if gateway.ray_resources:
+        # Pinned to the nodes that offer these (KubeRay gateway pods, compose's head).
+        actor_options["resources"] = dict(gateway.ray_resources)
     return {
         "name": GATEWAY_NAME,
         "num_replicas": gateway.num_replicas,
-        "ray_actor_options": {"num_cpus": gateway.num_cpus},
+        "ray_actor_options": actor_options,
         "max_ongoing_requests": gateway.max_ongoing_requests,
         # The gateway is what liveness is about: it answers /healthz itself.
         "health_check_period_s": liveness.period_s,
@@ -240,13 +246,40 @@ def gateway_options(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
+def custom_resources_needed(config: ServiceConfig) -> dict[str, float]:
+    """The Ray custom resources the app's deployments can ask for at once: gateway replicas
+    x ``serving.gateway.ray_resources`` + the predictor's most replicas (its replica
+    ceiling plus the rolling update's surge) x ``serving.predictor_ray_resources``.
+
+    What a one-machine Ray must offer for pinned deployments to be placed at all (see
+    :func:`app.serve.runner.start_ray`); a cluster offers them per node instead.
+    """
+    ceiling = _replica_ceiling(config)
+    surge_pct = rolling_update_options(config)["max_surge_percent"]
+    predictors = ceiling + (surge_pct * ceiling + 99) // 100  # Serve's own rounding, up
+    serving = config.serving
+    needed: dict[str, float] = {}
+    for per_replica, replicas in (
+        (serving.gateway.ray_resources, serving.gateway.num_replicas),
+        (serving.predictor_ray_resources, predictors),
+    ):
+        for name, amount in per_replica.items():
+            needed[name] = needed.get(name, 0.0) + amount * replicas
+    return needed
+
+
+SERVE_TIMEOUT_MARGIN_S = 5.0
+
+
 def http_options(config: ServiceConfig, tls_enabled: bool | None = None) -> dict[str, Any]:
     """Serve's proxy ``http_options``; TLS files from spec 7.2 when TLS is on."""
     serving = config.serving
     options: dict[str, Any] = {
         "host": serving.http_host,
         "port": serving.proxy_port if serving.ingress == "direct" else serving.http_port,
-        "request_timeout_s": serving.request_timeout_s,
+        # Serve's own ingress deadline answers a plain-text 408: keep it behind the
+        # gateway's (serving.request_timeout_s), whose typed JSON 503 must always come first.
+        "request_timeout_s": serving.request_timeout_s + SERVE_TIMEOUT_MARGIN_S,
     }
     tls = config.network_security.tls
     if tls.enabled if tls_enabled is None else tls_enabled:

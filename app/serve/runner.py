@@ -21,7 +21,7 @@ from ray import serve
 from app.config import ServiceConfig
 from app.config.env import Settings
 from app.serve.build import build_from_config
-from app.serve.options import http_options, serve_env_vars
+from app.serve.options import custom_resources_needed, http_options, serve_env_vars
 
 log = structlog.get_logger("app.serve.runner")
 
@@ -67,13 +67,19 @@ def start_ray(settings: Settings, config: ServiceConfig, *, local_cpus: int | No
     # Logical CPUs are scheduling tokens: size them to fit the app's minimum, at least
     # the real core count, so a 2-core laptop can still run 2 predictor replicas.
     cpus = local_cpus or max(os.cpu_count() or 1, int(required_cpus(config) + 1.5))
+    # Deployments pinned with custom resources (serving.gateway.ray_resources, ...) are
+    # placed only where those are offered: this one node offers all of them, so the
+    # production config still starts on one machine.
+    custom = custom_resources_needed(config)
     ray.init(
         address="local",
         num_cpus=cpus,
+        resources=custom or None,
         include_dashboard=False,
         _metrics_export_port=metrics_port if config.metrics.prometheus_exporter.enabled else None,
     )
-    return f"started a local Ray ({cpus} logical CPUs)"
+    offered = "".join(f", {name}={amount:g}" for name, amount in sorted(custom.items()))
+    return f"started a local Ray ({cpus} logical CPUs{offered})"
 
 
 def deploy(config: ServiceConfig, settings: Settings, *, blocking: bool = False) -> None:
