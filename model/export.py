@@ -104,12 +104,25 @@ def make_random_artifact(
     version: str = "0.0.1",
     seed: int = 0,
     make_default: bool = True,
+    flip_direction: bool = False,
 ) -> ModelRef:
-    """Publish an untrained (seeded) but fully valid artifact. Same seed, same weights."""
+    """Publish an untrained (seeded) but fully valid artifact. Same seed, same weights.
+
+    ``flip_direction``: negate the head's outputs, so every answer has the other sign of
+    ``expected_return`` and ``1 - prob_up`` of the same seed's model. It is still a valid
+    artifact (its golden outputs are its own): a green that never fails yet always
+    disagrees, for rollout tests.
+    """
     arch = ArchitectureConfig()
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
         torch.manual_seed(seed)
         net = build_network(arch)
+    if flip_direction:
+        last = net.head[-1]
+        assert isinstance(last, torch.nn.Linear)
+        with torch.no_grad():
+            last.weight.neg_()
+            last.bias.neg_()
     bars = synthetic_bars(WINDOW + 255, seed=seed)
     features = compute_features(sliding_windows(bars))
     normalization = fit_normalization(features, return_std=float(np.diff(np.log(bars[:, 3])).std()))

@@ -70,7 +70,7 @@ def _wait(handle: Any, timeout_s: float, poll_s: float = 2.0) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     handle = connect(args.config)
-    code = _answer(_call(handle, "start", args.model, args.version))
+    code = _answer(_call(handle, "start", args.model, args.version, args.shadow_s))
     if code == 0 and args.wait:
         return _wait(handle, args.timeout)
     return code
@@ -90,13 +90,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rollout",
         help="blue/green rollout of a registry version (start, status, abort)",
         description="Shift traffic from the version in service (blue) to another (green) "
-        "in steps, rolling back on errors. Needs the app running; connects with "
+        "in steps after a shadow phase that compares their answers, rolling back on errors "
+        "or disagreement. Needs the app running; connects with "
         "RAY_ADDRESS (default: auto).",
     )
     rsub = rollout.add_subparsers(dest="rollout_command", required=True)
     start = rsub.add_parser("start", help="start shifting traffic to MODEL:VERSION")
     start.add_argument("model")
     start.add_argument("version")
+    start.add_argument(
+        "--shadow-s",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="shadow phase before the first traffic step: green scores a sample of blue's "
+        "rows and must agree with it (default: blue_green_deployment.shadow.duration_s; "
+        "0 skips it)",
+    )
     start.add_argument(
         "--wait", action="store_true", help="follow it to the end (exit 0 only if promoted)"
     )

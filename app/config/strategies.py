@@ -20,6 +20,27 @@ class RollingUpdate(Section):
     constructor_retry_count: int = Field(3, ge=1)
 
 
+class Shadow(Section):
+    """Not in the spec (app/control/shadow_agreement.py): before any traffic shift, green
+    scores a share of the rows blue answers, off the response path, and the rollout moves
+    to its first traffic step only when their answers agree well enough."""
+
+    # Seconds of shadow traffic before the first step; 0 skips the phase. `cnnlstm rollout
+    # start --shadow-s N` overrides it per rollout.
+    duration_s: float = Field(300, ge=0)
+    sample_pct: float = Field(20, gt=0, le=100)  # share of blue's rows also scored on green
+    # Gates: judged once min_samples rows were compared (the phase waits up to
+    # 4 x duration_s for them, then stops), and again throughout the traffic steps.
+    min_samples: int = Field(200, ge=1)
+    min_direction_agreement_pct: float = Field(95, ge=0, le=100)  # prob_up on one side of 0.5
+    max_prob_up_mae: float = Field(0.05, ge=0, le=1)
+    max_expected_return_mae: float | None = Field(None, ge=0)  # None: not gated (model units)
+    max_error_rate_pct: float = Field(5, ge=0, le=100)
+    # Rows waiting to be scored on green in each gateway; more are shed, never queued
+    # behind (and shed first whenever blue's own queue is not empty).
+    queue_rows: int = Field(256, ge=1)
+
+
 class BlueGreen(Section):
     enabled: bool = True
     traffic_shift_interval_s: float = Field(300, gt=0)
@@ -40,6 +61,7 @@ class BlueGreen(Section):
     predictor_poll_interval_s: float = Field(2.0, gt=0)
     gateway_poll_interval_s: float = Field(0.5, gt=0)
     report_interval_s: float = Field(1.0, gt=0)
+    shadow: Shadow = Shadow()
 
 
 class Backup(Section):

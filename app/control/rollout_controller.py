@@ -113,8 +113,11 @@ class RolloutController:
     async def report(self, counts: dict[str, Sequence[int]]) -> None:
         self.engine.report(counts)
 
-    async def start(self, name: str, version: str) -> dict[str, Any]:
-        return await self.engine.start(name, version)
+    async def report_shadow(self, green_key: str, report: dict[str, float]) -> None:
+        self.engine.report_shadow(green_key, report)
+
+    async def start(self, name: str, version: str, shadow_s: float | None = None) -> dict[str, Any]:
+        return await self.engine.start(name, version, shadow_s)
 
     async def abort(self, reason: str = "aborted by an operator") -> dict[str, Any]:
         return await self.engine.abort(reason)

@@ -1,23 +1,20 @@
 """Blue/green rollout and registry sync as one state machine, without Ray (spec 9.2, 11.1).
 
-Phases: ``idle`` -> ``preparing`` (every live predictor loads, validates and warms green;
-no traffic yet) -> ``shifting`` (green gets ``traffic_steps_pct[i]`` % of the requests
-that name no version, one step per ``traffic_shift_interval_s``) -> ``promoted`` (held
-100 % for a step: the registry's DEFAULT now names green, and green is the new blue).
-From ``preparing`` or ``shifting``: ``rolled_back`` (green failed to load, or its error
-rate over the last ``health_check_duration_s`` exceeded ``rollback_threshold_pct`` with at
-least ``min_samples`` requests in the window; an alert goes to the webhook) or
-``aborted`` (an operator). Traffic returns to blue the moment either happens: gateways
-poll the routing twice a second.
-
-:class:`app.control.rollout_controller.RolloutController` runs this in a Serve replica; the
-unit tests drive it with a fake clock, fake reports and a fake validator.
+Phases: ``idle`` -> ``preparing`` (every predictor loads, validates and warms green) ->
+``shadowing`` (if the rollout has a shadow phase: green scores a sample of blue's rows off
+the response path and must agree with blue, :mod:`app.control.shadow_agreement`) ->
+``shifting`` (green gets ``traffic_steps_pct[i]`` % of the requests that name no version,
+one step per ``traffic_shift_interval_s``) -> ``promoted`` (the registry's DEFAULT names
+green, the new blue). Or ``rolled_back`` (green failed to load, its error rate over
+``health_check_duration_s`` passed ``rollback_threshold_pct`` with ``min_samples``
+requests, or a shadow gate failed; an alert goes out) or ``aborted`` (an operator): the
+routing returns to blue at once. ``RolloutController`` runs this in a Serve replica; the
+unit tests drive it with a fake clock, reports and validator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,7 +26,9 @@ from app.control.outcome_window import TrafficHealth
 from app.control.predictor_fleet import PredictorFleet
 from app.control.registry_sync import RegistrySync, RunBlocking, SyncOutcome, Validator
 from app.control.rollout_settings import RolloutSettings
-from app.control.rollout_state import RolloutState, RolloutStore, StepRecord
+from app.control.rollout_state import RolloutState, RolloutStore, StateKeeper, StepRecord
+from app.control.rollout_view import routing_of, shadowed, status_view
+from app.control.shadow_agreement import ShadowTotals
 from app.control.start_checks import refuse_start
 from model.common.errors import RegistryError
 from model.common.protocol import Routing
@@ -37,8 +36,6 @@ from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 
 log = structlog.get_logger("app.ops.rollout")
-
-COUNTS_FLUSH_S = 5.0  # per-step counts reach the state file at most this often
 
 
 class RolloutEngine:
@@ -71,10 +68,9 @@ class RolloutEngine:
         self.health = TrafficHealth(settings)
         self._lock = asyncio.Lock()  # start, abort and each tick change phases one at a time
         self.alerts = AlertOutbox(notifier, on_delivered=self._alert_delivered, clock=clock)
-        self._dirty = False
-        self._saved_at = 0.0
         loaded = store.load(settings.model) if store is not None else None
         self.state = loaded or RolloutState(model=settings.model)
+        self.keeper = StateKeeper(self.state, store)
         if loaded is not None:
             log.info("rollout_state_restored", phase=loaded.phase, blue=_key(loaded.blue))
         self._bootstrap(self.clock())
@@ -82,20 +78,7 @@ class RolloutEngine:
     # -- reads (cheap: every gateway and predictor calls these every second or two) ----
 
     def routing(self) -> Routing:
-        s = self.state
-        green = s.green if s.active else None
-        preload: list[ModelRef] = []
-        for ref in (s.blue, green, s.sync.pending):
-            if ref is not None and ref not in preload:
-                preload.append(ref)
-        return Routing(
-            blue=s.blue,
-            green=green,
-            green_weight_pct=s.green_weight_pct if s.phase == "shifting" else 0.0,
-            preload=tuple(preload),
-            phase=s.phase,
-            revision=s.revision,
-        )
+        return routing_of(self.state, self.settings)
 
     def predictor_sync(self, replica: str, loaded: list[str], failed: dict[str, str]) -> Routing:
         self.fleet.update(replica, loaded, failed, self.clock())
@@ -104,22 +87,23 @@ class RolloutEngine:
     def report(self, counts: Mapping[str, Sequence[int]]) -> None:
         """Per-version ``{ref.key: (ok, errors)}`` from one gateway since its last report."""
         if self.health.record(self.state, counts, self.clock()):
-            self._dirty = True
+            self.keeper.dirty = True
+
+    def report_shadow(self, green_key: str, report: Mapping[str, float]) -> None:
+        """One gateway's shadow comparisons of ``green_key`` since its last report."""
+        s = self.state
+        if shadowed(self.state) and s.green is not None and green_key == s.green.key:
+            s.shadow.add(report)
+            self.keeper.dirty = True
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        out = self.state.to_json()
-        out["history"] = out["history"][-30:]
-        out["now"] = now
-        out["routing"] = self.routing().to_json()
-        out["health"] = self.health.view(now)
-        out["predictors"] = self.fleet.view(now)
-        out["settings"] = dataclasses.asdict(self.settings)
-        return out
+        return status_view(self.state, self.settings, self.health, self.fleet, now)
 
     # -- commands ----------------------------------------------------------------------
 
-    async def start(self, name: str, version: str) -> dict[str, Any]:
+    async def start(self, name: str, version: str, shadow_s: float | None = None) -> dict[str, Any]:
+        """Roll ``name:version`` out; ``shadow_s`` overrides the configured shadow phase."""
         async with self._lock:
             why = await refuse_start(
                 self.state,
@@ -138,10 +122,12 @@ class RolloutEngine:
             s.green, s.phase, s.green_weight_pct = why, "preparing", 0.0
             s.step_index, s.step_started_at, s.steps = -1, None, []
             s.started_at, s.finished_at, s.reason = now, None, None
+            s.shadow_s = self.settings.shadow.duration_s if shadow_s is None else shadow_s
+            s.shadow_started_at, s.shadow = None, ShadowTotals()
             self.health.green.clear()
             s.record(now, "started", version=version, blue=_version(s.blue))
             log.info("rollout_started", green=why.key, blue=_key(s.blue))
-            self._changed()
+            self.keeper.changed(self.clock())
             return self._answer(None)
 
     async def abort(self, reason: str = "aborted by an operator") -> dict[str, Any]:
@@ -153,7 +139,7 @@ class RolloutEngine:
             green = s.green
             self._finish(now, "aborted", reason)
             s.record(now, "aborted", version=_version(green), reason=reason)
-            self._changed()
+            self.keeper.changed(self.clock())
             return self._answer(None)
 
     def _answer(self, refused: str | None) -> dict[str, Any]:
@@ -168,14 +154,15 @@ class RolloutEngine:
             self._bootstrap(now)
             if self.state.phase == "preparing":
                 self._advance_preparing(now)
+            elif self.state.phase == "shadowing":
+                self._advance_shadowing(now)
             elif self.state.phase == "shifting":
                 await self._advance_shifting(now)
             self._on_sync(self.sync.advance(self.state, self.fleet, now))
             if self.state.blue is not None and self.sync.due(self.state, now):
                 self._on_sync(await self.sync.check(self.state, now))
-                self._dirty = True  # last_check_at moved
-            if self._dirty and now - self._saved_at >= COUNTS_FLUSH_S:
-                self._save(now)
+                self.keeper.dirty = True  # last_check_at moved
+            self.keeper.flush_if_due(now)
 
     def _advance_preparing(self, now: float) -> None:
         s = self.state
@@ -184,7 +171,13 @@ class RolloutEngine:
         if failure is not None:
             self._roll_back(now, f"green could not be loaded on a predictor: {failure}")
         elif self.fleet.all_loaded(s.green.key, now):
-            self._begin_step(0, now)
+            if s.shadow_s > 0:
+                s.phase, s.shadow_started_at = "shadowing", now
+                s.record(now, "shadowing", duration_s=s.shadow_s)
+                log.info("rollout_shadowing", green=s.green.key, duration_s=s.shadow_s)
+                self.keeper.changed(self.clock())
+            else:
+                self._begin_step(0, now)
         elif now - (s.started_at or now) > self.settings.preload_timeout_s:
             self._roll_back(
                 now,
@@ -192,9 +185,26 @@ class RolloutEngine:
                 f"{self.settings.preload_timeout_s:g}s",
             )
 
+    def _advance_shadowing(self, now: float) -> None:
+        s, gates = self.state, self.settings.shadow
+        stop = gates.verdict(s.shadow)
+        elapsed = now - (s.shadow_started_at or now)
+        if stop is not None:
+            self._roll_back(now, stop)
+        elif elapsed >= s.shadow_s and gates.enough(s.shadow):
+            self._begin_step(0, now)
+        elif elapsed >= 4 * s.shadow_s:
+            self._roll_back(
+                now,
+                f"not enough shadow traffic: {s.shadow.scored} of {gates.min_samples} rows "
+                f"compared in {elapsed:.0f}s",
+            )
+
     async def _advance_shifting(self, now: float) -> None:
         s = self.state
         unhealthy = self.health.rollback_reason(now)
+        if unhealthy is None and shadowed(self.state):
+            unhealthy = self.settings.shadow.verdict(s.shadow)
         if unhealthy is not None:
             self._roll_back(now, unhealthy)
             return
@@ -217,7 +227,7 @@ class RolloutEngine:
         s.steps.append(StepRecord(index=index, weight_pct=weight, started_at=now))
         s.record(now, "step", index=index, weight_pct=weight)
         log.info("rollout_step", green=_key(s.green), weight_pct=weight)
-        self._changed()
+        self.keeper.changed(self.clock())
 
     async def _promote(self, now: float) -> None:
         s = self.state
@@ -234,7 +244,7 @@ class RolloutEngine:
         s.sync.last_seen = f"{green.version}:{green.sha256}"
         s.record(now, "promoted", version=green.version, previous=_version(old))
         log.info("rollout_promoted", model=green.key, previous=_key(old))
-        self._changed()
+        self.keeper.changed(self.clock())
 
     def _roll_back(self, now: float, reason: str) -> None:
         s = self.state
@@ -243,7 +253,7 @@ class RolloutEngine:
         s.record(now, "rolled_back", version=_version(green), reason=reason)
         log.error("rollout_rolled_back", green=_key(green), blue=_key(blue), reason=reason)
         self._alert(rolled_back_alert(s.model, green, blue, reason, now))
-        self._changed()
+        self.keeper.changed(self.clock())
 
     def _finish(self, now: float, phase: str, reason: str | None) -> None:
         s = self.state
@@ -257,7 +267,7 @@ class RolloutEngine:
 
     def _bootstrap(self, now: float) -> None:
         if self.state.blue is None and self.sync.bootstrap(self.state, now):
-            self._changed()
+            self.keeper.changed(self.clock())
 
     def _on_sync(self, outcome: SyncOutcome | None) -> None:
         if outcome is None:
@@ -268,7 +278,7 @@ class RolloutEngine:
         s.record(now, f"sync_{outcome.kind}", reason=outcome.reason, **detail)
         if outcome.kind == "rejected":
             self._alert(sync_rejected_alert(s.model, outcome.version, s.blue, outcome.reason, now))
-        self._changed()
+        self.keeper.changed(self.clock())
 
     async def _validate(self, ref: ModelRef) -> str | None:
         if self.validator is None:
@@ -278,29 +288,14 @@ class RolloutEngine:
         except Exception as exc:  # a predictor that cannot answer cannot vouch for it
             return f"validation did not complete: {type(exc).__name__}: {exc}"
 
-    # -- persistence and alerts --------------------------------------------------------
-
-    def _changed(self) -> None:
-        self.state.revision += 1
-        self._save(self.clock())
-
-    def _save(self, now: float) -> None:
-        self._dirty = False
-        self._saved_at = now
-        if self.store is None:
-            return
-        try:
-            self.store.save(self.state)
-        except OSError as exc:  # keep controlling traffic; the next change retries
-            self._dirty = True
-            log.error("rollout_state_save_failed", path=str(self.store.path), error=str(exc))
+    # -- alerts ----------------------------------------------------------------------
 
     def _alert(self, payload: dict[str, Any]) -> None:
         self.state.last_alert = self.alerts.fire(payload)
 
     def _alert_delivered(self, record: dict[str, Any]) -> None:
         if self.state.last_alert is record:
-            self._save(self.clock())
+            self.keeper.save(self.clock())
 
 
 def _key(ref: ModelRef | None) -> str | None:

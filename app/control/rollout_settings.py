@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.config import ServiceConfig
+from app.control.shadow_agreement import ShadowGates
 
 # The Serve deployment's name (app.control.rollout_controller); here so the CLI can name it
 # without importing Ray.
@@ -33,6 +34,7 @@ class RolloutSettings:
     sync_interval_s: float = 300.0
     validation_enabled: bool = True
     predictor_stale_s: float = 10.0
+    shadow: ShadowGates = field(default_factory=ShadowGates)
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> RolloutSettings:
@@ -50,4 +52,13 @@ class RolloutSettings:
             validation_enabled=config.model_registry.validation_enabled,
             # Three missed polls (plus slack for a slow load) before a replica is gone.
             predictor_stale_s=3 * bg.predictor_poll_interval_s + 5.0,
+            shadow=ShadowGates(
+                duration_s=bg.shadow.duration_s,
+                sample_pct=bg.shadow.sample_pct,
+                min_samples=bg.shadow.min_samples,
+                min_direction_agreement_pct=bg.shadow.min_direction_agreement_pct,
+                max_prob_up_mae=bg.shadow.max_prob_up_mae,
+                max_expected_return_mae=bg.shadow.max_expected_return_mae,
+                max_error_rate_pct=bg.shadow.max_error_rate_pct,
+            ),
         )

@@ -24,13 +24,14 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.control.shadow_agreement import ShadowTotals
 from model.common.refs import ModelRef
 
 log = structlog.get_logger("app.control.rollout_state")
 
-Phase = Literal["idle", "preparing", "shifting", "promoted", "rolled_back", "aborted"]
+Phase = Literal["idle", "preparing", "shadowing", "shifting", "promoted", "rolled_back", "aborted"]
 # Phases in which a rollout owns the routing (a second start is refused meanwhile).
-ACTIVE_PHASES: frozenset[str] = frozenset({"preparing", "shifting"})
+ACTIVE_PHASES: frozenset[str] = frozenset({"preparing", "shadowing", "shifting"})
 HISTORY_LIMIT = 200
 SCHEMA_VERSION = 1
 
@@ -90,6 +91,10 @@ class RolloutState(_Model):
     finished_at: float | None = None
     reason: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
+    # The shadow phase: how long it lasts for this rollout, when it began, what it saw.
+    shadow_s: float = 0.0
+    shadow_started_at: float | None = None
+    shadow: ShadowTotals = Field(default_factory=ShadowTotals)
     history: list[Event] = Field(default_factory=list)
     last_alert: dict[str, Any] | None = None
     sync: SyncState = Field(default_factory=SyncState)
@@ -160,3 +165,37 @@ class RolloutStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+COUNTS_FLUSH_S = 5.0  # per-step counts reach the state file at most this often
+
+
+class StateKeeper:
+    """The rollout state on disk: every decision saved at once (its revision bumped),
+    counts that merely accumulate at most every ``COUNTS_FLUSH_S``. A failed save keeps
+    controlling traffic; the next change or flush tries again."""
+
+    def __init__(self, state: RolloutState, store: RolloutStore | None) -> None:
+        self.state = state
+        self.store = store
+        self.dirty = False  # something changed that is not on disk yet
+        self._saved_at = 0.0
+
+    def changed(self, now: float) -> None:
+        self.state.revision += 1
+        self.save(now)
+
+    def flush_if_due(self, now: float) -> None:
+        if self.dirty and now - self._saved_at >= COUNTS_FLUSH_S:
+            self.save(now)
+
+    def save(self, now: float) -> None:
+        self.dirty = False
+        self._saved_at = now
+        if self.store is None:
+            return
+        try:
+            self.store.save(self.state)
+        except OSError as exc:
+            self.dirty = True
+            log.error("rollout_state_save_failed", path=str(self.store.path), error=str(exc))

@@ -285,6 +285,7 @@ class Batcher:
                     forward_rows=result.forward_rows,
                     model_ms=result.model_ms,
                     queue_ms=queue_ms,
+                    features=item.features,
                 )
             )
             self._metrics.observe_prediction(

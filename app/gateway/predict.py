@@ -57,6 +57,8 @@ async def predict_rows(
         green = state.rollout.routing.green if state.rollout and state.rollout.routing else None
         latency_s = time.perf_counter() - started
         state.audit.submit(request_id, principal_id, windows, preds, latency_s, green)
+    if state.shadow is not None:  # a sample of blue's rows, scored on green off this path
+        state.shadow.offer(rows)
     return preds, rows
 
 

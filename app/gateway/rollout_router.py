@@ -4,7 +4,8 @@ A background task polls the rollout controller's ``routing()`` (never per reques
 hot path reads one attribute). Requests that name no version go to green with probability
 ``green_weight_pct / 100``, else to blue. Requests naming a version bypass this. Every
 outcome is counted per version in-process and pushed to the controller about once a
-second; the controller judges green's error rate from those counts.
+second, with the shadow comparisons of green (``app.gateway.shadow``); the controller
+judges green's error rate and agreement from those.
 
 When the controller cannot be reached for a while (its replica restarting), the router
 keeps the last routing it saw for ``stale_after_s`` and then sends everything to blue: a
@@ -30,6 +31,9 @@ log = structlog.get_logger("app.gateway.rollout_router")
 
 FetchRouting = Callable[[], Awaitable[Routing]]
 PushCounts = Callable[[dict[str, tuple[int, int]]], Awaitable[None]]
+# One green's shadow comparisons (``app.gateway.shadow.ShadowTally.as_report``).
+PushShadow = Callable[[str, dict[str, float]], Awaitable[None]]
+ShadowSource = Callable[[], dict[str, dict[str, float]]]
 OnChange = Callable[[Routing], None]
 
 
@@ -46,9 +50,15 @@ class RolloutRouter:
         rng: random.Random | None = None,
         on_change: OnChange | None = None,
         clock: Callable[[], float] = time.monotonic,
+        push_shadow: PushShadow | None = None,
     ) -> None:
         self._fetch = fetch
         self._push = push
+        self._push_shadow = push_shadow
+        # Where shadow tallies come from (the gateway's ShadowScorer.take), and reports
+        # not delivered yet (kept for the next try, like the outcome counts).
+        self.shadow_source: ShadowSource | None = None
+        self._shadow_pending: dict[str, dict[str, float]] = {}
         self.poll_s = poll_s
         self.report_s = report_s
         self.stale_after_s = stale_after_s
@@ -108,7 +118,29 @@ class RolloutRouter:
         return routing
 
     async def flush(self) -> None:
-        """Push the counts gathered since the last push (kept for the next try on failure)."""
+        """Push the counts and shadow comparisons gathered since the last push (kept for
+        the next try on failure)."""
+        await self._flush_counts()
+        await self._flush_shadow()
+
+    async def _flush_shadow(self) -> None:
+        if self.shadow_source is None or self._push_shadow is None:
+            return
+        for key, report in self.shadow_source().items():
+            pending = self._shadow_pending.setdefault(key, dict.fromkeys(report, 0.0))
+            for name, value in report.items():
+                pending[name] = pending.get(name, 0.0) + value
+        for key in list(self._shadow_pending):
+            try:
+                await asyncio.wait_for(
+                    self._push_shadow(key, self._shadow_pending[key]), self.call_timeout_s
+                )
+            except Exception as exc:
+                self.last_error = type(exc).__name__
+                return
+            del self._shadow_pending[key]
+
+    async def _flush_counts(self) -> None:
         if not self._counts:
             return
         counts, self._counts = self._counts, {}

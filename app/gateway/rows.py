@@ -39,6 +39,7 @@ class RowResult:
     forward_rows: int
     model_ms: float
     queue_ms: float
+    features: np.ndarray | None = None  # what the model saw (the shadow scores it on green)
 
 
 @dataclass(order=True)

@@ -21,8 +21,9 @@ from app.gateway.batcher import Batcher, Dispatch
 from app.gateway.cluster import ClusterView, StaticCluster
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.readiness import Readiness
-from app.gateway.rollout_router import FetchRouting, PushCounts, RolloutRouter
+from app.gateway.rollout_router import FetchRouting, PushCounts, PushShadow, RolloutRouter
 from app.gateway.serving_view import keep_gauges_current
+from app.gateway.shadow import ShadowScorer
 from app.observability.metrics import GatewayMetrics, new_registry
 from model.common.protocol import PredictorStatus, Routing
 from model.common.registry import ModelRegistry
@@ -47,6 +48,8 @@ class GatewayState:
     rollout: RolloutRouter | None = None
     # The prediction audit trail (app.audit); None when it is off or has no directory.
     audit: AuditTrail | None = None
+    # Green scored beside blue during a rollout (app.gateway.shadow); None without a router.
+    shadow: ShadowScorer | None = None
     _gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -66,6 +69,8 @@ class GatewayState:
         await cancel_and_wait(self._gauges)
         await self.readiness.stop()
         await self.batcher.stop()
+        if self.shadow is not None:
+            await self.shadow.stop()
         if self.rollout is not None:
             await self.rollout.stop()
         if self.audit is not None:
@@ -79,10 +84,12 @@ def build_gateway_state(
     probe: Callable[[], Awaitable[PredictorStatus]],
     cluster: ClusterView,
     rollout: tuple[FetchRouting, PushCounts] | None = None,
+    push_shadow: PushShadow | None = None,
 ) -> GatewayState:
     """The one wiring of a gateway's parts, shared by the Serve gateway and the no-Ray
     benchmark baseline (so the two measure the same code). ``rollout``: how to reach the
-    rollout controller (fetch the routing, push outcome counts), when there is one."""
+    rollout controller (fetch the routing, push outcome counts), when there is one;
+    ``push_shadow``: how to report shadow comparisons to it."""
     metrics = GatewayMetrics(new_registry(), config.metrics)
     batching = config.batching
     feature_cfg = config.caching.feature_cache
@@ -91,18 +98,20 @@ def build_gateway_state(
         max_entries=feature_cfg.max_entries,
         enabled=feature_cfg.enabled,
     )
+    batcher = Batcher(
+        dispatch,
+        max_batch_size=batching.max_batch_size,
+        batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
+        capacity=batching.priority_queue_size,
+        max_queue_wait_s=batching.max_queue_wait_ms / 1000.0,
+        features=features,
+        metrics=metrics,
+    )
+    router = _rollout_router(config, metrics, rollout, push_shadow) if rollout else None
     return GatewayState(
         config=config,
         registry=ModelRegistry(config.model_registry.path),
-        batcher=Batcher(
-            dispatch,
-            max_batch_size=batching.max_batch_size,
-            batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
-            capacity=batching.priority_queue_size,
-            max_queue_wait_s=batching.max_queue_wait_ms / 1000.0,
-            features=features,
-            metrics=metrics,
-        ),
+        batcher=batcher,
         features=features,
         metrics=metrics,
         readiness=Readiness(
@@ -111,9 +120,31 @@ def build_gateway_state(
             period_s=min(5.0, config.readiness_probe.period_s),
         ),
         cluster=cluster,
-        rollout=_rollout_router(config, metrics, rollout) if rollout is not None else None,
+        rollout=router,
         audit=_audit_trail(config, metrics),
+        shadow=_shadow_scorer(config, metrics, dispatch, batcher, router),
     )
+
+
+def _shadow_scorer(
+    config: ServiceConfig,
+    metrics: GatewayMetrics,
+    dispatch: Dispatch,
+    batcher: Batcher,
+    router: RolloutRouter | None,
+) -> ShadowScorer | None:
+    if router is None:
+        return None
+    scorer = ShadowScorer(
+        dispatch,
+        lambda: router.routing,
+        busy=lambda: batcher.depth > 0,
+        metrics=metrics.shadow,
+        max_batch_size=config.batching.max_batch_size,
+        capacity=config.blue_green_deployment.shadow.queue_rows,
+    )
+    router.shadow_source = scorer.take
+    return scorer
 
 
 def _audit_trail(config: ServiceConfig, metrics: GatewayMetrics) -> AuditTrail | None:
@@ -126,7 +157,10 @@ def _audit_trail(config: ServiceConfig, metrics: GatewayMetrics) -> AuditTrail |
 
 
 def _rollout_router(
-    config: ServiceConfig, metrics: GatewayMetrics, calls: tuple[FetchRouting, PushCounts]
+    config: ServiceConfig,
+    metrics: GatewayMetrics,
+    calls: tuple[FetchRouting, PushCounts],
+    push_shadow: PushShadow | None,
 ) -> RolloutRouter:
     bg = config.blue_green_deployment
 
@@ -144,6 +178,7 @@ def _rollout_router(
         # Thirty missed polls (15 s by default) before green stops getting traffic.
         stale_after_s=max(5.0, 30 * bg.gateway_poll_interval_s),
         on_change=publish,
+        push_shadow=push_shadow,
     )
 
 

@@ -33,6 +33,7 @@ from app.observability.metric_schema import (
 )
 from app.observability.predictor_metrics import PredictorInfo
 from app.observability.process_metrics import new_registry
+from app.observability.shadow_metrics import ShadowMetrics
 from app.observability.window import SampleWindow
 
 __all__ = ["GatewayMetrics", "MetricsMirror", "instrument_http", "new_registry"]
@@ -112,6 +113,7 @@ class GatewayMetrics:
             registry=r,
         )
         self.predictor = PredictorInfo(r)  # from the predictor's status reports
+        self.shadow = ShadowMetrics(r, config)  # green scored beside blue (app.gateway.shadow)
         # Pre-create every fixed label value so rate() and absent() see zeros, not gaps.
         for status in PREDICTION_STATUSES:
             self.predictions.labels(status)

@@ -94,6 +94,10 @@ class Gateway:
         assert self.controller is not None
         await self.controller.report.remote(counts)
 
+    async def _report_shadow(self, green_key: str, report: dict[str, float]) -> None:
+        assert self.controller is not None
+        await self.controller.report_shadow.remote(green_key, report)
+
     def __serve_build_asgi_app__(self) -> Any:
         config = self.config
         state = build_gateway_state(
@@ -102,6 +106,7 @@ class Gateway:
             probe=self._status,
             cluster=ServeCluster(self.app_name),
             rollout=(self._routing, self._report) if self.controller is not None else None,
+            push_shadow=self._report_shadow,
         )
         registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)

@@ -86,6 +86,9 @@ class Routing:
     preload: tuple[ModelRef, ...] = ()
     phase: str = "idle"
     revision: int = 0  # bumps on every change, so followers can tell a new decision
+    # Share of the rows blue answers that gateways also score on green, off the response
+    # path, to compare the two (a shadowing rollout, and its traffic steps).
+    shadow_pct: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         """The routing as ``/stats``, ``rollout status`` and the state file show it."""
@@ -100,6 +103,7 @@ class Routing:
             "preload": [p.to_json() for p in self.preload],
             "phase": self.phase,
             "revision": self.revision,
+            "shadow_pct": self.shadow_pct,
         }
 
 

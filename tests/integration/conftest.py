@@ -92,6 +92,9 @@ def _stack_config(root: Path, certs: Any, webhook_url: str) -> tuple[ServiceConf
             "predictor_poll_interval_s": 0.5,
             "gateway_poll_interval_s": 0.25,
             "report_interval_s": 0.25,
+            # No shadow phase unless a test asks for one (rollout start --shadow-s): the
+            # traffic-step tests roll out greens that differ from blue on purpose.
+            "shadow": {"duration_s": 0, "sample_pct": 100, "min_samples": 20},
         },
         "monitoring_integration": {"alerting": {"webhook_url": webhook_url}},
         "logging": {"directory": str(log_dir), "level": "INFO", "format": "json"},

@@ -14,6 +14,7 @@ import httpx
 
 from app.cli.serve_cmd import sample_request
 from tests.integration.conftest import ServeStack
+from tests.support.live import LiveTarget
 
 FINISHED = ("promoted", "rolled_back", "aborted")
 
@@ -127,3 +128,24 @@ def injected_fault_rows() -> int:
     """Rows the predictor failed on purpose so far (the stack runs one predictor replica)."""
     st = predictor().status.remote().result(timeout_s=30)
     return int(st.extra["injected_fault_rows"])
+
+
+def restore_first_version(stack: ServeStack, target: LiveTarget) -> None:
+    """Put the session's first version back in service (a module's teardown), so later
+    modules see the stack as the session fixture built it."""
+    from model.common.registry import ModelRegistry
+
+    if status()["phase"] in ("preparing", "shadowing", "shifting"):
+        controller().abort.remote("test teardown").result(timeout_s=30)
+    ModelRegistry(stack.registry_root).set_default(stack.ref.name, stack.ref.version)
+    wait_status(lambda s: s["blue"]["version"] == stack.ref.version, timeout_s=120)
+    token = target.mint(["model:stats"], ttl_s=600)
+    deadline = time.monotonic() + 60
+    with stack.client() as client:
+        while True:
+            stats = client.get("/stats", headers={"Authorization": f"Bearer {token}"}).json()
+            served = (stats["model"]["version"], stats["rollout"]["blue"]["version"])
+            if served == (stack.ref.version,) * 2:
+                return
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.5)

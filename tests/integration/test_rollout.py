@@ -26,6 +26,7 @@ from tests.integration.rollout_support import (
     Traffic,
     controller,
     injected_fault_rows,
+    restore_first_version,
     status,
     wait_status,
 )
@@ -45,20 +46,7 @@ def predict_key(live_target: LiveTarget) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def back_to_the_first_version(serve_stack: ServeStack, live_target: LiveTarget) -> Iterator[None]:
     yield
-    if status()["phase"] in ("preparing", "shifting"):
-        controller().abort.remote("test teardown").result(timeout_s=30)
-    ModelRegistry(serve_stack.registry_root).set_default(MODEL, serve_stack.ref.version)
-    wait_status(lambda s: s["blue"]["version"] == serve_stack.ref.version, timeout_s=120)
-    token = live_target.mint(["model:stats"], ttl_s=600)
-    deadline = time.monotonic() + 60
-    with serve_stack.client() as client:
-        while True:
-            stats = client.get("/stats", headers={"Authorization": f"Bearer {token}"}).json()
-            served = (stats["model"]["version"], stats["rollout"]["blue"]["version"])
-            if served == (serve_stack.ref.version,) * 2:
-                break
-            assert time.monotonic() < deadline, stats
-            time.sleep(0.5)
+    restore_first_version(serve_stack, live_target)
 
 
 def _flip_weights_byte(stack: ServeStack, version: str) -> None:

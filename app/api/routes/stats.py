@@ -74,6 +74,8 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
     if state.rollout is not None:
         # Richer than the metrics' {state, green_weight_pct}: blue, green, freshness.
         out["rollout"] = state.rollout.view()
+    if state.shadow is not None:
+        out["shadow"] = state.shadow.view()
     for name, provider in state.extra_stats.items():
         out[name] = provider()
     return out

@@ -57,8 +57,14 @@ def test_start_sends_model_and_version_and_prints_the_answer(
     handle: FakeHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["rollout", "start", "cnn_lstm", "2.0.0"]) == 0
-    assert handle.calls == [("start", ("cnn_lstm", "2.0.0"))]
+    # No --shadow-s: the controller applies blue_green_deployment.shadow.duration_s.
+    assert handle.calls == [("start", ("cnn_lstm", "2.0.0", None))]
     assert json.loads(capsys.readouterr().out)["status"]["phase"] == "shifting"
+
+
+def test_start_passes_the_shadow_phase_length(handle: FakeHandle) -> None:
+    assert main(["rollout", "start", "cnn_lstm", "2.0.0", "--shadow-s", "45"]) == 0
+    assert handle.calls == [("start", ("cnn_lstm", "2.0.0", 45.0))]
 
 
 def test_status_prints_the_controller_state_as_json(
