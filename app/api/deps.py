@@ -1,68 +1,75 @@
 """Every request-scoped dependency of the API, as an ``Annotated`` alias.
 
 Routes declare what they need in their signature and FastAPI resolves it once per
-request (a dependency used twice, like the principal behind ``Priority``, is cached)::
+request::
 
-    async def predict(principal: PredictPrincipal, state: Gateway, body: PredictBody): ...
+    async def predict(request: Request, call: PredictCall) -> FastJSONResponse: ...
 
-All of them are ``async def``: a plain ``def`` dependency would run on a worker thread.
+A prediction route needs six things (the caller, the gateway, the parsed body, priority,
+deadline, request id). Each FastAPI dependency costs ~20 us of resolution per request on
+this path, so they arrive as one :class:`Call`, built by one dependency on top of the
+auth dependency. All of them are ``async def``: a plain ``def`` dependency would run on
+a worker thread.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
 
 from app.api.body import deadline_hint, priority_hint, read_model
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
 from app.security.dependencies import MetricsAccess, PredictPrincipal, StatsPrincipal
+from app.security.principal import Principal
 
 __all__ = [
-    "BatchPredictBody",
-    "Deadline",
-    "Gateway",
+    "BatchPredictCall",
+    "Call",
     "MetricsAccess",
-    "PredictBody",
+    "PredictCall",
     "PredictPrincipal",
-    "Priority",
-    "RequestId",
     "StatsPrincipal",
 ]
 
-
-async def _gateway(request: Request) -> GatewayState:
-    state: GatewayState = request.app.state.gateway
-    return state
+B = TypeVar("B", bound=BaseModel)
 
 
-async def _request_id(request: Request) -> str | None:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else None
+@dataclass(frozen=True, slots=True)
+class Call(Generic[B]):
+    """What a prediction route works with, read once from the request."""
+
+    principal: Principal
+    state: GatewayState
+    body: B
+    priority: int  # the key's priority; X-Priority can only lower it
+    deadline: float | None  # X-Request-Deadline-Ms on the batcher's clock
+    request_id: str
 
 
-async def _predict_body(request: Request) -> PredictRequest:
-    return await read_model(request, PredictRequest)
-
-
-async def _batch_body(request: Request) -> BatchPredictRequest:
-    return await read_model(request, BatchPredictRequest)
-
-
-async def _priority(request: Request, principal: PredictPrincipal) -> int:
-    """The key's priority; ``X-Priority`` can only lower it."""
+async def _call(request: Request, principal: Principal, model: type[B]) -> Call[B]:
     hint = priority_hint(request)
-    return principal.priority if hint is None else min(principal.priority, hint)
+    rid = getattr(request.state, "request_id", None)
+    return Call(
+        principal=principal,
+        state=request.app.state.gateway,
+        body=await read_model(request, model),
+        priority=principal.priority if hint is None else min(principal.priority, hint),
+        deadline=deadline_hint(request),
+        request_id=rid if isinstance(rid, str) else "",
+    )
 
 
-async def _deadline(request: Request) -> float | None:
-    return deadline_hint(request)
+async def _predict_call(request: Request, principal: PredictPrincipal) -> Call[PredictRequest]:
+    return await _call(request, principal, PredictRequest)
 
 
-Gateway = Annotated[GatewayState, Depends(_gateway)]
-RequestId = Annotated[str | None, Depends(_request_id)]
-PredictBody = Annotated[PredictRequest, Depends(_predict_body)]
-BatchPredictBody = Annotated[BatchPredictRequest, Depends(_batch_body)]
-Priority = Annotated[int, Depends(_priority)]
-Deadline = Annotated[float | None, Depends(_deadline)]
+async def _batch_call(request: Request, principal: PredictPrincipal) -> Call[BatchPredictRequest]:
+    return await _call(request, principal, BatchPredictRequest)
+
+
+PredictCall = Annotated[Call[PredictRequest], Depends(_predict_call)]
+BatchPredictCall = Annotated[Call[BatchPredictRequest], Depends(_batch_call)]

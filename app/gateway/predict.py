@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from app.gateway.batcher import RowResult
 from app.gateway.failures import PredictionFailure
+from app.gateway.rows import RowResult
 from app.gateway.schemas import PredictRequest
 from app.gateway.state import GatewayState
 from app.gateway.windows import Window, window_from_request

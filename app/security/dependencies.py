@@ -20,8 +20,7 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request, Security
-from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
-from fastapi.security import APIKeyHeader, OAuth2, SecurityScopes
+from fastapi.security import SecurityScopes
 
 from app.api.errors import ApiError
 from app.config import AuthMethod
@@ -35,27 +34,6 @@ log = structlog.get_logger("app.security.auth")
 
 UNAUTHORIZED_MESSAGE = "missing or invalid credentials"
 _JWT_ONLY: frozenset[AuthMethod] = frozenset({"jwt"})
-
-# Documentation only: they put both schemes into the OpenAPI document (with the scopes
-# each route needs). The values are not used: the header name comes from the config.
-_api_key_scheme = APIKeyHeader(
-    name="X-API-Key",
-    scheme_name="ApiKey",
-    auto_error=False,
-    description="API key `cnl_<key id>_<secret>` (`cnnlstm apikey create`).",
-)
-_oauth2_scheme = OAuth2(
-    flows=OAuthFlows(
-        clientCredentials=OAuthFlowClientCredentials(
-            tokenUrl="token",
-            scopes={PREDICT_SCOPE: "call POST /predict", STATS_SCOPE: "read GET /stats"},
-        )
-    ),
-    scheme_name="OAuth2ClientCredentials",
-    description="JWT from POST /token (client credentials) or `cnnlstm token`.",
-    auto_error=False,
-)
-
 
 def security_context(request: Request) -> SecurityContext:
     ctx = getattr(request.app.state, "security", None)
@@ -160,13 +138,11 @@ def _resolve(
     return principal
 
 
-async def authenticate(
-    request: Request,
-    security_scopes: SecurityScopes,
-    _api_key_doc: Annotated[str | None, Security(_api_key_scheme)] = None,
-    _oauth2_doc: Annotated[str | None, Security(_oauth2_scheme)] = None,
-) -> Principal:
-    """Resolve the caller, check the route's scopes, then charge its token bucket."""
+async def authenticate(request: Request, security_scopes: SecurityScopes) -> Principal:
+    """Resolve the caller, check the route's scopes, then charge its token bucket.
+
+    It reads its own headers (no ``fastapi.security`` sub-dependency runs per request);
+    the OpenAPI document gets the schemes from :mod:`app.security.openapi_security`."""
     ctx = security_context(request)
     scopes = security_scopes.scopes
     principal = _resolve(ctx, request, scopes, ctx.methods_for(scopes))

@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.errors import error_response
 from app.config import ServiceConfig
 from app.security.context import SecurityContext
+from app.security.dependencies import authenticate
+from app.security.openapi_security import document_security
 from app.security.query_credentials import has_credential_params, redact_credential_params
 
 # Serve's proxy reads these from client requests: a per-request timeout override (<= 0
@@ -228,6 +230,7 @@ def install_security(app: FastAPI, config: ServiceConfig) -> SecurityContext:
     """
     ctx = SecurityContext.from_config(config)
     app.state.security = ctx
+    document_security(app, config, authenticate)
     net = config.network_security
     auth = config.security.authentication
     # Starlette wraps the last one added around the others: add innermost first.

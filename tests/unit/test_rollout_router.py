@@ -163,9 +163,9 @@ async def test_requests_naming_a_version_bypass_the_router(tmp_path: object) -> 
 async def test_outcomes_count_server_failures_but_not_client_mistakes() -> None:
     import asyncio
 
-    from app.gateway.batcher import RowResult
     from app.gateway.failures import PredictionFailure
     from app.gateway.predict import _count_outcomes
+    from app.gateway.rows import RowResult
     from model.common.failures import FailureKind
 
     controller = FakeController(_shifting(50.0))

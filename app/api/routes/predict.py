@@ -5,18 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from app.api.body import openapi_body
-from app.api.deps import (
-    BatchPredictBody,
-    Deadline,
-    Gateway,
-    PredictBody,
-    PredictPrincipal,
-    Priority,
-    RequestId,
-)
+from app.api.deps import BatchPredictCall, Call, PredictCall
 from app.api.errors import FastJSONResponse, prediction_error_responses
-from app.gateway.batcher import RowResult
-from app.gateway.predict import predict_rows
+from app.gateway.predict import Prediction, predict_rows
+from app.gateway.rows import RowResult
 from app.gateway.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -34,25 +26,10 @@ router = APIRouter(tags=["predictions"])
     summary="Predict the next move of one instrument from its last 64 OHLCV bars",
     openapi_extra=openapi_body(PredictRequest),
 )
-async def predict(
-    request: Request,
-    principal: PredictPrincipal,
-    state: Gateway,
-    body: PredictBody,
-    priority: Priority,
-    deadline: Deadline,
-    rid: RequestId,
-) -> FastJSONResponse:
-    [pred], rows = await predict_rows(
-        state,
-        [body],
-        priority=priority,
-        deadline=deadline,
-        request_id=rid or "",
-        principal_id=principal.subject,
-    )
+async def predict(request: Request, call: PredictCall) -> FastJSONResponse:
+    [pred], rows = await _predict(call, [call.body])
     _note_served(request, rows)
-    return FastJSONResponse({**pred, "request_id": rid})
+    return FastJSONResponse({**pred, "request_id": call.request_id or None})
 
 
 @router.post(
@@ -62,25 +39,23 @@ async def predict(
     summary="Predict many instruments in one call; results come back in request order",
     openapi_extra=openapi_body(BatchPredictRequest),
 )
-async def predict_batch(
-    request: Request,
-    principal: PredictPrincipal,
-    state: Gateway,
-    body: BatchPredictBody,
-    priority: Priority,
-    deadline: Deadline,
-    rid: RequestId,
-) -> FastJSONResponse:
-    preds, rows = await predict_rows(
-        state,
-        body.items,
-        priority=priority,
-        deadline=deadline,
-        request_id=rid or "",
-        principal_id=principal.subject,
-    )
+async def predict_batch(request: Request, call: BatchPredictCall) -> FastJSONResponse:
+    preds, rows = await _predict(call, call.body.items)
     _note_served(request, rows)
-    return FastJSONResponse({"request_id": rid, "predictions": preds})
+    return FastJSONResponse({"request_id": call.request_id or None, "predictions": preds})
+
+
+async def _predict(
+    call: Call[PredictRequest] | Call[BatchPredictRequest], items: list[PredictRequest]
+) -> tuple[list[Prediction], list[RowResult]]:
+    return await predict_rows(
+        call.state,
+        items,
+        priority=call.priority,
+        deadline=call.deadline,
+        request_id=call.request_id,
+        principal_id=call.principal.subject,
+    )
 
 
 def _note_served(request: Request, rows: list[RowResult]) -> None:
