@@ -322,4 +322,8 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
         # How long a stopping gateway replica keeps serving before it closes its port
         # (Serve's default, 30 s, gives a load balancer time to notice).
         env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{serving.drain_period_s:g}"
+        # Serve holds a released replica port out of the pool for 180 s, for HAProxy's
+        # soft-stopped workers (not used here). Without this, a gateway replica restarted
+        # after a crash is given the next port (8001) and :8000 stays dark for minutes.
+        env["RAY_SERVE_PORT_QUARANTINE_S"] = "0"
     return env
