@@ -21,7 +21,8 @@ The batcher owns each row's features: it looks the window up in the feature cach
 the row arrives, computes the misses of a whole batch in one vectorised call when the
 batch leaves (~5x cheaper per row than one window at a time) and fills the cache. It
 records what only it sees (cache hits, queue depth, queue wait, batch size, model time,
-each row's latency from arrival to answer); every failure reaches the caller as a
+each row's latency from arrival to answer); a failed handle call is retried once
+(:mod:`app.gateway.delivery`); every failure reaches the caller as a
 :class:`PredictionFailure` of one kind.
 """
 
@@ -32,22 +33,22 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from app.gateway.admission import Admission
+from app.gateway.delivery import RETRY_TIMEOUT_S, Delivery, Dispatch
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.rows import BatcherStats, BatchMetrics, QueuedRow, RowResult
 from app.gateway.windows import Window
 from model.common.failures import FailureKind
 from model.common.features import compute_features
-from model.common.protocol import BatchResult, PredictBatch, PredictError
+from model.common.protocol import PredictBatch, PredictError
 from model.common.refs import ModelRef
 from model.common.tasks import cancel_and_wait
 
-Dispatch = Callable[[PredictBatch], Awaitable[BatchResult | PredictError]]
 Featurize = Callable[[np.ndarray], np.ndarray]
 
 # What the predictor may say about a batch that the client should read verbatim; any
@@ -69,8 +70,9 @@ class Batcher:
         max_queue_wait_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         featurize: Featurize = compute_features,
+        retry_timeout_s: float = RETRY_TIMEOUT_S,
     ) -> None:
-        self._dispatch = dispatch
+        self.delivery = Delivery(dispatch, clock=clock, retry_timeout_s=retry_timeout_s)
         self._cache = features
         self._metrics = metrics
         self._featurize = featurize
@@ -253,9 +255,8 @@ class Batcher:
             features=self._fill_features(items),
             request_ids=tuple(i.request_id for i in items),
         )
-        try:
-            result = await self._dispatch(call)
-        except Exception:  # the replica died or the handle failed: nothing came back
+        result = await self.delivery.send(call, items)  # retried once if the call failed
+        if result is None:  # the replica died or the call was not delivered, twice
             self._fail(items, PredictionFailure(FailureKind.UNAVAILABLE))
             return
         if isinstance(result, PredictError):

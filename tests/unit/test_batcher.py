@@ -13,10 +13,11 @@ from app.gateway.batcher import Batcher
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.windows import Window
-from app.observability.metrics import GatewayMetrics, new_registry
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 from model.common.failures import FailureKind
 from model.common.features import NUM_FEATURES, WINDOW
-from model.common.protocol import PredictError
+from model.common.protocol import BatchResult, PredictBatch, PredictError
 from model.common.refs import ModelRef
 from tests.fakes import FAKE_REF, FakePredictor, fake_outputs
 
@@ -235,4 +236,120 @@ async def test_the_window_bounds_the_wait_behind_a_slow_forward() -> None:
     assert [c.rows for c in fake.calls] == [1, 2], "the 100 ms window was not an upper bound"
     fake.gate.set()  # type: ignore[union-attr]
     await asyncio.gather(first, *second)
+    await batcher.stop()
+
+
+class _FlakyDispatch:
+    """A handle whose first ``failures`` calls raise (the replica died under them), then
+    answer like :class:`FakePredictor`; ``hang`` makes every failing call after the first
+    hang instead (no live replica: Serve's router waits for one)."""
+
+    def __init__(self, failures: int, *, hang: bool = False) -> None:
+        self.failures = failures
+        self.hang = hang
+        self.fake = FakePredictor()
+        self.calls = 0
+
+    async def dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
+        self.calls += 1
+        if self.calls <= self.failures:
+            if self.hang and self.calls > 1:
+                await asyncio.Event().wait()
+            raise RuntimeError("ActorDiedError: the replica died")
+        return await self.fake.dispatch(batch)
+
+
+def _flaky_batcher(flaky: _FlakyDispatch, **kw: float) -> Batcher:
+    return Batcher(
+        flaky.dispatch,
+        max_batch_size=8,
+        batch_wait_timeout_s=0.01,
+        capacity=100,
+        max_in_flight=1,
+        features=_cache(),
+        metrics=GatewayMetrics(new_registry(), Metrics()),
+        featurize=_stand_in_features,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_failed_call_is_retried_once_and_its_rows_answered() -> None:
+    flaky = _FlakyDispatch(failures=1)
+    batcher = _flaky_batcher(flaky)
+    rows = await asyncio.wait_for(
+        asyncio.gather(*(batcher.submit(FAKE_REF, _row(i)) for i in range(3))), 5.0
+    )
+    assert [r.expected_return for r in rows] == pytest.approx([0.0, 1.0, 2.0])
+    assert flaky.calls == 2
+    assert batcher.delivery.retries == 1
+    assert batcher.stats.failures == 0
+    await batcher.stop()
+
+
+async def test_two_failed_calls_answer_503_unavailable_after_exactly_two() -> None:
+    flaky = _FlakyDispatch(failures=5)
+    batcher = _flaky_batcher(flaky)
+    with pytest.raises(PredictionFailure) as info:
+        await asyncio.wait_for(batcher.submit(FAKE_REF, _row(1)), 5.0)
+    assert info.value.kind is FailureKind.UNAVAILABLE
+    assert info.value.rule.http_status == 503
+    assert "Retry-After" in info.value.headers
+    assert flaky.calls == 2, "a batch is retried once, never twice"
+    assert batcher.delivery.lost == 1
+    await batcher.stop()
+
+
+async def test_a_predict_error_answer_is_never_retried() -> None:
+    fake = FakePredictor(fail_with=PredictError(FailureKind.INVALID_FEATURES, "bad"))
+    batcher = _batcher(fake)
+    with pytest.raises(PredictionFailure) as info:
+        await batcher.submit(FAKE_REF, _row(1))
+    assert info.value.kind is FailureKind.INVALID_FEATURES
+    assert len(fake.calls) == 1
+    assert batcher.delivery.retries == 0
+    await batcher.stop()
+
+
+async def test_a_retry_with_no_live_replica_is_bounded() -> None:
+    flaky = _FlakyDispatch(failures=5, hang=True)
+    batcher = _flaky_batcher(flaky, retry_timeout_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(PredictionFailure) as info:
+        await asyncio.wait_for(batcher.submit(FAKE_REF, _row(1)), 5.0)
+    assert info.value.kind is FailureKind.UNAVAILABLE
+    assert time.monotonic() - started < 1.0
+    assert flaky.calls == 2
+    # Suspect now: the next batch's first call is bounded too, and so is its retry.
+    started = time.monotonic()
+    with pytest.raises(PredictionFailure):
+        await asyncio.wait_for(batcher.submit(FAKE_REF, _row(2)), 5.0)
+    assert 0.3 < time.monotonic() - started < 1.5
+    assert flaky.calls == 4
+    await batcher.stop()
+
+
+async def test_a_success_clears_the_suspicion() -> None:
+    flaky = _FlakyDispatch(failures=1)
+    batcher = _flaky_batcher(flaky)
+    await batcher.submit(FAKE_REF, _row(1))
+    assert not batcher.delivery.suspect
+    await batcher.stop()
+
+
+async def test_no_retry_for_rows_past_their_deadline_or_gone() -> None:
+    flaky = _FlakyDispatch(failures=5)
+    batcher = _flaky_batcher(flaky)
+    doomed = batcher.submit(FAKE_REF, _row(1), deadline=time.monotonic() + 0.05)
+
+    async def slow_failure(batch: PredictBatch) -> BatchResult | PredictError:
+        flaky.calls += 1
+        await asyncio.sleep(0.1)  # the deadline passes during the failed call
+        raise RuntimeError("gone")
+
+    batcher.delivery._dispatch = slow_failure
+    with pytest.raises(PredictionFailure) as info:
+        await asyncio.wait_for(doomed, 5.0)
+    assert info.value.kind is FailureKind.UNAVAILABLE
+    assert flaky.calls == 1, "no time was left for a retry"
+    assert batcher.delivery.retries == 0
     await batcher.stop()
