@@ -77,42 +77,43 @@ def asset_dir() -> Path | None:
     return static if all((static / name).is_file() for name in ASSETS) else None
 
 
-def swagger_html(title: str, root: str, openapi_url: str) -> str:
-    esc = html.escape
-    assets = esc(root + ASSETS_PATH)
+def _escaped_urls(root: str, openapi_url: str) -> tuple[str, str]:
+    """The assets folder and the OpenAPI document, as they go into the page."""
+    return html.escape(root + ASSETS_PATH), html.escape(root + openapi_url)
+
+
+def _page(title: str, ui: str, assets: str, head: str, body: str) -> str:
+    """The page shell both UIs share: title and icon, then each UI's own tags."""
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{esc(title)} - Swagger UI</title>
+<title>{html.escape(title)} - {ui}</title>
 <link rel="icon" type="image/png" href="{assets}/favicon.png">
-<link rel="stylesheet" href="{assets}/swagger-ui.css">
-</head>
+{head}</head>
 <body>
-<div id="swagger-ui" data-openapi-url="{esc(root + openapi_url)}"></div>
-<script src="{assets}/swagger-ui-bundle.js"></script>
-<script src="{assets}/swagger-init.js"></script>
-</body>
+{body}</body>
 </html>
 """
+
+
+def swagger_html(title: str, root: str, openapi_url: str) -> str:
+    assets, url = _escaped_urls(root, openapi_url)
+    head = f'<link rel="stylesheet" href="{assets}/swagger-ui.css">\n'
+    body = (
+        f'<div id="swagger-ui" data-openapi-url="{url}"></div>\n'
+        f'<script src="{assets}/swagger-ui-bundle.js"></script>\n'
+        f'<script src="{assets}/swagger-init.js"></script>\n'
+    )
+    return _page(title, "Swagger UI", assets, head, body)
 
 
 def redoc_html(title: str, root: str, openapi_url: str) -> str:
-    esc = html.escape
-    assets = esc(root + ASSETS_PATH)
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{esc(title)} - ReDoc</title>
-<link rel="icon" type="image/png" href="{assets}/favicon.png">
-</head>
-<body>
-<redoc spec-url="{esc(root + openapi_url)}"></redoc>
-<script src="{assets}/redoc.standalone.js"></script>
-</body>
-</html>
-"""
+    assets, url = _escaped_urls(root, openapi_url)
+    body = (
+        f'<redoc spec-url="{url}"></redoc>\n<script src="{assets}/redoc.standalone.js"></script>\n'
+    )
+    return _page(title, "ReDoc", assets, "", body)
 
 
 def install_docs(app: FastAPI) -> bool:

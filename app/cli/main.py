@@ -9,10 +9,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from app.cli import (
     audit_cmd,
+    backup_cmds,
     bench_cmd,
     completion_cmd,
+    config_cmds,
     model_cmds,
-    ops_cmds,
     rollout_cmds,
     security_cmds,
     serve_cmd,
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.register(sub)
     model_cmds.register(sub)
     security_cmds.register(sub)
-    ops_cmds.register(sub)
+    config_cmds.register(sub)
+    backup_cmds.register(sub)
     rollout_cmds.register(sub)
     bench_cmd.register(sub)
     audit_cmd.register(sub)

@@ -1,6 +1,6 @@
 """``cnnlstm config render-env``: the node environment Serve reads at import time.
 
-``cnnlstm serve`` puts :func:`app.serve.options.serve_env_vars` into its local Ray's
+``cnnlstm serve`` puts :func:`app.serve.serve_env.serve_env_vars` into its local Ray's
 environment itself (:func:`app.serve.runner.apply_serve_env`). On the Ray-native path
 (``ray start`` + ``serve run``/``serve deploy`` with a generated Serve YAML) nobody does,
 and without them the gateway does not serve HTTPS on ``http_port`` (no direct ingress),
@@ -23,7 +23,7 @@ import sys
 from typing import Literal
 
 from app.config.env import load_service_config
-from app.serve.options import serve_env_vars
+from app.serve.serve_env import serve_env_vars
 
 Format = Literal["export", "dotenv"]
 FORMATS: tuple[Format, ...] = ("export", "dotenv")

@@ -14,12 +14,14 @@ is the gradual path. Sync never runs while a rollout is in progress.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
 
+from app.control.alerts import sync_rejected_alert
 from app.control.predictor_fleet import PredictorFleet
 from app.control.rollout_state import Rejection, RolloutState
 from model.common.errors import RegistryError
@@ -39,6 +41,29 @@ class SyncOutcome:
     version: str
     reason: str | None = None
     previous: str | None = None
+
+    def record(self, state: RolloutState, now: float) -> dict[str, Any] | None:
+        """Enter this outcome in the state's history; the alert to send, for a rejection."""
+        detail = {"version": self.version, "previous": self.previous}
+        state.record(now, f"sync_{self.kind}", reason=self.reason, **detail)
+        if self.kind != "rejected":
+            return None
+        return sync_rejected_alert(state.model, self.version, state.blue, self.reason, now)
+
+
+def bounded_validator(validator: Validator | None, timeout_s: float) -> Validator:
+    """``validator`` given ``timeout_s`` to answer (None: every version passes); a predictor
+    that cannot answer in time, or at all, cannot vouch for the version."""
+
+    async def validate(ref: ModelRef) -> str | None:
+        if validator is None:
+            return None
+        try:
+            return await asyncio.wait_for(validator(ref), timeout_s)
+        except Exception as exc:
+            return f"validation did not complete: {type(exc).__name__}: {exc}"
+
+    return validate
 
 
 class RegistrySync:

@@ -21,10 +21,16 @@ from typing import Any
 
 import structlog
 
-from app.control.alerts import AlertOutbox, Notifier, rolled_back_alert, sync_rejected_alert
+from app.control.alerts import AlertOutbox, Notifier, rolled_back_alert
 from app.control.outcome_window import TrafficHealth
 from app.control.predictor_fleet import PredictorFleet
-from app.control.registry_sync import RegistrySync, RunBlocking, SyncOutcome, Validator
+from app.control.registry_sync import (
+    RegistrySync,
+    RunBlocking,
+    SyncOutcome,
+    Validator,
+    bounded_validator,
+)
 from app.control.rollout_settings import RolloutSettings
 from app.control.rollout_state import RolloutState, RolloutStore, StateKeeper, StepRecord
 from app.control.rollout_view import routing_of, shadowed, status_view
@@ -53,7 +59,7 @@ class RolloutEngine:
         self.settings = settings
         self.registry = registry
         self.store = store
-        self.validator = validator
+        self._validate = bounded_validator(validator, settings.preload_timeout_s)
         self.clock = clock
         self._run_blocking = run_blocking
         self.fleet = PredictorFleet(settings.predictor_stale_s)
@@ -270,23 +276,11 @@ class RolloutEngine:
             self.keeper.changed(self.clock())
 
     def _on_sync(self, outcome: SyncOutcome | None) -> None:
-        if outcome is None:
-            return
-        now = self.clock()
-        s = self.state
-        detail = {"version": outcome.version, "previous": outcome.previous}
-        s.record(now, f"sync_{outcome.kind}", reason=outcome.reason, **detail)
-        if outcome.kind == "rejected":
-            self._alert(sync_rejected_alert(s.model, outcome.version, s.blue, outcome.reason, now))
-        self.keeper.changed(self.clock())
-
-    async def _validate(self, ref: ModelRef) -> str | None:
-        if self.validator is None:
-            return None
-        try:
-            return await asyncio.wait_for(self.validator(ref), self.settings.preload_timeout_s)
-        except Exception as exc:  # a predictor that cannot answer cannot vouch for it
-            return f"validation did not complete: {type(exc).__name__}: {exc}"
+        if outcome is not None:
+            alert = outcome.record(self.state, self.clock())
+            if alert is not None:
+                self._alert(alert)
+            self.keeper.changed(self.clock())
 
     # -- alerts ----------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, PushShadow, RolloutRouter
 from app.gateway.serving_view import keep_gauges_current
 from app.gateway.shadow import ShadowScorer
-from app.observability.metrics import GatewayMetrics, new_registry
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 from model.common.protocol import PredictorStatus, Routing
 from model.common.registry import ModelRegistry
 from model.common.tasks import cancel_and_wait

@@ -12,35 +12,32 @@ gateway can also ``mirror`` every observation into Ray's per-node exporter (see
 
 from __future__ import annotations
 
-import threading
 from collections import Counter as Tally
-from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.config import Metrics
 from app.observability.hit_rate import hit_rate
-from app.observability.http_metrics import instrument_http
 from app.observability.metric_schema import (
     CACHES,
     PREDICTION_STATUSES,
-    PROFILES,
     SLO_BAD_STATUSES,
     MetricsMirror,
     buckets_for,
     canonical_status,
 )
 from app.observability.predictor_metrics import PredictorInfo
-from app.observability.process_metrics import new_registry
+from app.observability.service_state_metrics import ServiceStateMetrics
 from app.observability.shadow_metrics import ShadowMetrics
 from app.observability.window import SampleWindow
 
-__all__ = ["GatewayMetrics", "MetricsMirror", "instrument_http", "new_registry"]
+__all__ = ["GatewayMetrics", "MetricsMirror"]
 
 
-class GatewayMetrics:
-    """Every series the gateway exports, plus in-process figures for ``/stats``."""
+class GatewayMetrics(ServiceStateMetrics):
+    """Every series the gateway exports, plus in-process figures for ``/stats``: the
+    prediction series here, the service-state gauges in :class:`ServiceStateMetrics`."""
 
     def __init__(
         self,
@@ -49,8 +46,7 @@ class GatewayMetrics:
         *,
         mirror: MetricsMirror | None = None,
     ) -> None:
-        self.registry = registry
-        self._mirror = mirror
+        super().__init__(registry, mirror=mirror)
         r = registry
         self.prediction_latency_ms = Histogram(
             "prediction_latency_ms",
@@ -77,9 +73,6 @@ class GatewayMetrics:
             buckets=buckets_for(config, "prediction_model_time_ms"),
             registry=r,
         )
-        self.gpu_utilization = Gauge(
-            "gpu_utilization", "GPU utilization percentage", ["gpu"], registry=r
-        )
         self.prediction_queue_depth = Gauge(
             "prediction_queue_depth", "Predictions waiting for a batch slot", registry=r
         )
@@ -88,24 +81,6 @@ class GatewayMetrics:
         )
         self.predictions = Counter(
             "predictions", "Prediction requests by outcome", ["status"], registry=r
-        )
-        self.model_info = Gauge(
-            "model_info",
-            "1 for each model version in service",
-            ["name", "version", "sha256"],
-            registry=r,
-        )
-        self.autoscaling_profile = Gauge(
-            "autoscaling_profile", "1 for the active autoscaling profile", ["profile"], registry=r
-        )
-        self.rollout_state = Gauge(
-            "rollout_state", "1 for the current blue/green rollout state", ["state"], registry=r
-        )
-        self.rollout_green_weight_pct = Gauge(
-            "rollout_green_weight_pct", "Share of traffic sent to green, percent", registry=r
-        )
-        self.replicas = Gauge(
-            "replicas", "Running replicas per deployment", ["deployment"], registry=r
         )
         self.audit_records_dropped = Counter(
             "audit_records_dropped",
@@ -121,7 +96,6 @@ class GatewayMetrics:
             for result in ("hit", "miss"):
                 self.cache_requests.labels(cache, result)
 
-        self._lock = threading.Lock()
         self._latency = SampleWindow(config.latency_window)
         self._queue_wait = SampleWindow(config.latency_window)
         self._model_time = SampleWindow(config.latency_window)
@@ -129,12 +103,6 @@ class GatewayMetrics:
         self._batch_sizes: Tally[int] = Tally()
         self._cache: Tally[tuple[str, bool]] = Tally()
         self._queue_depth = 0
-        self._models: list[dict[str, str]] = []
-        self._profile: str | None = None
-        self._rollout: dict[str, Any] | None = None
-        self._replicas: dict[str, int] = {}
-        self._rollout_states: set[str] = set()
-        self._gpu: dict[str, float] = {}
 
     # --- hot path ---------------------------------------------------------------------
 
@@ -207,60 +175,6 @@ class GatewayMetrics:
         if self._mirror is not None:
             self._mirror.set_queue_depth(n)
 
-    # --- control plane (rare) -----------------------------------------------------------
-
-    def set_model(self, name: str, version: str, sha256: str) -> None:
-        """Declare the one model in service (see :meth:`set_models` during a rollout)."""
-        self.set_models([(name, version, sha256)])
-
-    def set_models(self, models: Iterable[tuple[str, str, str]]) -> None:
-        """Declare every model in service, e.g. blue and green while traffic shifts."""
-        models = list(models)
-        self.model_info.clear()
-        for name, version, sha256 in models:
-            self.model_info.labels(name, version, sha256).set(1)
-        with self._lock:
-            self._models = [{"name": n, "version": v, "sha256": s} for n, v, s in models]
-        if self._mirror is not None:
-            self._mirror.set_models(models)
-
-    def set_profile(self, profile: str) -> None:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown autoscaling profile {profile!r}; expected {PROFILES}")
-        for p in PROFILES:
-            self.autoscaling_profile.labels(p).set(1 if p == profile else 0)
-        self._profile = profile
-        if self._mirror is not None:
-            self._mirror.set_profile(profile)
-
-    def set_rollout(self, state: str, green_weight_pct: float) -> None:
-        # Keep every state seen so far at 0 instead of deleting it: a panel or alert on
-        # a state then reads 0, not "no data", after the rollout moves on.
-        with self._lock:
-            self._rollout_states.add(state)
-            states = set(self._rollout_states)
-            self._rollout = {"state": state, "green_weight_pct": green_weight_pct}
-        for s in states:
-            self.rollout_state.labels(s).set(1 if s == state else 0)
-        self.rollout_green_weight_pct.set(green_weight_pct)
-        if self._mirror is not None:
-            self._mirror.set_rollout(state, green_weight_pct)
-
-    def set_replicas(self, deployment: str, n: int) -> None:
-        self.replicas.labels(deployment).set(n)
-        with self._lock:
-            self._replicas[deployment] = n
-        if self._mirror is not None:
-            self._mirror.set_replicas(deployment, n)
-
-    def set_gpu_utilization(self, gpu: str, pct: float) -> None:
-        """Sink for :class:`app.observability.gpu.GpuSampler`."""
-        self.gpu_utilization.labels(gpu).set(pct)
-        with self._lock:
-            self._gpu[gpu] = pct
-        if self._mirror is not None:
-            self._mirror.set_gpu_utilization(gpu, pct)
-
     # --- /stats -------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -269,10 +183,7 @@ class GatewayMetrics:
             by_status = {s: self._by_status.get(s, 0) for s in PREDICTION_STATUSES}
             batches = dict(sorted(self._batch_sizes.items()))
             cache = dict(self._cache)
-            models = list(self._models)
-            rollout = dict(self._rollout) if self._rollout else None
-            replicas = dict(self._replicas)
-            gpu = dict(self._gpu)
+            state = self._state_figures()
         total = sum(by_status.values())
         bad = sum(by_status[s] for s in SLO_BAD_STATUSES)
         n_batched = sum(batches.values())
@@ -294,9 +205,5 @@ class GatewayMetrics:
             },
             "cache": {c: hit_rate(cache, c) for c in sorted({*CACHES, *(k for k, _ in cache)})},
             "queue_depth": self._queue_depth,
-            "models": models,
-            "autoscaling_profile": self._profile,
-            "rollout": rollout,
-            "replicas": replicas,
-            "gpu_utilization_pct": gpu,
+            **state,
         }

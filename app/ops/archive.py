@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 
-Kind = Literal["models", "configs"]
+Kind = Literal["models", "configs", "audit"]
 MANIFEST = "MANIFEST.json"
 DATA = "data"
 SIDECAR = ".sha256"

@@ -1,4 +1,5 @@
-"""Spec 10: timestamped, checksummed backups of the model registry and the configuration.
+"""Spec 10: timestamped, checksummed backups of the model registry and the configuration,
+and (issue 14) of the prediction audit trail.
 
 Archives are ``<kind>-<UTC stamp>.tar.gz`` in the section's ``storage_path`` (format in
 :mod:`app.ops.archive`); retention goes by the time in the name. A restore verifies the
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from app.ops.archive import (
     MANIFEST,
@@ -29,12 +31,14 @@ from app.ops.archive import (
     sha256_file,
     write_archive,
 )
+from app.ops.audit_snapshot import snapshot_trail
 
 __all__ = [
     "MANIFEST",
     "BackupError",
     "BackupInfo",
     "Clock",
+    "backup_audit",
     "backup_configs",
     "backup_models",
     "list_backups",
@@ -45,7 +49,7 @@ __all__ = [
 
 Clock = Callable[[], float]
 _STAMP = "%Y%m%dT%H%M%SZ"
-_NAME_RE = re.compile(r"^(models|configs)-(\d{8}T\d{6}Z)(?:-(\d+))?\.tar\.gz$")
+_NAME_RE = re.compile(r"^(models|configs|audit)-(\d{8}T\d{6}Z)(?:-(\d+))?\.tar\.gz$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,15 @@ def _tree_files(root: Path, prefix: str = "") -> Iterable[tuple[Path, str]]:
             yield path, prefix + path.relative_to(root).as_posix()
 
 
-def _new_archive(kind: Kind, entries: list[tuple[Path, str]], storage: Path, now: float) -> Path:
+def _new_archive(
+    kind: Kind,
+    entries: list[tuple[Path, str]],
+    storage_path: Path,
+    retention_days: float | None,
+    now: float,
+) -> Path:
+    """Write the next ``<kind>-<stamp>`` archive, then prune its kind if a retention is given."""
+    storage = Path(storage_path)
     storage.mkdir(parents=True, exist_ok=True)
     stamp = datetime.fromtimestamp(now, tz=UTC).strftime(_STAMP)
     target = storage / f"{kind}-{stamp}.tar.gz"
@@ -77,7 +89,10 @@ def _new_archive(kind: Kind, entries: list[tuple[Path, str]], storage: Path, now
     while target.exists():  # two backups within one second keep both
         n += 1
         target = storage / f"{kind}-{stamp}-{n}.tar.gz"
-    return write_archive(kind, entries, target, now)
+    archive = write_archive(kind, entries, target, now)
+    if retention_days is not None:
+        prune(storage, retention_days, kind=kind, clock=lambda: now)
+    return archive
 
 
 def backup_models(
@@ -91,11 +106,7 @@ def backup_models(
     root = Path(registry_root)
     if not root.is_dir():
         raise BackupError(f"model registry {root} is not a directory")
-    now = clock()
-    archive = _new_archive("models", list(_tree_files(root)), Path(storage_path), now)
-    if retention_days is not None:
-        prune(storage_path, retention_days, kind="models", clock=lambda: now)
-    return archive
+    return _new_archive("models", list(_tree_files(root)), storage_path, retention_days, clock())
 
 
 def backup_configs(
@@ -118,11 +129,28 @@ def backup_configs(
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise BackupError(f"two config files would share an archive name: {clashes}")
-    now = clock()
-    archive = _new_archive("configs", entries, Path(storage_path), now)
-    if retention_days is not None:
-        prune(storage_path, retention_days, kind="configs", clock=lambda: now)
-    return archive
+    return _new_archive("configs", entries, storage_path, retention_days, clock())
+
+
+def backup_audit(
+    audit_root: Path,
+    storage_path: Path,
+    *,
+    retention_days: float | None = None,
+    clock: Clock = time.time,
+) -> Path:
+    """Archive the audit trail as a copy that verifies (:mod:`app.ops.audit_snapshot`),
+    its streams as ``stream-<n>/...``; prune archives past ``retention_days`` if given."""
+    storage = Path(storage_path)
+    storage.mkdir(parents=True, exist_ok=True)
+    # Hidden, on the archive's own volume: list_backups and prune never see it.
+    staging = Path(tempfile.mkdtemp(prefix=".audit-snapshot-", dir=storage))
+    try:
+        snapshot_trail(Path(audit_root), staging)
+        entries = list(_tree_files(staging))
+        return _new_archive("audit", entries, storage, retention_days, clock())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def list_backups(storage_path: Path, kind: Kind | None = None) -> list[BackupInfo]:
@@ -138,7 +166,7 @@ def list_backups(storage_path: Path, kind: Kind | None = None) -> list[BackupInf
         created = datetime.strptime(match.group(2), _STAMP).replace(tzinfo=UTC)
         info = BackupInfo(
             path=path,
-            kind="models" if match.group(1) == "models" else "configs",
+            kind=cast(Kind, match.group(1)),
             created=created,
             size=path.stat().st_size,
             has_checksum=Path(str(path) + SIDECAR).is_file(),

@@ -35,6 +35,7 @@ log = structlog.get_logger("app.security.auth")
 UNAUTHORIZED_MESSAGE = "missing or invalid credentials"
 _JWT_ONLY: frozenset[AuthMethod] = frozenset({"jwt"})
 
+
 def security_context(request: Request) -> SecurityContext:
     ctx = getattr(request.app.state, "security", None)
     if not isinstance(ctx, SecurityContext):

@@ -26,7 +26,8 @@ from typing import Any
 
 from app.config import Probe, ServiceConfig
 from app.config.resources import replica_resources
-from app.serve.options import Device, predictor_autoscaling_config, serve_env_vars
+from app.serve.options import Device, predictor_autoscaling_config
+from app.serve.serve_env import serve_env_vars
 
 NAME = "cnnlstm"
 CONFIG_DIR = "/etc/cnnlstm"

@@ -21,7 +21,8 @@ from ray import serve
 from app.config import ServiceConfig
 from app.config.env import Settings
 from app.serve.build import build_from_config
-from app.serve.options import custom_resources_needed, http_options, serve_env_vars
+from app.serve.options import http_options
+from app.serve.serve_env import custom_resources_needed, serve_env_vars
 
 log = structlog.get_logger("app.serve.runner")
 

@@ -60,7 +60,7 @@ def dump_yaml(data: Any, *, header: str = "") -> str:
 
 
 def node_env_command(config_path: str | None) -> str:
-    """What puts Serve's import-time settings (:func:`app.serve.options.serve_env_vars`:
+    """What puts Serve's import-time settings (:func:`app.serve.serve_env.serve_env_vars`:
     direct ingress, gRPC transport, niceness, ...) into a node's environment."""
     flag = f"--config {shlex.quote(config_path)} " if config_path else ""
     return f'eval "$(cnnlstm {flag}config render-env)"'

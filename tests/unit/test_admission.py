@@ -13,7 +13,8 @@ from app.gateway.batcher import Batcher
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.windows import Window
-from app.observability.metrics import GatewayMetrics, new_registry
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 from model.common.failures import FailureKind
 from model.common.features import NUM_FEATURES, WINDOW
 from tests.fakes import FAKE_REF, FakePredictor

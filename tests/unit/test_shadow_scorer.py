@@ -14,7 +14,8 @@ from app.config import Metrics
 from app.gateway.rollout_router import RolloutRouter
 from app.gateway.rows import RowResult
 from app.gateway.shadow import ShadowScorer
-from app.observability.metrics import GatewayMetrics, new_registry
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 from model.common.features import NUM_FEATURES, WINDOW
 from model.common.protocol import BatchResult, PredictBatch, PredictError, Routing
 from model.common.refs import ModelRef

@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from app.config import Logging, Metrics
 from app.observability.logging import configure_logging
-from app.observability.metrics import GatewayMetrics, new_registry
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 from tests.unit.observability.log_capture import LogLines, parse_lines
 
 

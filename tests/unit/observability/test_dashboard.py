@@ -22,7 +22,9 @@ from app.observability.dashboard import (
     exposed_series_names,
     promql_metric_names,
 )
-from app.observability.metrics import GatewayMetrics, instrument_http, new_registry
+from app.observability.http_metrics import instrument_http
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"

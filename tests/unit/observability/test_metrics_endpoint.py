@@ -9,7 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.routes.metrics import router
 from app.config import Metrics
-from app.observability.metrics import GatewayMetrics, instrument_http, new_registry
+from app.observability.http_metrics import instrument_http
+from app.observability.metrics import GatewayMetrics
+from app.observability.process_metrics import new_registry
 
 
 def build_app(registry: CollectorRegistry) -> FastAPI:

@@ -7,7 +7,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from app.cli import ops_cmds
+from app.cli import backup_cmds, config_cmds
 from app.cli.common import add_global_options, parse_args, propagate_global_options
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,7 +17,8 @@ def ops_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlstm")
     add_global_options(parser, root=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    ops_cmds.register(sub)
+    config_cmds.register(sub)
+    backup_cmds.register(sub)
     propagate_global_options(parser)  # as app.cli.main does: --config after the command too
     return parser
 

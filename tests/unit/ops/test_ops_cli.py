@@ -44,7 +44,7 @@ def test_config_check_reports_a_misspelt_key(
 def test_config_check_reports_a_bad_backup_schedule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    monkeypatch.setattr("app.cli.config_cmds._validate_with_serve", lambda config: None)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_backup:\n  schedule: '0 25 * * *'\n  retention_days: 1\n"
                    "  storage_path: /b\n")  # fmt: skip
@@ -123,7 +123,7 @@ def test_config_check_accepts_names_and_macros_in_schedules(
     models: str,
     configs: str,
 ) -> None:
-    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    monkeypatch.setattr("app.cli.config_cmds._validate_with_serve", lambda config: None)
     path = _schedules_config(tmp_path, models, configs)
     assert run_cli(["config", "check", str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"{path}: OK"
@@ -132,7 +132,7 @@ def test_config_check_accepts_names_and_macros_in_schedules(
 def test_config_check_names_the_fault_in_a_malformed_schedule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    monkeypatch.setattr("app.cli.config_cmds._validate_with_serve", lambda config: None)
     path = _schedules_config(tmp_path, "0 2 * * MON-FRY", "0 3 * *")
     assert run_cli(["config", "check", str(path)]) == 1
     err = capsys.readouterr().err
@@ -144,7 +144,7 @@ def test_config_check_names_the_fault_in_a_malformed_schedule(
 def test_config_check_json_is_one_document_on_stdout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.cli.ops_cmds._validate_with_serve", lambda config: None)
+    monkeypatch.setattr("app.cli.config_cmds._validate_with_serve", lambda config: None)
     good = _schedules_config(tmp_path, "@daily", "0 3 * * *")
     assert run_cli(["config", "check", str(good), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"file": str(good), "ok": True, "problems": []}

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from app.config import ServiceConfig, load_config_file
-from app.serve.options import serve_env_vars
+from app.serve.serve_env import serve_env_vars
 from tests.unit.ops.ops_cli import ROOT
 
 SERVICES = {"ray-head", "prometheus", "grafana", "alertmanager", "backup"}

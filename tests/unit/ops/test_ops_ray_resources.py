@@ -13,11 +13,11 @@ from app.config import ConfigError, ServiceConfig, load_config_file, parse_confi
 from app.config.env import Settings
 from app.serve.k8s_pods import GATEWAY_RESOURCE
 from app.serve.options import (
-    custom_resources_needed,
     gateway_options,
     predictor_options,
     rolling_update_options,
 )
+from app.serve.serve_env import custom_resources_needed
 from tests.unit.ops.ops_cli import ROOT
 
 

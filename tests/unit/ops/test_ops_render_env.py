@@ -10,7 +10,7 @@ import pytest
 
 from app.cli.render_env_cmd import render_env
 from app.config import load_config_file, parse_config
-from app.serve.options import serve_env_vars
+from app.serve.serve_env import serve_env_vars
 from app.serve.serve_yaml import node_env_command, render_serve_config
 from tests.unit.ops.ops_cli import ROOT, run_cli
 

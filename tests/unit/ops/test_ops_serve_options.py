@@ -21,8 +21,8 @@ from app.serve.options import (
     predictor_options,
     rolling_update_options,
     serve_autoscaling_config,
-    serve_env_vars,
 )
+from app.serve.serve_env import serve_env_vars
 from app.serve.serve_yaml import build_serve_config
 
 SPEC_ONLY_NAMES = {
@@ -219,8 +219,9 @@ def test_name_table_in_readme_matches_the_code() -> None:
 
 def test_ops_modules_import_without_ray() -> None:
     code = (
-        "import sys, app.serve.options, app.serve.serve_yaml, app.serve.manifests, "
-        "app.scaling.autoscaling_policy, app.ops.backup, app.ops.scheduler, app.cli.ops_cmds; "
+        "import sys, app.serve.options, app.serve.serve_env, app.serve.serve_yaml, "
+        "app.serve.manifests, app.scaling.autoscaling_policy, app.ops.backup, app.ops.scheduler, "
+        "app.cli.config_cmds, app.cli.backup_cmds; "
         "sys.exit('ray' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

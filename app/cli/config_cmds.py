@@ -1,29 +1,23 @@
-"""``cnnlstm config render-serve|render-kuberay|render-env|check``, ``backup``, ``restore``.
+"""``cnnlstm config render-serve|render-kuberay|render-env|check``.
 
 Rendering reads the config file alone (no environment overlay), so a generated file
 depends only on the committed config (``render-env``, in ``render_env_cmd``, resolves it
-as ``cnnlstm serve`` does: ``--config``, else ``CNNLSTM_CONFIG``); backups run with the
-environment applied (``MODEL_REGISTRY_PATH`` wins, as everywhere at run time).
+as ``cnnlstm serve`` does: ``--config``, else ``CNNLSTM_CONFIG``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 from app.cli import render_env_cmd
 from app.config import ConfigError, ServiceConfig, load_config_file
-from app.config.env import Settings, load_service_config
-from app.ops import backup as bk
 from app.serve.manifests import PLACEHOLDER_IMAGE, render_kuberay
 from app.serve.options import Device
 from app.serve.serve_yaml import build_serve_config, render_serve_config
-
-HEARTBEAT = Path("/tmp/cnnlstm-backup.heartbeat")  # noqa: S108 - container-local marker
 
 
 def _write(text: str, output: str | None) -> None:
@@ -148,120 +142,6 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_files(args: argparse.Namespace, config: ServiceConfig) -> list[Path]:
-    path = args.config or Settings().CNNLSTM_CONFIG
-    files = [Path(path)] if path else []
-    return files + list(config.config_backup.paths) + [Path(p) for p in args.paths or []]
-
-
-def _backup(args: argparse.Namespace) -> int:
-    _, config = load_service_config(args.config)
-    try:
-        if args.what == "models":
-            section = config.model_backup
-            root = Path(args.registry) if args.registry else config.model_registry.path
-            source = [root]
-            archive = bk.backup_models(
-                root, section.storage_path, retention_days=section.retention_days
-            )
-        else:
-            section = config.config_backup
-            source = _config_files(args, config)
-            if not source:
-                print("nothing to back up: pass --config or list config_backup.paths")
-                return 2
-            archive = bk.backup_configs(
-                source, section.storage_path, retention_days=section.retention_days
-            )
-    except (bk.BackupError, OSError) as exc:
-        print(f"backup {args.what} failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"{archive}  ({len(source)} source(s))")
-    return 0
-
-
-def _list(args: argparse.Namespace) -> int:
-    _, config = load_service_config(args.config)
-    sections = {"models": config.model_backup, "configs": config.config_backup}
-    rows: list[dict[str, object]] = []
-    for kind, section in sections.items():
-        if args.kind not in (None, kind):
-            continue
-        for info in bk.list_backups(section.storage_path, kind):  # type: ignore[arg-type]
-            created = info.created.isoformat()
-            if args.json:
-                rows.append(
-                    {
-                        "kind": kind,
-                        "created": created,
-                        "size": info.size,
-                        "has_checksum": info.has_checksum,
-                        "path": str(info.path),
-                    }
-                )
-                continue
-            mark = "ok " if info.has_checksum else "NO-CHECKSUM"
-            print(f"{kind:8} {created}  {info.size:>12}  {mark}  {info.path}")
-    if args.json:
-        _print_json(rows)
-    return 0
-
-
-def _restore(args: argparse.Namespace) -> int:
-    _, config = load_service_config(args.config)
-    target = args.target or (str(config.model_registry.path) if args.what == "models" else None)
-    report: dict[str, object] = {"kind": args.what, "archive": args.archive, "target": target}
-    if target is None:
-        message = "restore configs needs --target DIR (it replaces that directory)"
-        if args.json:
-            _print_json({**report, "ok": False, "error": message})
-        print(message, file=sys.stderr)
-        return 2
-    try:
-        restored = bk.restore(Path(args.archive), Path(target), kind=args.what)
-    except (bk.BackupError, OSError) as exc:
-        if args.json:
-            _print_json({**report, "ok": False, "error": str(exc)})
-        print(f"restore failed, {target} untouched: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        _print_json({**report, "ok": True, "target": str(restored)})
-    else:
-        print(f"restored {args.archive} into {restored}")
-    return 0
-
-
-def _schedule(args: argparse.Namespace) -> int:
-    from app.ops.scheduler import Job, run_forever
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    _, config = load_service_config(args.config)
-
-    def run(what: str) -> int:
-        return _backup(argparse.Namespace(**{**vars(args), "what": what}))
-
-    jobs = [
-        Job(
-            "backup-models", args.models_cron or config.model_backup.schedule, lambda: run("models")
-        ),
-        Job(
-            "backup-configs",
-            args.configs_cron or config.config_backup.schedule,
-            lambda: run("configs"),
-        ),
-    ]
-    enabled = {
-        "backup-models": config.model_backup.enabled,
-        "backup-configs": config.config_backup.enabled,
-    }
-    run_forever(
-        [j for j in jobs if enabled[j.name]],
-        timezone=config.model_backup.timezone,
-        heartbeat=Path(args.heartbeat),
-    )
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     cfg = sub.add_parser("config", help="render Serve/KubeRay files, check a config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -295,28 +175,3 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help='one JSON report on stdout: {"ok": ..., "problems"}'
     )
     check.set_defaults(func=_check)
-
-    backup = sub.add_parser("backup", help="spec 10 backups (models, configs), list, schedule")
-    b_sub = backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
-    models = b_sub.add_parser("models", help="archive the model registry")
-    models.add_argument("--registry", default=None)
-    models.set_defaults(func=_backup, what="models")
-    configs = b_sub.add_parser("configs", help="archive the config file and config_backup.paths")
-    configs.add_argument("paths", nargs="*", help="more files or folders to include")
-    configs.set_defaults(func=_backup, what="configs")
-    listing = b_sub.add_parser("list", help="list archives")
-    listing.add_argument("kind", nargs="?", choices=["models", "configs"], default=None)
-    listing.add_argument("--json", action="store_true", help="a JSON list on stdout")
-    listing.set_defaults(func=_list)
-    sched = b_sub.add_parser("schedule", help="run both backups on their cron schedules")
-    sched.add_argument("--models-cron", default=None)
-    sched.add_argument("--configs-cron", default=None)
-    sched.add_argument("--heartbeat", default=str(HEARTBEAT))
-    sched.set_defaults(func=_schedule, registry=None, paths=[])
-
-    restore = sub.add_parser("restore", help="verify an archive, then restore it")
-    restore.add_argument("what", choices=["models", "configs"])
-    restore.add_argument("archive")
-    restore.add_argument("--target", default=None, help="default: the registry (models)")
-    restore.add_argument("--json", action="store_true", help="one JSON report on stdout")
-    restore.set_defaults(func=_restore)
