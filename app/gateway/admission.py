@@ -8,14 +8,15 @@ from two things the batcher measures:
 - the rows that will leave before it: those queued at its priority or higher (higher
   priorities overtake, so a high-priority row sees a short queue even when the queue is
   full of low-priority work, which is what sheds low priority first);
-- the rate at which rows leave while the queue is backed up, measured over windows of at
-  least ``RATE_WINDOW_S`` in which the queue never ran empty (a rate measured while the
-  queue idles says how much was offered, not what the predictor can do).
+- the rate at which the predictor answers rows, measured from the round trip of batches
+  at least half full (``full_rows``): that is what it does under load. Small batches at
+  light load say nothing about capacity (a lone row's round trip would put it at a few
+  hundred rows a second), so they leave the estimate alone.
 
 A row whose expected wait exceeds its priority's budget is refused (``queue_full``, 429)
 with ``Retry-After`` set to the time the queue ahead of it needs to drain. Rows below the
-default priority get half the budget. Until a backed-up rate has been measured every row
-is admitted (the row-count bound still holds). Memory is constant: a count per priority.
+default priority get half the budget. Until a full batch has been measured every row is
+admitted (the row-count bound still holds). Memory is constant: a count per priority.
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-RATE_WINDOW_S = 0.25  # long enough to span several batches at any sane batch time
-RATE_SMOOTHING = 0.3  # weight of the newest window in the drain-rate average
+RATE_SMOOTHING = 0.3  # weight of the newest full batch in the drain-rate average
 LOW_PRIORITY_SHARE = 0.5  # budget share of rows below the default priority (0)
 
 
 @dataclass
 class Admission:
     max_wait_s: float  # the budget for queue wait at priority >= 0; 0 turns admission off
-    rate_rows_per_s: float | None = None  # measured drain rate while backed up
+    full_rows: int = 1  # batches with at least this many rows measure the drain rate
+    rate_rows_per_s: float | None = None  # rows answered per second by full batches
     _queued: Counter[int] = field(default_factory=Counter)
-    _window_start: float | None = None
-    _window_rows: int = 0
 
     def budget_s(self, priority: int) -> float:
         return self.max_wait_s * (LOW_PRIORITY_SHARE if priority < 0 else 1.0)
@@ -70,20 +69,12 @@ class Admission:
         if self._queued[priority] <= 0:
             del self._queued[priority]
 
-    def answered(self, rows: int, now: float, *, backed_up: bool) -> None:
-        """A batch of ``rows`` came back; ``backed_up``: rows were still queued."""
-        if not backed_up:
-            self._window_start = None  # the queue ran empty: this window says nothing
+    def answered(self, rows: int, round_trip_s: float) -> None:
+        """A batch of ``rows`` came back ``round_trip_s`` after it was sent."""
+        if rows < self.full_rows or round_trip_s <= 0:
             return
-        if self._window_start is None:
-            self._window_start, self._window_rows = now, 0
-            return
-        self._window_rows += rows
-        elapsed = now - self._window_start
-        if elapsed >= RATE_WINDOW_S:
-            sample = self._window_rows / elapsed
-            old = self.rate_rows_per_s
-            self.rate_rows_per_s = (
-                sample if old is None else (1 - RATE_SMOOTHING) * old + RATE_SMOOTHING * sample
-            )
-            self._window_start, self._window_rows = now, 0
+        sample = rows / round_trip_s
+        old = self.rate_rows_per_s
+        self.rate_rows_per_s = (
+            sample if old is None else (1 - RATE_SMOOTHING) * old + RATE_SMOOTHING * sample
+        )

@@ -89,7 +89,9 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._busy = 0  # batches sent and not yet answered
-        self.admission = Admission(max_wait_s=max_queue_wait_s)
+        self.admission = Admission(
+            max_wait_s=max_queue_wait_s, full_rows=max(1, max_batch_size // 2)
+        )
         self.stats = BatcherStats()
         self._model_ms_ewma = 5.0
 
@@ -272,7 +274,7 @@ class Batcher:
         self._model_ms_ewma = 0.8 * self._model_ms_ewma + 0.2 * result.model_ms
         outputs = result.outputs
         answered = self._clock()
-        self.admission.answered(len(items), answered, backed_up=bool(self._heap))
+        self.admission.answered(len(items), answered - sent)
         for row, item in enumerate(items):
             if item.future.done():
                 continue

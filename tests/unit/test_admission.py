@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.config import Metrics
-from app.gateway.admission import RATE_WINDOW_S, Admission
+from app.gateway.admission import Admission
 from app.gateway.batcher import Batcher
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
@@ -21,23 +21,22 @@ from tests.fakes import FAKE_REF, FakePredictor
 
 
 def _measured(rate_rows_per_s: float, max_wait_s: float = 0.05) -> Admission:
-    """An admission whose drain rate was measured over one backed-up window."""
-    admission = Admission(max_wait_s=max_wait_s)
-    admission.answered(10, 0.0, backed_up=True)  # opens the window
-    rows = round(rate_rows_per_s * RATE_WINDOW_S)
-    admission.answered(rows, RATE_WINDOW_S, backed_up=True)
+    """An admission whose drain rate was measured from one full batch."""
+    admission = Admission(max_wait_s=max_wait_s, full_rows=16)
+    admission.answered(32, 32 / rate_rows_per_s)
     assert admission.rate_rows_per_s == pytest.approx(rate_rows_per_s)
     return admission
 
 
-def test_every_row_is_admitted_until_a_backed_up_rate_is_measured() -> None:
-    admission = Admission(max_wait_s=0.05)
+def test_every_row_is_admitted_until_a_full_batch_is_measured() -> None:
+    admission = Admission(max_wait_s=0.05, full_rows=16)
     for _ in range(500):
         admission.queued(0)
     assert admission.refusal(0) is None
-    # Batches answered while the queue ran empty say nothing about capacity.
-    for t in range(10):
-        admission.answered(32, t * 0.1, backed_up=False)
+    # Small batches at light load say nothing about capacity: a lone row's 5 ms round
+    # trip would put it at 200 rows/s and refuse rows a busy predictor would take.
+    for _ in range(10):
+        admission.answered(1, 0.005)
     assert admission.rate_rows_per_s is None
     assert admission.refusal(0) is None
 
@@ -117,7 +116,7 @@ async def test_the_batcher_sheds_by_expected_wait_long_before_the_queue_is_full(
         featurize=_featurize,
     )
     accepted = [batcher.submit(FAKE_REF, _row(i)) for i in range(300)]
-    await asyncio.sleep(2 * RATE_WINDOW_S + 0.1)  # backed up long enough to measure
+    await asyncio.sleep(0.3)  # full batches have come back: the drain rate is measured
     assert batcher.admission.rate_rows_per_s is not None
     assert batcher.depth > 10
     with pytest.raises(PredictionFailure) as info:
