@@ -21,17 +21,16 @@ import argparse
 import asyncio
 import gc
 import os
-import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from app.api.app import create_app
+from app.bench.server_process import ServerProcess
 from app.config import ServiceConfig
 from app.config.env import Settings, load_service_config
 from app.gateway.cluster import StaticCluster
@@ -119,28 +118,9 @@ def serve(config: ServiceConfig, settings: Settings, *, host: str, port: int) ->
 # --- the launcher side (used by the benchmark runner) -----------------------------------
 
 
-@dataclass
-class BaselineProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 def launch(
     config_path: str | None, *, port: int, registry: Path, host: str = "127.0.0.1"
-) -> BaselineProcess:
+) -> ServerProcess:
     """Start ``python -m app.bench.baseline`` (no waiting: poll ``/ready`` yourself)."""
     argv = [sys.executable, "-m", "app.bench.baseline", "--port", str(port), "--host", host]
     argv += ["--registry", str(registry)]
@@ -153,7 +133,7 @@ def launch(
     time.sleep(0.2)
     if proc.poll() is not None:
         raise RuntimeError(f"the baseline server exited at once (code {proc.returncode})")
-    return BaselineProcess(proc, f"{scheme}://{host}:{port}")
+    return ServerProcess(proc, f"{scheme}://{host}:{port}", stop_timeout_s=15.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,14 +14,14 @@ reading the body, so the generator's checks pass unchanged.
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from app.bench.server_process import ServerProcess
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -50,28 +50,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-@dataclass
-class HelloProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 def launch(
     *, port: int, certfile: Path | None, keyfile: Path | None, host: str = "127.0.0.1"
-) -> HelloProcess:
+) -> ServerProcess:
     """Start ``python -m app.bench.hello`` (poll ``/ready`` yourself)."""
     argv = [sys.executable, "-m", "app.bench.hello", "--host", host, "--port", str(port)]
     if certfile is not None and keyfile is not None:
@@ -81,7 +62,7 @@ def launch(
     if proc.poll() is not None:
         raise RuntimeError(f"the hello server exited at once (code {proc.returncode})")
     scheme = "https" if certfile is not None else "http"
-    return HelloProcess(proc, f"{scheme}://{host}:{port}")
+    return ServerProcess(proc, f"{scheme}://{host}:{port}", stop_timeout_s=10.0)
 
 
 def main(argv: list[str] | None = None) -> int:
