@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +23,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.control.shadow_agreement import ShadowTotals
+from model.common.artifact import write_atomic
 from model.common.refs import ModelRef
 
 log = structlog.get_logger("app.control.rollout_state")
@@ -153,18 +152,7 @@ class RolloutStore:
     def save(self, state: RolloutState) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(state.to_json(), indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}-", suffix=".tmp", dir=self.path.parent
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, text.encode(), mode=0o600)
 
 
 COUNTS_FLUSH_S = 5.0  # per-step counts reach the state file at most this often

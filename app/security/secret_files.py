@@ -11,11 +11,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from model.common.artifact import write_atomic
 
 PRIVATE_FILE_MODE = 0o600
 
@@ -59,18 +60,7 @@ class FileChangeProbe:
 def atomic_write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600, replacing any old file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    write_atomic(path, data, mode=PRIVATE_FILE_MODE)
 
 
 @contextlib.contextmanager

@@ -185,11 +185,15 @@ def read_manifest(artifact_dir: Path | str) -> Manifest:
         raise ArtifactValidationError(f"{path} is invalid: {_summarise(exc)}") from exc
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (temp file in the same folder, fsync, rename)."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` whole or not at all (temp file in the same folder, fsync, rename).
+
+    The one atomic file write of the project: manifests and registry pointers (0644:
+    replicas may run as another user), secrets (0600), the rollout state.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp is owner-only; replicas may run as another user
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
