@@ -26,6 +26,10 @@ class GatewayDeployment(Section):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(1000, ge=1)
+    # Serve's own check of each gateway replica: how fast a crashed gateway is noticed and
+    # replaced (a restart follows at once). The spec's liveness probe (30 s) is the
+    # orchestrator's probe of /healthz; this one is an actor call, cheap enough every 2 s.
+    health_check_period_s: float = Field(2.0, gt=0, le=600)
     # Ray custom resources each gateway replica asks for (ray_actor_options["resources"]):
     # pins gateways to the nodes offering them, e.g. {cnnlstm_gateway: 1} with the KubeRay
     # gateway pods (and compose's head) offering cnnlstm_gateway. Empty: no pin.
@@ -58,6 +62,10 @@ class Serving(Section):
     # force a choice; a bf16 whose golden check fails still falls back to fp32.
     predictor_numerics: Literal["auto", "fp32", "bf16"] = "auto"
     request_timeout_s: float = Field(30, gt=0)
+    # One handle call to the predictor: past this it counts as failed and is retried once
+    # (app/gateway/delivery.py), so a dead replica costs a client seconds, not the whole
+    # request_timeout_s.
+    predictor_call_timeout_s: float = Field(2.0, gt=0, le=600)
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=1, le=65535)
     # How HTTPS reaches the gateway (BENCHMARKS.md has the measurements behind the default):

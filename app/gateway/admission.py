@@ -8,10 +8,12 @@ from two things the batcher measures:
 - the rows that will leave before it: those queued at its priority or higher (higher
   priorities overtake, so a high-priority row sees a short queue even when the queue is
   full of low-priority work, which is what sheds low priority first);
-- the rate at which the predictor answers rows, measured from the round trip of batches
-  at least half full (``full_rows``): that is what it does under load. Small batches at
-  light load say nothing about capacity (a lone row's round trip would put it at a few
-  hundred rows a second), so they leave the estimate alone.
+- the rate at which the predictor answers rows, measured on batches at least half full
+  (``full_rows``): rows over the time the batch had the predictor to itself, from when it
+  was sent or when the batch before it came back, whichever is later (a round trip when
+  batches go one at a time, the interval between answers when they overlap, as with
+  several replicas). Small batches at light load say nothing about capacity (a lone row's
+  round trip would put it at a few hundred rows a second), so they leave it alone.
 
 A row whose expected wait exceeds its priority's budget is refused (``queue_full``, 429)
 with ``Retry-After`` set to the time the queue ahead of it needs to drain. Rows below the
@@ -35,6 +37,7 @@ class Admission:
     full_rows: int = 1  # batches with at least this many rows measure the drain rate
     rate_rows_per_s: float | None = None  # rows answered per second by full batches
     _queued: Counter[int] = field(default_factory=Counter)
+    _last_answer: float | None = None
 
     def budget_s(self, priority: int) -> float:
         return self.max_wait_s * (LOW_PRIORITY_SHARE if priority < 0 else 1.0)
@@ -69,11 +72,13 @@ class Admission:
         if self._queued[priority] <= 0:
             del self._queued[priority]
 
-    def answered(self, rows: int, round_trip_s: float) -> None:
-        """A batch of ``rows`` came back ``round_trip_s`` after it was sent."""
-        if rows < self.full_rows or round_trip_s <= 0:
+    def answered(self, rows: int, sent: float, now: float) -> None:
+        """A batch of ``rows`` sent at ``sent`` came back at ``now``."""
+        start = sent if self._last_answer is None else max(sent, self._last_answer)
+        self._last_answer = now
+        if rows < self.full_rows or now <= start:
             return
-        sample = rows / round_trip_s
+        sample = rows / (now - start)
         old = self.rate_rows_per_s
         self.rate_rows_per_s = (
             sample if old is None else (1 - RATE_SMOOTHING) * old + RATE_SMOOTHING * sample

@@ -274,7 +274,7 @@ class Batcher:
         self._model_ms_ewma = 0.8 * self._model_ms_ewma + 0.2 * result.model_ms
         outputs = result.outputs
         answered = self._clock()
-        self.admission.answered(len(items), answered - sent)
+        self.admission.answered(len(items), sent, answered)
         for row, item in enumerate(items):
             if item.future.done():
                 continue

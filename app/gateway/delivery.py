@@ -9,12 +9,14 @@ Two bounds keep a dead predictor from holding rows until the gateway's own timeo
 (Serve's router keeps a call waiting while a deployment has no running replica, and a
 new predictor replica takes tens of seconds to load and warm its model):
 
+- every attempt is bounded by ``retry_timeout_s`` (``serving.predictor_call_timeout_s``,
+  2 s: a healthy predictor answers a batch in tens of milliseconds, and admission keeps
+  its queue short), so a call that went to a replica that died before it was sent fails
+  like one that died under it;
 - the retry is sent only while some row of the batch still waits for it (rows cut off by
-  the gateway's request timeout are cancelled) and runs within those rows' deadlines and
-  at most ``retry_timeout_s``;
-- while the predictor is *suspect* (a call failed and none has succeeded since), every
-  call gets the same ``retry_timeout_s`` bound, so rows queued after the failure also get
-  a fast 503 + ``Retry-After`` instead of waiting for a replica that is not there yet.
+  the gateway's request timeout are cancelled) and runs within those rows' deadlines.
+
+So a batch gets its answer or a 503 + ``Retry-After`` within about twice the bound.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Delivery:
         self, call: PredictBatch, rows: Sequence[QueuedRow]
     ) -> BatchResult | PredictError | None:
         """The predictor's answer to ``call``, or None when no try got one."""
-        budget: float | None = self.retry_timeout_s if self.suspect else None
+        budget = self.retry_timeout_s
         for attempt in range(2):
             if attempt:
                 budget = self._retry_budget(rows)

@@ -232,8 +232,9 @@ def gateway_options(config: ServiceConfig) -> dict[str, Any]:
         "num_replicas": gateway.num_replicas,
         "ray_actor_options": actor_options,
         "max_ongoing_requests": gateway.max_ongoing_requests,
-        # The gateway is what liveness is about: it answers /healthz itself.
-        "health_check_period_s": liveness.period_s,
+        # Serve notices a dead gateway at its next check: often, so a crash costs seconds
+        # (the orchestrator's liveness probe keeps the spec's 30 s on /healthz).
+        "health_check_period_s": gateway.health_check_period_s,
         "health_check_timeout_s": liveness.timeout_s,
         "graceful_shutdown_timeout_s": config.serving.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": config.serving.graceful_shutdown_wait_loop_s,

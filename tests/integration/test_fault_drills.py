@@ -471,5 +471,7 @@ def test_a_killing_the_gateway_process_gets_the_same_port_back(
     print(_line("a gateway", outs, recovery, f"port={serve_stack.base_url.rsplit(':', 1)[1]}"))
     late = [o for o in outs if o.status != 200 and not killed - 0.5 <= o.sent <= killed + recovery]
     assert late == [], f"requests failed outside the outage window: {late[:5]}"
+    # Target 15 s: measured 2.4 s with Serve checking the gateway every 2 s (17-25 s when
+    # it used the liveness probe's 30 s); the bound leaves room for a loaded CI box.
     assert recovery < 30, f"the gateway took {recovery:.1f} s to come back on its port"
     _wait_healthy(serve_stack, drill_key)

@@ -23,7 +23,7 @@ from tests.fakes import FAKE_REF, FakePredictor
 def _measured(rate_rows_per_s: float, max_wait_s: float = 0.05) -> Admission:
     """An admission whose drain rate was measured from one full batch."""
     admission = Admission(max_wait_s=max_wait_s, full_rows=16)
-    admission.answered(32, 32 / rate_rows_per_s)
+    admission.answered(32, 100.0, 100.0 + 32 / rate_rows_per_s)
     assert admission.rate_rows_per_s == pytest.approx(rate_rows_per_s)
     return admission
 
@@ -35,8 +35,8 @@ def test_every_row_is_admitted_until_a_full_batch_is_measured() -> None:
     assert admission.refusal(0) is None
     # Small batches at light load say nothing about capacity: a lone row's 5 ms round
     # trip would put it at 200 rows/s and refuse rows a busy predictor would take.
-    for _ in range(10):
-        admission.answered(1, 0.005)
+    for t in range(10):
+        admission.answered(1, t * 0.1, t * 0.1 + 0.005)
     assert admission.rate_rows_per_s is None
     assert admission.refusal(0) is None
 
@@ -50,6 +50,15 @@ def test_a_row_whose_wait_exceeds_the_budget_is_refused_with_the_drain_time() ->
         admission.queued(0)
     assert admission.expected_wait_s(0) == pytest.approx(3.0)
     assert admission.refusal(0) == 3.0  # Retry-After: the time the queue needs to drain
+
+
+def test_overlapping_batches_are_timed_from_the_previous_answer() -> None:
+    # Two replicas: batches of 32 take 40 ms each, but an answer comes every 20 ms.
+    admission = Admission(max_wait_s=0.05, full_rows=16)
+    for i in range(20):
+        sent = i * 0.020
+        admission.answered(32, sent, sent + 0.040)
+    assert admission.rate_rows_per_s == pytest.approx(32 / 0.020, rel=0.05)
 
 
 def test_higher_priority_sees_only_the_rows_that_leave_before_it() -> None:

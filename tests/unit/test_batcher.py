@@ -328,6 +328,30 @@ async def test_a_retry_with_no_live_replica_is_bounded() -> None:
     await batcher.stop()
 
 
+async def test_a_call_that_never_answers_is_bounded_and_retried() -> None:
+    # The replica died before the call was sent: Serve's router waits for a new replica
+    # instead of failing. The bound turns that into a retry, not a hang.
+    flaky = _FlakyDispatch(failures=0)
+    first = True
+
+    async def hangs_once(batch: PredictBatch) -> BatchResult | PredictError:
+        nonlocal first
+        flaky.calls += 1
+        if first:
+            first = False
+            await asyncio.Event().wait()
+        return await flaky.fake.dispatch(batch)
+
+    batcher = _flaky_batcher(flaky, retry_timeout_s=0.2)
+    batcher.delivery._dispatch = hangs_once
+    started = time.monotonic()
+    row = await asyncio.wait_for(batcher.submit(FAKE_REF, _row(3)), 5.0)
+    assert row.expected_return == pytest.approx(3.0)
+    assert 0.15 < time.monotonic() - started < 1.5
+    assert flaky.calls == 2
+    await batcher.stop()
+
+
 async def test_a_success_clears_the_suspicion() -> None:
     flaky = _FlakyDispatch(failures=1)
     batcher = _flaky_batcher(flaky)

@@ -93,6 +93,12 @@ def test_max_ongoing_requests_is_twice_the_batch_unless_set() -> None:
     assert predictor_options(explicit, "cpu")["max_ongoing_requests"] == 200
 
 
+def test_a_crashed_gateway_is_checked_for_every_two_seconds() -> None:
+    options = gateway_options(ServiceConfig())
+    assert options["health_check_period_s"] == 2.0
+    assert options["health_check_timeout_s"] == ServiceConfig().liveness_probe.timeout_s
+
+
 def test_queue_and_health_settings_come_from_batching_and_readiness() -> None:
     options = predictor_options(ServiceConfig(), "cpu")
     assert options["max_queued_requests"] == 1000
