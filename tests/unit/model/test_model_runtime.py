@@ -164,7 +164,8 @@ def test_maybe_cleanup_runs_at_most_once_per_interval_on_cuda(
     calls: list[int] = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
     loaded.device = torch.device("cuda")  # only the bookkeeping is exercised
-    start = loaded._last_cleanup
+    # A round clock: (t + 2i) - (t + i) < i in floating point for some monotonic t.
+    loaded._last_cleanup = start = 1000.0
     interval = GpuOptions().cleanup_interval_s
     ran = [loaded.maybe_cleanup(now=start + dt) for dt in (1, interval, interval + 1, 2 * interval)]
     assert ran == [False, True, False, True]
