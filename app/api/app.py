@@ -16,15 +16,16 @@ from prometheus_client import CollectorRegistry
 from app.api.body import document_raw_bodies
 from app.api.docs import install_docs
 from app.api.errors import FastJSONResponse, register_exception_handlers
+from app.api.fast_predict import FastPredict
 from app.api.openapi import document_errors
 from app.api.routes import health, metrics, predict, stats, token
 from app.config import ServiceConfig
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
-from app.observability.access_log import install_access_log
+from app.observability.access_log import install_access_log, wrap_middleware_stack
 from app.observability.http_metrics import instrument_http
 from app.security.dependencies import metrics_access
-from app.security.hardening import install_security
+from app.security.hardening import api_security_headers, install_security
 
 log = structlog.get_logger("app.api.app")
 
@@ -73,11 +74,26 @@ def create_app(
     app.state.gateway = state
     app.state.metrics_registry = metrics_registry
     register_exception_handlers(app)
-    install_security(app, config)
-    instrument_http(app, metrics_registry)
+    security = install_security(app, config)
+    http_metrics = instrument_http(app, metrics_registry)
     # Outside everything, error handling included: every response (413s from the size
     # limit and unhandled 500s too) gets a request id and exactly one access line.
     install_access_log(app, config.logging, set_header=not behind_serve_proxy)
+    if config.serving.gateway.fast_path:
+        # Outermost: the prediction routes' common case, without the stack above.
+        wrap_middleware_stack(
+            app,
+            lambda stack: FastPredict(
+                stack,
+                state=state,
+                security=security,
+                http_metrics=http_metrics,
+                response_headers=api_security_headers(config),
+                max_body_bytes=config.network_security.limits.max_body_bytes,
+                access_log=config.logging.enable_access_logs,
+                set_request_id_header=not behind_serve_proxy,
+            ),
+        )
 
     app.include_router(health.router)
     app.include_router(predict.router)

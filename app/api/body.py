@@ -40,14 +40,13 @@ def _is_json(content_type: str | None) -> bool:
     return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-async def read_model(request: Request, model: type[M]) -> M:
-    """The body of ``request`` as ``model``, or the same errors FastAPI would raise."""
-    raw = await request.body()
+def parse_model(raw: bytes, content_type: str | None, model: type[M]) -> M:
+    """``raw`` as ``model``, or the same errors FastAPI would raise for that body."""
     if not raw:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    if not _is_json(request.headers.get("content-type")):
+    if not _is_json(content_type):
         raise RequestValidationError(
             [
                 {
@@ -66,8 +65,13 @@ async def read_model(request: Request, model: type[M]) -> M:
         ) from None
 
 
-def _int_header(request: Request, name: str, lo: int | None, hi: int | None) -> int | None:
-    raw = request.headers.get(name)
+async def read_model(request: Request, model: type[M]) -> M:
+    """The body of ``request`` as ``model`` (:func:`parse_model`)."""
+    return parse_model(await request.body(), request.headers.get("content-type"), model)
+
+
+def int_header(raw: str | None, name: str, lo: int | None, hi: int | None) -> int | None:
+    """An integer header's value (``None`` if absent), or a 422 naming the header."""
     if raw is None:
         return None
     loc = ("header", name)
@@ -88,14 +92,14 @@ def _int_header(request: Request, name: str, lo: int | None, hi: int | None) -> 
     return value
 
 
-def priority_hint(request: Request) -> int | None:
+def priority_hint(raw: str | None) -> int | None:
     """``X-Priority``: lowers the caller's priority (the route never lets it raise it)."""
-    return _int_header(request, PRIORITY_HEADER, *PRIORITY_RANGE)
+    return int_header(raw, PRIORITY_HEADER, *PRIORITY_RANGE)
 
 
-def deadline_hint(request: Request, clock: Callable[[], float] = time.monotonic) -> float | None:
+def deadline_hint(raw: str | None, clock: Callable[[], float] = time.monotonic) -> float | None:
     """``X-Request-Deadline-Ms`` (Unix epoch ms) on ``clock``; 503 if already past."""
-    deadline_ms = _int_header(request, DEADLINE_HEADER, 0, None)
+    deadline_ms = int_header(raw, DEADLINE_HEADER, 0, None)
     if deadline_ms is None:
         return None
     remaining = deadline_ms / 1000.0 - time.time()

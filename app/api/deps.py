@@ -20,7 +20,13 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
-from app.api.body import deadline_hint, priority_hint, read_model
+from app.api.body import (
+    DEADLINE_HEADER,
+    PRIORITY_HEADER,
+    deadline_hint,
+    priority_hint,
+    read_model,
+)
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
 from app.security.dependencies import MetricsAccess, PredictPrincipal, StatsPrincipal
@@ -51,14 +57,15 @@ class Call(Generic[B]):
 
 
 async def _call(request: Request, principal: Principal, model: type[B]) -> Call[B]:
-    hint = priority_hint(request)
+    headers = request.headers
+    hint = priority_hint(headers.get(PRIORITY_HEADER))
     rid = getattr(request.state, "request_id", None)
     return Call(
         principal=principal,
         state=request.app.state.gateway,
         body=await read_model(request, model),
         priority=principal.priority if hint is None else min(principal.priority, hint),
-        deadline=deadline_hint(request),
+        deadline=deadline_hint(headers.get(DEADLINE_HEADER)),
         request_id=rid if isinstance(rid, str) else "",
     )
 

@@ -196,53 +196,65 @@ def prediction_error_responses() -> dict[int | str, dict[str, Any]]:
     }
 
 
-def register_exception_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PredictionFailure)
-    async def _prediction_failure(request: Request, exc: PredictionFailure) -> FastJSONResponse:
+def known_error_response(exc: Exception, request_id: str | None) -> FastJSONResponse | None:
+    """The answer to an error the API raises on purpose; ``None`` for anything else.
+
+    The exception handlers below and the prediction fast path (app.api.fast_predict) both
+    render through this, so one failure reads the same whichever path met it."""
+    if isinstance(exc, PredictionFailure):
         # The one place a failure kind becomes a response (app.gateway.failures).
         return error_response(
             exc.rule.http_status,
             exc.message,
             code=exc.kind.value,
-            request_id=_request_id(request),
+            request_id=request_id,
             details=exc.details,
             headers=exc.headers,
         )
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> FastJSONResponse:
+    if isinstance(exc, ApiError):
         return error_response(
             exc.status_code,
             exc.message,
             code=exc.code,
-            request_id=_request_id(request),
+            request_id=request_id,
             details=exc.details,
             headers=exc.headers,
         )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> FastJSONResponse:
+    if isinstance(exc, RequestValidationError):
         errors = exc.errors()
         malformed = any(e.get("type") == "json_invalid" for e in errors)
         return error_response(
             400 if malformed else 422,
             "request body is not valid JSON" if malformed else "request failed validation",
             code="malformed_json" if malformed else "invalid_request",
-            request_id=_request_id(request),
+            request_id=request_id,
             details=_clean_validation_errors(list(errors)),
         )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> FastJSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         return error_response(
             exc.status_code,
             str(exc.detail),
-            request_id=_request_id(request),
+            request_id=request_id,
             headers=getattr(exc, "headers", None),
         )
+    return None
+
+
+def unhandled_error_response(exc: Exception, request_id: str | None) -> FastJSONResponse:
+    """500 for anything unexpected: internals never leak; the log has the traceback."""
+    log.exception("unhandled_error", request_id=request_id, error=type(exc).__name__)
+    return error_response(500, "internal error", request_id=request_id)
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    async def _known(request: Request, exc: Exception) -> FastJSONResponse:
+        response = known_error_response(exc, _request_id(request))
+        assert response is not None  # registered for the known types only
+        return response
+
+    for known in (PredictionFailure, ApiError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(known, _known)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> FastJSONResponse:
-        # Never leak internals; the traceback goes to the log with the request id.
-        log.exception("unhandled_error", request_id=_request_id(request), error=type(exc).__name__)
-        return error_response(500, "internal error", request_id=_request_id(request))
+        return unhandled_error_response(exc, _request_id(request))

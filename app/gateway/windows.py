@@ -44,11 +44,11 @@ def window_from_request(req: PredictRequest, *, max_bars: int) -> Window:
         raise _invalid(f"at most {max_bars} bars are accepted, got {n}", "timestamps")
     # Only the model's window is needed; validate just that (older bars are ignored).
     ts = np.asarray(req.timestamps[-WINDOW:], dtype=np.int64)
-    if np.any(np.diff(ts) <= 0):
+    if (ts[1:] <= ts[:-1]).any():
         raise _invalid("timestamps must be strictly increasing", "timestamps")
-    bars = np.empty((WINDOW, 5), dtype=np.float64)
-    for j, name in enumerate(_COLUMNS):
-        bars[:, j] = getattr(req, name)[-WINDOW:]
+    # One conversion of the five columns, then a row-major copy: [WINDOW, 5].
+    columns = (req.open, req.high, req.low, req.close, req.volume)
+    bars = np.array([c[-WINDOW:] for c in columns], dtype=np.float64).T.copy()
     problem = validate_bars(bars)
     if problem is not None:
         raise _invalid(problem)

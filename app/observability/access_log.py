@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
 from app.config import Logging
+from app.observability.fast_line import info_line
 from app.observability.logging import bind_request_id, clear_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -48,9 +50,18 @@ def request_id_from(scope: Scope) -> str:
     """
     for key, value in scope.get("headers", ()):
         if key == _HEADER_KEY:
-            if len(value) <= MAX_CLIENT_REQUEST_ID_LENGTH and _CLIENT_REQUEST_ID.fullmatch(value):
-                return value.decode("ascii")
-            break
+            return sane_request_id(value)
+    return uuid.uuid4().hex
+
+
+def sane_request_id(value: bytes | None) -> str:
+    """``value`` if it is a sane request id (see :func:`request_id_from`), else a fresh one."""
+    if (
+        value is not None
+        and len(value) <= MAX_CLIENT_REQUEST_ID_LENGTH
+        and _CLIENT_REQUEST_ID.fullmatch(value)
+    ):
+        return value.decode("ascii")
     return uuid.uuid4().hex
 
 
@@ -62,14 +73,11 @@ def _route_template(scope: Scope) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def _caller(state: dict[str, Any]) -> dict[str, Any]:
-    principal = state.get("principal")
+def _caller(principal: Any, auth_method: str | None) -> dict[str, Any]:
     subject = getattr(principal, "subject", None)
     key_id = getattr(principal, "key_id", None)
     method = (
-        getattr(principal, "auth_method", None)
-        or getattr(principal, "method", None)
-        or state.get("auth_method")
+        getattr(principal, "auth_method", None) or getattr(principal, "method", None) or auth_method
     )
     scopes = getattr(principal, "scopes", None)
     return {
@@ -126,17 +134,61 @@ class AccessLogMiddleware:
 
     @staticmethod
     def _write(scope: Scope, state: dict[str, Any], status: int | None, latency_ms: float) -> None:
-        log.info(
-            "access",
+        write_access_line(
             request_id=state.get("request_id"),
             method=scope.get("method"),
             route=_route_template(scope),
             status=status,
-            latency_ms=round(latency_ms, 3),
-            **_caller(state),
+            latency_ms=latency_ms,
+            principal=state.get("principal"),
+            auth_method=state.get("auth_method"),
             model_version=state.get("model_version"),
             batch_size=state.get("batch_size"),
         )
+
+
+def write_access_line(
+    *,
+    request_id: str | None,
+    method: str | None,
+    route: str | None,
+    status: int | None,
+    latency_ms: float,
+    principal: Any = None,
+    auth_method: str | None = None,
+    model_version: str | None = None,
+    batch_size: int | None = None,
+) -> None:
+    """The one access line of a request (the middleware's and the prediction fast path's)."""
+    info_line(
+        "app.access",
+        "access",
+        {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": round(latency_ms, 3),
+            **_caller(principal, auth_method),
+            "model_version": model_version,
+            "batch_size": batch_size,
+        },
+    )
+
+
+def wrap_middleware_stack(app: FastAPI, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Put ``wrap(stack)`` around ``app``'s whole middleware stack (call before start).
+
+    Starlette's ``add_middleware`` layers sit inside its ``ServerErrorMiddleware``; this is
+    the way outside it. Later calls wrap earlier ones."""
+    if app.middleware_stack is not None:
+        raise RuntimeError("must be called before the app starts (its middleware stack is built)")
+    build = app.build_middleware_stack
+
+    def build_wrapped() -> ASGIApp:
+        return wrap(build())
+
+    app.build_middleware_stack = build_wrapped  # type: ignore[method-assign]
 
 
 def install_access_log(app: FastAPI, config: Logging, *, set_header: bool = True) -> None:
@@ -144,12 +196,7 @@ def install_access_log(app: FastAPI, config: Logging, *, set_header: bool = True
 
     ``set_header=False`` when the Serve proxy already returns the request id header.
     """
-    if app.middleware_stack is not None:
-        raise RuntimeError("install_access_log must be called before the app starts")
-    build = app.build_middleware_stack
     enabled = config.enable_access_logs
-
-    def build_with_access_log() -> ASGIApp:
-        return AccessLogMiddleware(build(), enabled=enabled, set_header=set_header)
-
-    app.build_middleware_stack = build_with_access_log  # type: ignore[method-assign]
+    wrap_middleware_stack(
+        app, lambda stack: AccessLogMiddleware(stack, enabled=enabled, set_header=set_header)
+    )

@@ -26,6 +26,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from app.config import Logging
+from app.observability.fast_line import RENDERED_ATTR, use_json
 from app.observability.log_files import RetentionRotatingFileHandler, sweep_directory
 from app.observability.redaction import redact_event
 
@@ -95,7 +96,7 @@ def build_formatter(config: Logging, *, component: str) -> structlog.stdlib.Proc
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-    return structlog.stdlib.ProcessorFormatter(
+    return _Formatter(
         foreign_pre_chain=_shared_processors(component),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -104,6 +105,15 @@ def build_formatter(config: Logging, *, component: str) -> structlog.stdlib.Proc
             renderer,
         ],
     )
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """Prints a record :func:`~app.observability.fast_line.info_line` rendered as is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, RENDERED_ATTR, False):
+            return record.getMessage()
+        return super().format(record)
 
 
 def resolve_log_file(config: Logging, component: str, log_file: Path | None) -> Path | None:
@@ -140,6 +150,7 @@ def configure_logging(
     """
     level = logging.getLevelNamesMapping()[config.level]
     formatter = build_formatter(config, component=component)
+    use_json(component if config.format == "json" else None)
 
     path = resolve_log_file(config, component, log_file)
     use_stderr = stderr if stderr is not None else (path is None or config.stderr_with_file)

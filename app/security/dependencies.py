@@ -62,68 +62,70 @@ def _unauthorized(
 
 def _reject(
     ctx: SecurityContext,
-    request: Request,
+    path: str,
     methods: frozenset[AuthMethod],
     reason: str,
     *,
     method: str | None = None,
     key_id: str | None = None,
 ) -> ApiError:
-    log.info("auth_rejected", reason=reason, method=method, key_id=key_id, path=request.url.path)
+    log.info("auth_rejected", reason=reason, method=method, key_id=key_id, path=path)
     return _unauthorized(ctx, methods, "invalid_token" if method == "jwt" else None)
 
 
 def _from_api_key(
-    ctx: SecurityContext, request: Request, raw: str, methods: frozenset[AuthMethod]
+    ctx: SecurityContext, path: str, raw: str, methods: frozenset[AuthMethod]
 ) -> Principal:
     if ctx.api_keys is None:
-        raise _reject(ctx, request, methods, "api_keys_not_configured", method="api_key")
+        raise _reject(ctx, path, methods, "api_keys_not_configured", method="api_key")
     record, reason = ctx.api_keys.check(raw)
     if record is None:
         # The key id is the key's public half; a malformed value is not logged at all.
-        raise _reject(ctx, request, methods, reason, method="api_key", key_id=parse_key_id(raw))
+        raise _reject(ctx, path, methods, reason, method="api_key", key_id=parse_key_id(raw))
     return ctx.principal_from_key(record)
 
 
 def _from_bearer(
-    ctx: SecurityContext, request: Request, authorization: str, methods: frozenset[AuthMethod]
+    ctx: SecurityContext, path: str, authorization: str, methods: frozenset[AuthMethod]
 ) -> Principal:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _reject(ctx, request, methods, "not_bearer", method="jwt")
+        raise _reject(ctx, path, methods, "not_bearer", method="jwt")
     if ctx.jwt is None:
-        raise _reject(ctx, request, methods, "jwt_not_configured", method="jwt")
+        raise _reject(ctx, path, methods, "jwt_not_configured", method="jwt")
     try:
         verified = ctx.jwt.verify(token.strip())
     except InvalidToken as exc:
-        raise _reject(ctx, request, methods, exc.reason, method="jwt") from None
+        raise _reject(ctx, path, methods, exc.reason, method="jwt") from None
     return ctx.principal_from_token(verified)
 
 
 def _resolve(
     ctx: SecurityContext,
-    request: Request,
+    path: str,
     scopes: list[str] | tuple[str, ...],
     methods: frozenset[AuthMethod],
+    *,
+    api_key: str | None,
+    authorization: str | None,
 ) -> Principal:
     if not ctx.enabled:
         return ctx.anonymous(scopes)
-    headers = request.headers
-    raw_key = headers.get(ctx.api_key_header) if "api_key" in methods else None
-    authorization = headers.get("authorization") if "jwt" in methods else None
+    raw_key = api_key if "api_key" in methods else None
+    bearer = authorization if "jwt" in methods else None
     if raw_key is not None:
-        principal = _from_api_key(ctx, request, raw_key, methods)
-    elif authorization is not None:
-        principal = _from_bearer(ctx, request, authorization, methods)
+        principal = _from_api_key(ctx, path, raw_key, methods)
+    elif bearer is not None:
+        principal = _from_bearer(ctx, path, bearer, methods)
     else:
-        raise _reject(ctx, request, methods, "missing")
+        raise _reject(ctx, path, methods, "missing")
     if ctx.scopes_enforced and not principal.has_scopes(scopes):
         log.info(
             "auth_forbidden",
             subject=principal.subject,
             key_id=principal.key_id,
             required=list(scopes),
-            path=request.url.path,
+            path=path,
         )
         wanted = " ".join(scopes)
         raise ApiError(
@@ -139,14 +141,26 @@ def _resolve(
     return principal
 
 
-async def authenticate(request: Request, security_scopes: SecurityScopes) -> Principal:
-    """Resolve the caller, check the route's scopes, then charge its token bucket.
+def authorize(
+    ctx: SecurityContext,
+    path: str,
+    scopes: list[str] | tuple[str, ...],
+    *,
+    api_key: str | None,
+    authorization: str | None,
+) -> Principal:
+    """Resolve the caller from its credential headers, check ``scopes``, charge its bucket.
 
-    It reads its own headers (no ``fastapi.security`` sub-dependency runs per request);
-    the OpenAPI document gets the schemes from :mod:`app.security.openapi_security`."""
-    ctx = security_context(request)
-    scopes = security_scopes.scopes
-    principal = _resolve(ctx, request, scopes, ctx.methods_for(scopes))
+    ``path`` is only for the log line of a refusal. Raises :class:`ApiError` (401, 403 or
+    429); the route's dependency and the prediction fast path both call this."""
+    principal = _resolve(
+        ctx,
+        path,
+        scopes,
+        ctx.methods_for(scopes),
+        api_key=api_key,
+        authorization=authorization,
+    )
     wait = ctx.rate_limit_wait(principal)
     if wait > 0:
         log.info("rate_limited", subject=principal.subject, key_id=principal.key_id)
@@ -156,6 +170,23 @@ async def authenticate(request: Request, security_scopes: SecurityScopes) -> Pri
             code="rate_limited",
             headers={"Retry-After": retry_after_header(wait)},
         )
+    return principal
+
+
+async def authenticate(request: Request, security_scopes: SecurityScopes) -> Principal:
+    """:func:`authorize` for a route's ``Security`` dependency.
+
+    It reads its own headers (no ``fastapi.security`` sub-dependency runs per request);
+    the OpenAPI document gets the schemes from :mod:`app.security.openapi_security`."""
+    ctx = security_context(request)
+    headers = request.headers
+    principal = authorize(
+        ctx,
+        request.url.path,
+        security_scopes.scopes,
+        api_key=headers.get(ctx.api_key_header),
+        authorization=headers.get("authorization"),
+    )
     request.state.principal = principal
     return principal
 
@@ -165,7 +196,14 @@ async def metrics_access(request: Request) -> Principal | None:
     ctx = security_context(request)
     if ctx.config.security.authentication.metrics_auth == "open":
         return None
-    principal = _resolve(ctx, request, (STATS_SCOPE,), _JWT_ONLY)
+    principal = _resolve(
+        ctx,
+        request.url.path,
+        (STATS_SCOPE,),
+        _JWT_ONLY,
+        api_key=None,
+        authorization=request.headers.get("authorization"),
+    )
     request.state.principal = principal
     return principal
 

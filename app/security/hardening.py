@@ -182,6 +182,30 @@ class BodySizeLimitMiddleware:
             await self._too_large(scope)(scope, receive, send)
 
 
+_API_ONLY_HEADERS = (
+    (b"content-security-policy", _API_CSP.encode()),
+    (b"cache-control", b"no-store"),
+)
+
+
+def _common_headers(hsts_max_age_s: int | None) -> list[tuple[bytes, bytes]]:
+    common = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+    if hsts_max_age_s is not None:
+        hsts = f"max-age={hsts_max_age_s}; includeSubDomains".encode()
+        common.append((b"strict-transport-security", hsts))
+    return common
+
+
+def api_security_headers(config: ServiceConfig) -> list[tuple[bytes, bytes]]:
+    """The protective headers every API (non-docs) response carries."""
+    tls = config.network_security.tls
+    return [*_common_headers(tls.hsts_max_age_s if tls.enabled else None), *_API_ONLY_HEADERS]
+
+
 class SecurityHeadersMiddleware:
     """Adds the standard protective response headers (unless the app set them)."""
 
@@ -190,19 +214,8 @@ class SecurityHeadersMiddleware:
     ) -> None:
         self.app = app
         self.docs_paths = docs_paths
-        common = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
-        ]
-        if hsts_max_age_s is not None:
-            hsts = f"max-age={hsts_max_age_s}; includeSubDomains".encode()
-            common.append((b"strict-transport-security", hsts))
-        self._api_headers = [
-            *common,
-            (b"content-security-policy", _API_CSP.encode()),
-            (b"cache-control", b"no-store"),
-        ]
+        common = _common_headers(hsts_max_age_s)
+        self._api_headers = [*common, *_API_ONLY_HEADERS]
         self._docs_headers = [*common, (b"content-security-policy", _DOCS_CSP.encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,6 +11,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from app.config import Logging, Metrics
+from app.observability import fast_line
 from app.observability.logging import configure_logging
 from app.observability.metrics import GatewayMetrics
 from app.observability.process_metrics import new_registry
@@ -22,6 +23,7 @@ def _restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide state; put it back after each test."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    component = fast_line.json_component()
     names = ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi", "ray", "ray.serve", "httpx")
     libs = {
         name: (
@@ -43,6 +45,7 @@ def _restore_logging() -> Iterator[None]:
         logger.setLevel(lib_level)
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+    fast_line.use_json(component)
 
 
 @pytest.fixture

@@ -1,0 +1,305 @@
+"""The prediction fast path answers exactly as the FastAPI routes do, case by case.
+
+Two gateways are built from the same configuration and key store, one with
+``serving.gateway.fast_path`` on and one with it off, and each case is sent to both: the
+status, the JSON body (request ids aside), the headers a client reads, the access line
+and the HTTP metrics must match. A recorder around the full stack proves which requests
+the fast path answered itself and which it handed on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import structlog
+from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.app import create_app
+from app.api.fast_predict import FastPredict
+from app.config import Logging, ServiceConfig
+from app.gateway.cluster import StaticCluster
+from app.gateway.state import GatewayState, build_gateway_state
+from app.observability import fast_line
+from app.observability.logging import configure_logging
+from app.security.api_keys import ApiKeyStore
+from app.security.jwt_tokens import mint_token, read_jwt_secret
+from model.export import make_random_artifact
+from tests.fakes import FakePredictor
+from tests.support.live import columnar_bars
+from tests.support.security_app import ALLOWED_ORIGIN, write_security_material
+
+# Headers whose presence and value a client may depend on.
+COMPARED_HEADERS = (
+    "content-type",
+    "www-authenticate",
+    "retry-after",
+    "access-control-allow-origin",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "strict-transport-security",
+    "content-security-policy",
+    "cache-control",
+    "connection",
+)
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    state: GatewayState
+    fell_through: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Keys:
+    predict: str
+    limited: str
+    stats_token: str
+
+
+def _recorder(inner: ASGIApp, seen: list[str]) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen.append(f"{scope['method']} {scope['path']}")
+        await inner(scope, receive, send)
+
+    return app
+
+
+@contextmanager
+def _gateway(config: ServiceConfig, ref: Any) -> Iterator[Gateway]:
+    fake = FakePredictor(ref=ref)
+    state = build_gateway_state(
+        config, dispatch=fake.dispatch, probe=fake.status, cluster=StaticCluster()
+    )
+    app = create_app(config, state, metrics_registry=state.metrics.registry)
+    gateway = Gateway(TestClient(app), state)
+    stack = app.build_middleware_stack()
+    assert isinstance(stack, FastPredict) == config.serving.gateway.fast_path
+    if isinstance(stack, FastPredict):
+        stack.app = _recorder(stack.app, gateway.fell_through)
+    app.middleware_stack = stack
+    with gateway.client:  # runs the lifespan: batcher and readiness start
+        yield gateway
+
+
+@dataclass
+class Pair:
+    fast: Gateway
+    slow: Gateway
+    keys: Keys
+    log: io.StringIO
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    root = tmp_path_factory.mktemp("fast")
+    ref = make_random_artifact(root / "models", version="1.0.0", seed=3)
+    material = write_security_material(
+        root,
+        overrides={
+            "model_registry": {"path": str(root / "models")},
+            "network_security": {"limits": {"max_body_bytes": 65536, "max_batch_symbols": 4}},
+            # Two apps' loops in two threads of one process delay each other's timers:
+            # that is not the overload loop-lag shedding exists for.
+            "batching": {"max_loop_lag_ms": 0},
+        },
+    )
+    fast_config = material.config
+    slow_config = fast_config.model_copy(deep=True)
+    slow_config.serving.gateway.fast_path = False
+    auth = fast_config.security.authentication
+    store = ApiKeyStore(auth.api_key_store_path)
+    _, key = store.create(owner="fast-path", scopes=["model:predict"], priority=5)
+    _, limited = store.create(
+        owner="slow-client", scopes=["model:predict"], rate_limit_per_s=0.01, burst=1
+    )
+    token = mint_token(
+        read_jwt_secret(auth.jwt_secret_path),
+        "ops",
+        ["model:stats"],
+        300,
+        issuer=auth.jwt_issuer,
+        audience=auth.jwt_audience,
+    )
+    log = io.StringIO()
+    with (
+        _json_logging_to(log),
+        _gateway(fast_config, ref) as fast,
+        _gateway(slow_config, ref) as slow,
+    ):
+        yield Pair(fast, slow, Keys(key, limited, token), log)
+
+
+@contextmanager
+def _json_logging_to(stream: io.StringIO) -> Iterator[None]:
+    """The service's JSON logging into ``stream``; the process's logging restored after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    saved_structlog, component = structlog.get_config(), fast_line.json_component()
+    configure_logging(Logging(), component="fast-test", stream=stream)
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+        structlog.configure(**saved_structlog)
+        fast_line.use_json(component)
+
+
+def _cases(keys: Keys) -> list[tuple[str, dict[str, Any]]]:
+    good = columnar_bars("ABC")
+    body = json.dumps(good).encode()
+    key = {"X-API-Key": keys.predict, "Content-Type": "application/json"}
+    few = columnar_bars("ABC")
+    for name in ("timestamps", "open", "high", "low", "close", "volume"):
+        few[name] = few[name][:10]
+    return [
+        ("ok", {"content": body, "headers": {**key, "X-Request-ID": "client-1"}}),
+        ("ok lower priority", {"content": body, "headers": {**key, "X-Priority": "-3"}}),
+        (
+            "batch",
+            {
+                "url": "/predict/batch",
+                "content": json.dumps({"items": [good, columnar_bars("XYZ")]}).encode(),
+                "headers": key,
+            },
+        ),
+        ("no credential", {"content": body, "headers": {"Content-Type": "application/json"}}),
+        ("unknown key", {"content": body, "headers": {**key, "X-API-Key": "ck_nope.nope"}}),
+        (
+            "stats token",
+            {
+                "content": body,
+                "headers": {
+                    "Authorization": f"Bearer {keys.stats_token}",
+                    "Content-Type": "application/json",
+                },
+            },
+        ),
+        ("not a bearer", {"content": body, "headers": {"Authorization": "Basic abc"}}),
+        ("malformed json", {"content": b'{"symbol": ', "headers": key}),
+        ("empty body", {"content": b"", "headers": key}),
+        ("not json", {"content": body, "headers": {**key, "Content-Type": "text/plain"}}),
+        ("missing field", {"content": b'{"symbol": "A"}', "headers": key}),
+        ("too few bars", {"content": json.dumps(few).encode(), "headers": key}),
+        (
+            "unknown version",
+            {"content": json.dumps({**good, "version": "9.9.9"}).encode(), "headers": key},
+        ),
+        (
+            "batch too large",
+            {
+                "url": "/predict/batch",
+                "content": json.dumps({"items": [good] * 5}).encode(),
+                "headers": key,
+            },
+        ),
+        ("bad priority", {"content": body, "headers": {**key, "X-Priority": "high"}}),
+        ("priority out of range", {"content": body, "headers": {**key, "X-Priority": "1000"}}),
+        ("deadline passed", {"content": body, "headers": {**key, "X-Request-Deadline-Ms": "1"}}),
+        ("bad request id", {"content": body, "headers": {**key, "X-Request-ID": "<b>x</b>"}}),
+        # Handed on to the full stack:
+        ("cors", {"content": body, "headers": {**key, "Origin": ALLOWED_ORIGIN}}),
+        ("query string", {"url": "/predict?x=1", "content": body, "headers": key}),
+        (
+            "serve timeout header",
+            {"content": body, "headers": {**key, "X-Request-Timeout-Seconds": "0.001"}},
+        ),
+        ("too large", {"content": b"x" * 70000, "headers": key}),
+        ("get", {"method": "GET", "content": b"", "headers": key}),
+        ("limited 1", {"content": body, "headers": {**key, "X-API-Key": keys.limited}}),
+        ("limited 2", {"content": body, "headers": {**key, "X-API-Key": keys.limited}}),
+    ]
+
+
+HANDED_ON = {"cors", "query string", "serve timeout header", "too large", "get"}
+
+
+def _send(gw: Gateway, case: dict[str, Any]) -> Any:
+    return gw.client.request(
+        case.get("method", "POST"),
+        case.get("url", "/predict"),
+        content=case["content"],
+        headers=case["headers"],
+    )
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<id>" if k == "request_id" else _normalized(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalized(v) for v in value]
+    return value
+
+
+def _access_lines(log: io.StringIO) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in log.getvalue().splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("event") == "access"]
+
+
+def _http_samples(gw: Gateway) -> dict[tuple[str, ...], float]:
+    samples = {}
+    for family in gw.state.metrics.registry.collect():
+        if family.name in ("http_requests", "http_request_duration_seconds"):
+            for s in family.samples:
+                if s.name.endswith(("_total", "_count")):
+                    samples[(s.name, *sorted(s.labels.items()))] = s.value  # type: ignore[arg-type]
+    return samples
+
+
+def test_every_case_answers_the_same_on_both_paths(pair: Pair) -> None:
+    cases = _cases(pair.keys)
+    pair.log.seek(0)
+    pair.log.truncate()
+    for name, case in cases:
+        a = _send(pair.fast, case)
+        b = _send(pair.slow, case)
+        assert a.status_code == b.status_code, (name, a.text, b.text)
+        assert a.status_code != 500, (name, a.text)
+        assert _normalized(a.json()) == _normalized(b.json()), name
+        for header in COMPARED_HEADERS:
+            assert a.headers.get(header) == b.headers.get(header), (name, header)
+        body = a.json()
+        rid = body["error"]["request_id"] if "error" in body else body.get("request_id")
+        assert rid == a.headers["x-request-id"], name
+
+    # The fast path answered every case but the handed-on ones, which reached the full stack.
+    handed_on = [f"{c.get('method', 'POST')} {c.get('url', '/predict').split('?')[0]}"
+                 for n, c in cases if n in HANDED_ON]  # fmt: skip
+    assert sorted(pair.fast.fell_through) == sorted(handed_on)
+
+    # One access line per request on both paths, with the same fields.
+    lines = _access_lines(pair.log)
+    assert len(lines) == 2 * len(cases)
+    for a_line, b_line in zip(lines[0::2], lines[1::2], strict=True):
+        for volatile in ("request_id", "latency_ms", "timestamp"):
+            assert a_line.pop(volatile) is not None
+            assert b_line.pop(volatile) is not None
+        assert a_line == b_line
+
+    # And the same HTTP metrics.
+    assert _http_samples(pair.fast) == _http_samples(pair.slow)
+    assert (
+        _http_samples(pair.fast)[
+            ("http_requests_total", ("handler", "/predict"), ("method", "POST"), ("status", "2xx"))
+        ]
+        >= 3
+    )
+    # The client's sane request id is kept; an unsafe one replaced.
+    by_name = dict(cases)
+    assert _send(pair.fast, by_name["ok"]).headers["x-request-id"] == "client-1"
+    assert "<" not in _send(pair.fast, by_name["bad request id"]).headers["x-request-id"]
