@@ -72,7 +72,12 @@ class Batcher:
         featurize: Featurize = compute_features,
         retry_timeout_s: float = RETRY_TIMEOUT_S,
     ) -> None:
-        self.delivery = Delivery(dispatch, clock=clock, retry_timeout_s=retry_timeout_s)
+        self.delivery = Delivery(
+            dispatch, clock=clock, retry_timeout_s=retry_timeout_s, on_lost=self._lost
+        )
+        # Called when no predictor replica answers (both tries of a batch failed); the
+        # gateway state marks the predictor unreachable there.
+        self.on_predictor_lost: Callable[[], None] = lambda: None
         self._cache = features
         self._metrics = metrics
         self._featurize = featurize
@@ -88,6 +93,7 @@ class Batcher:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._sending: dict[int, list[QueuedRow]] = {}  # rows of each batch in flight
         self._busy = 0  # batches sent and not yet answered
         self.admission = Admission(
             max_wait_s=max_queue_wait_s, full_rows=max(1, max_batch_size // 2)
@@ -167,7 +173,23 @@ class Batcher:
             self._wakeup.set()
         return future
 
+    def abandon(self, failure: PredictionFailure) -> int:
+        """Fail every row queued or in flight with ``failure`` (the predictor is gone, so
+        none of them can be answered); returns how many rows that released."""
+        released = 0
+        for items in [*self._sending.values(), self._heap]:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(failure)
+                    released += 1
+        self.stats.failures += 1 if released else 0
+        return released
+
     # -- internals --------------------------------------------------------------------
+
+    def _lost(self) -> None:
+        self.abandon(PredictionFailure(FailureKind.UNAVAILABLE))
+        self.on_predictor_lost()
 
     def _retry_after(self) -> float:
         # Time for the queue to drain at the current batch cadence, at least one second.
@@ -218,6 +240,7 @@ class Batcher:
         return taken
 
     async def _send(self, batch: list[QueuedRow]) -> None:
+        self._sending[id(batch)] = batch
         try:
             groups: dict[ModelRef, list[QueuedRow]] = {}
             for item in batch:
@@ -228,6 +251,7 @@ class Batcher:
             else:
                 await asyncio.gather(*(self._send_group(r, i) for r, i in groups.items()))
         finally:
+            del self._sending[id(batch)]
             self._busy -= 1
             self._slots.release()
             if self._heap:

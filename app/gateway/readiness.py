@@ -35,6 +35,10 @@ class Readiness:
         self.status = PredictorStatus(ready=False, stage="starting")
         self.checked_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped by mark_unreachable: older polls are stale
+        # Called when a poll finds a ready predictor unreachable (the state fails the rows
+        # in flight: they went to a replica that no longer answers).
+        self.on_lost: Callable[[], None] = lambda: None
 
     @property
     def ready(self) -> bool:
@@ -44,18 +48,32 @@ class Readiness:
     def model(self) -> ModelRef | None:
         return self.status.model if self.status.ready else None
 
+    def mark_unreachable(self, error: str) -> None:
+        """Not ready from now until a status poll started after this call says ready."""
+        self._generation += 1
+        was_ready = self.status.ready
+        self.status = PredictorStatus(ready=False, stage="unreachable", error=error)
+        self.checked_at = time.monotonic()
+        if was_ready:
+            log.warning("predictor_unreachable", error=error)
+
     async def refresh(self) -> PredictorStatus:
+        generation = self._generation
         try:
-            self.status = await asyncio.wait_for(self._probe(), self.timeout_s)
+            status = await asyncio.wait_for(self._probe(), self.timeout_s)
         except TimeoutError:
-            self.status = PredictorStatus(
+            status = PredictorStatus(
                 ready=False, stage="unreachable", error="predictor did not answer in time"
             )
         except Exception as exc:
-            self.status = PredictorStatus(
-                ready=False, stage="unreachable", error=type(exc).__name__
-            )
+            status = PredictorStatus(ready=False, stage="unreachable", error=type(exc).__name__)
+        if generation != self._generation:
+            return self.status  # marked unreachable while this poll was out: it is stale
+        was_ready = self.status.ready
+        self.status = status
         self.checked_at = time.monotonic()
+        if was_ready and status.stage == "unreachable":
+            self.on_lost()
         return self.status
 
     def start(self) -> None:

@@ -19,6 +19,7 @@ from app.audit.writer import AuditTrail
 from app.config import ServiceConfig
 from app.gateway.batcher import Batcher, Dispatch
 from app.gateway.cluster import ClusterView, StaticCluster
+from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.loop_lag import LoopLag
 from app.gateway.readiness import Readiness
@@ -27,6 +28,7 @@ from app.gateway.serving_view import keep_gauges_current
 from app.gateway.shadow import ShadowScorer
 from app.observability.metrics import GatewayMetrics
 from app.observability.process_metrics import new_registry
+from model.common.failures import FailureKind
 from model.common.protocol import PredictorStatus, Routing
 from model.common.registry import ModelRegistry
 from model.common.tasks import cancel_and_wait
@@ -115,17 +117,27 @@ def build_gateway_state(
         metrics=metrics,
     )
     router = _rollout_router(config, metrics, rollout, push_shadow) if rollout else None
+    readiness = Readiness(
+        _publishing(probe, metrics),
+        timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
+        period_s=min(5.0, config.readiness_probe.period_s),
+    )
+
+    # A predictor that stops answering: the rows waiting on it get 503 + Retry-After now
+    # (not after their call's timeout) and new ones are refused at once until its status
+    # answers again (a replacement replica loaded and warm).
+    def release_rows() -> None:
+        batcher.abandon(PredictionFailure(FailureKind.UNAVAILABLE))
+
+    batcher.on_predictor_lost = lambda: readiness.mark_unreachable("no replica answered")
+    readiness.on_lost = release_rows
     return GatewayState(
         config=config,
         registry=ModelRegistry(config.model_registry.path),
         batcher=batcher,
         features=features,
         metrics=metrics,
-        readiness=Readiness(
-            _publishing(probe, metrics),
-            timeout_s=max(0.5, config.readiness_probe.timeout_s - 1.0),
-            period_s=min(5.0, config.readiness_probe.period_s),
-        ),
+        readiness=readiness,
         cluster=cluster,
         rollout=router,
         audit=_audit_trail(config, metrics),

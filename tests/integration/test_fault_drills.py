@@ -393,7 +393,7 @@ def test_b_killing_the_one_predictor_fails_fast_and_recovers(
         )
     )
     assert all(o.status == 503 and o.retry_after for o in failed), failed[:5]
-    assert slowest < 6.0, "a request hung behind the dead predictor"
+    assert slowest < 1.0, f"a 503 took {slowest:.2f} s behind the dead predictor (target 1 s)"
     _wait_healthy(serve_stack, drill_key)
 
 

@@ -319,7 +319,7 @@ async def test_a_retry_with_no_live_replica_is_bounded() -> None:
     assert info.value.kind is FailureKind.UNAVAILABLE
     assert time.monotonic() - started < 1.0
     assert flaky.calls == 2
-    # Suspect now: the next batch's first call is bounded too, and so is its retry.
+    # The next batch's first call is bounded too, and so is its retry.
     started = time.monotonic()
     with pytest.raises(PredictionFailure):
         await asyncio.wait_for(batcher.submit(FAKE_REF, _row(2)), 5.0)
@@ -352,11 +352,46 @@ async def test_a_call_that_never_answers_is_bounded_and_retried() -> None:
     await batcher.stop()
 
 
-async def test_a_success_clears_the_suspicion() -> None:
-    flaky = _FlakyDispatch(failures=1)
-    batcher = _flaky_batcher(flaky)
-    await batcher.submit(FAKE_REF, _row(1))
-    assert not batcher.delivery.suspect
+async def test_a_lost_predictor_releases_every_waiting_row_at_once() -> None:
+    # One replica, killed: the batch in flight fails at once, its retry finds no replica
+    # (Serve's router waits for one), and a second batch sent meanwhile waits in the router
+    # too. When the retry's short budget runs out, every row still waiting (in flight or
+    # queued) gets 503 now, not after its own call's 2 s bound.
+    calls = 0
+
+    async def dead(batch: PredictBatch) -> BatchResult | PredictError:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("ActorDiedError: the replica died")
+        await asyncio.Event().wait()  # no replica: the router never answers
+        raise AssertionError("unreachable")
+
+    lost: list[float] = []
+    batcher = Batcher(
+        dead,
+        max_batch_size=2,
+        batch_wait_timeout_s=0.0,
+        capacity=100,
+        max_in_flight=2,
+        features=_cache(),
+        metrics=GatewayMetrics(new_registry(), Metrics()),
+        featurize=_stand_in_features,
+        retry_timeout_s=2.0,
+    )
+    batcher.on_predictor_lost = lambda: lost.append(time.monotonic())
+    started = time.monotonic()
+    first = batcher.submit(FAKE_REF, _row(1))
+    await asyncio.sleep(0.05)
+    others = [batcher.submit(FAKE_REF, _row(i)) for i in range(2, 7)]  # in flight + queued
+    results = await asyncio.wait_for(asyncio.gather(first, *others, return_exceptions=True), 5.0)
+    elapsed = time.monotonic() - started
+    assert all(
+        isinstance(r, PredictionFailure) and r.kind is FailureKind.UNAVAILABLE for r in results
+    ), results
+    assert 0.4 < elapsed < 1.0, "released by the retry's 0.5 s budget, not the 2 s bound"
+    assert len(lost) == 1
+    assert batcher.delivery.retries == 1
     await batcher.stop()
 
 
