@@ -30,7 +30,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.body import deadline_hint, parse_model, priority_hint
 from app.api.errors import known_error_response, unhandled_error_response
-from app.gateway.predict import predict_rows
+from app.gateway.failures import PredictionFailure
+from app.gateway.predict import predict_rows, refuse_if_stopping, shed_if_behind
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
 from app.observability.access_log import REQUEST_ID_HEADER, sane_request_id, write_access_line
@@ -102,6 +103,10 @@ class FastPredict:
         batch_size: int | None = None
         try:
             try:
+                # Shed first when the loop is behind: the refusal is then the cheapest
+                # answer (no key check, no body), which is what frees the loop.
+                refuse_if_stopping(self.state)
+                shed_if_behind(self.state, None)
                 principal = authorize(
                     self.security,
                     scope["path"],
@@ -122,6 +127,8 @@ class FastPredict:
                     principal_id=principal.subject,
                 )
             except Exception as exc:
+                if isinstance(exc, PredictionFailure) and principal is None:
+                    self.state.metrics.observe_failure(exc.rule.metric_status)  # shed early
                 response = known_error_response(exc, rid) or unhandled_error_response(exc, rid)
                 status = response.status_code
                 await self._send(send, status, bytes(response.body), response.raw_headers, rid)
@@ -202,6 +209,8 @@ class FastPredict:
         ]
         if self.set_request_id_header:
             out.append((REQUEST_ID_HEADER.lower().encode(), rid.encode()))
+        if self.state.stopping:  # the client should open its next connection elsewhere
+            out.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
 

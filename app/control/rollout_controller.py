@@ -57,7 +57,10 @@ def controller_options(config: ServiceConfig) -> dict[str, Any]:
         "max_ongoing_requests": 1000,
         "health_check_period_s": 10.0,
         "health_check_timeout_s": 10.0,
-        "graceful_shutdown_timeout_s": 5.0,
+        # Gateways poll it all the time, so it is never idle when asked to stop: check
+        # as often as the other deployments (a laptop's Ctrl-C waits for this too).
+        "graceful_shutdown_timeout_s": min(5.0, config.serving.graceful_shutdown_timeout_s),
+        "graceful_shutdown_wait_loop_s": config.serving.graceful_shutdown_wait_loop_s,
     }
 
 

@@ -44,11 +44,14 @@ class LoopLag:
         sample = min(max(0.0, lag_s), 2 * self.max_lag_s) if self.max_lag_s > 0 else lag_s
         self.lag_s = (1 - SMOOTHING) * self.lag_s + SMOOTHING * sample
 
-    def refusal(self, priority: int) -> float | None:
-        """None to take a request of ``priority``, else the ``Retry-After`` seconds."""
+    def refusal(self, priority: int | None) -> float | None:
+        """None to take a request of ``priority``, else the ``Retry-After`` seconds.
+
+        ``priority`` None (not known yet): refused only past every priority's budget."""
         if self.max_lag_s <= 0:
             return None
-        budget = self.max_lag_s * (LOW_PRIORITY_SHARE if priority < 0 else 1.0)
+        low = priority is not None and priority < 0
+        budget = self.max_lag_s * (LOW_PRIORITY_SHARE if low else 1.0)
         return 1.0 if self.lag_s > budget else None
 
     def start(self) -> None:

@@ -39,13 +39,8 @@ async def predict_rows(
     A full answer is handed to the audit trail (``principal_id``: the caller's subject)."""
     started = time.perf_counter()
     try:
-        retry_after = state.loop_lag.refusal(priority)
-        if retry_after is not None:  # the gateway's own loop is behind: shed, cheaply
-            raise PredictionFailure(
-                FailureKind.QUEUE_FULL,
-                "the gateway is overloaded; retry later",
-                retry_after_s=retry_after,
-            )
+        refuse_if_stopping(state)
+        shed_if_behind(state, priority)
         max_items = state.config.network_security.limits.max_batch_symbols
         if len(items) > max_items:
             raise PredictionFailure(
@@ -67,6 +62,32 @@ async def predict_rows(
     if state.shadow is not None:  # a sample of blue's rows, scored on green off this path
         state.shadow.offer(rows)
     return preds, rows
+
+
+STOPPING_MESSAGE = "this gateway replica is stopping; retry (a new connection)"
+
+
+def refuse_if_stopping(state: GatewayState) -> None:
+    """503 + Retry-After for a new prediction once the replica drains (``state.stopping``)."""
+    if state.stopping:
+        raise PredictionFailure(FailureKind.UNAVAILABLE, STOPPING_MESSAGE, retry_after_s=1)
+
+
+def shed_if_behind(state: GatewayState, priority: int | None) -> None:
+    """429 when the gateway's own event loop is behind (:mod:`app.gateway.loop_lag`).
+
+    ``priority`` None: before the caller is known, so only past the budget of every
+    priority; the prediction fast path asks so before authentication and parsing, which
+    makes a refusal the cheapest answer the gateway gives. Raises
+    ``PredictionFailure(queue_full)``; ``predict_rows`` counts it in the metrics, the
+    fast path counts its own."""
+    retry_after = state.loop_lag.refusal(priority)
+    if retry_after is not None:
+        raise PredictionFailure(
+            FailureKind.QUEUE_FULL,
+            "the gateway is overloaded; retry later",
+            retry_after_s=retry_after,
+        )
 
 
 def resolve(state: GatewayState, model: str | None, version: str | None) -> ModelRef:

@@ -56,7 +56,16 @@ class GatewayState:
     shadow: ShadowScorer | None = None
     # How late the event loop runs: new predictions are shed while it is too late.
     loop_lag: LoopLag = field(default_factory=lambda: LoopLag(0.0))
+    # Set when the replica stops (after Serve's minimum draining period): new predictions
+    # get 503 + Retry-After + Connection: close, so keep-alive clients stop reusing this
+    # replica and the drain ends as soon as the requests already taken are answered.
+    stopping: bool = False
     _gauges: asyncio.Task[None] | None = None
+
+    def begin_stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("gateway_stopping", queued=self.batcher.depth)
 
     async def start(self) -> None:
         if self.audit is not None:

@@ -18,9 +18,13 @@ from ray.serve.handle import DeploymentHandle
 
 from app.api.app import create_app
 from app.config import ServiceConfig
-from app.gateway.state import build_gateway_state
+from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
-from app.serve.serve_patches import ignore_client_timeout_header, reuse_address_on_restart
+from app.serve.serve_patches import (
+    announce_drain,
+    ignore_client_timeout_header,
+    reuse_address_on_restart,
+)
 from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
 
 log = structlog.get_logger("app.serve.ingress")
@@ -74,9 +78,15 @@ class Gateway:
         configure_logging(self.config.logging, component=f"gateway-{ctx.replica_id.unique_id}")
         ignore_client_timeout_header()
         reuse_address_on_restart()
+        self._state: GatewayState | None = None
+        announce_drain(self._begin_stop)
         self.predictor = predictor
         self.controller = controller
         self.app_name = ctx.app_name
+
+    def _begin_stop(self) -> None:
+        if self._state is not None:
+            self._state.begin_stop()
 
     async def _dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
         result: BatchResult | PredictError = await self.predictor.predict.remote(batch)
@@ -109,6 +119,7 @@ class Gateway:
             rollout=(self._routing, self._report) if self.controller is not None else None,
             push_shadow=self._report_shadow,
         )
+        self._state = state
         registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
         # Objects built so far live as long as the replica; keep the collector off them.

@@ -1,4 +1,4 @@
-"""Two places where Ray Serve 2.60's direct ingress needs a guard, applied in each gateway.
+"""Three places where Ray Serve 2.60's direct ingress needs a guard, applied in each gateway.
 
 1. The client timeout header.
 
@@ -21,10 +21,19 @@ and moves the gateway to the next one, and the advertised port stays dark. With
 ``SO_REUSEADDR`` (never ``SO_REUSEPORT``: a hung old replica must not share the port) the
 new replica binds at once. ``RAY_SERVE_PORT_QUARANTINE_S=0`` (``app/serve/serve_env.py``)
 makes Serve hand it the same port.
+
+3. Telling the app that the replica drains. A stopping direct-ingress replica stays
+reachable for the minimum draining period, then waits until no request is ongoing; with
+keep-alive clients sending all the time that moment rarely comes, and the stop ran into
+``graceful_shutdown_timeout_s`` (15.6 s of an 18 s Ctrl-C under 100 req/s). The guard calls
+the app back when the draining period is over; the gateway then answers new predictions
+503 + ``Connection: close`` (``GatewayState.stopping``), so the requests it already took
+finish and the drain ends at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -85,4 +94,30 @@ def reuse_address_on_restart() -> bool:
 
     start_reusing_address._reuses_address = True  # type: ignore[attr-defined]
     replica.start_asgi_http_server = start_reusing_address
+    return True
+
+
+def announce_drain(on_drain: Callable[[], None]) -> bool:
+    """In this process, call ``on_drain`` when the replica's minimum draining period ends.
+
+    Returns False (and logs) when this Ray's replica has no such step to wrap."""
+    from ray.serve._private import replica
+
+    cls = getattr(replica, "Replica", None)
+    drain: Callable[..., Any] | None = getattr(cls, "_drain_ongoing_requests", None)
+    if cls is None or drain is None:
+        log.error("serve_drain_guard_missing", module=replica.__name__)
+        return False
+    original = getattr(drain, "_original", drain)
+
+    async def drain_then_announce(
+        self: Any, min_draining_period_s: float = 0.0, check_immediately: bool = False
+    ) -> Any:
+        if min_draining_period_s > 0:
+            await asyncio.sleep(min_draining_period_s)  # reachable while balancers notice
+        on_drain()
+        return await original(self, 0.0, check_immediately=check_immediately)
+
+    drain_then_announce._original = original  # type: ignore[attr-defined]
+    cls._drain_ongoing_requests = drain_then_announce
     return True

@@ -303,3 +303,40 @@ def test_every_case_answers_the_same_on_both_paths(pair: Pair) -> None:
     by_name = dict(cases)
     assert _send(pair.fast, by_name["ok"]).headers["x-request-id"] == "client-1"
     assert "<" not in _send(pair.fast, by_name["bad request id"]).headers["x-request-id"]
+
+
+def test_a_stopping_gateway_refuses_new_predictions_and_closes_the_connection(
+    pair: Pair,
+) -> None:
+    case = dict(_cases(pair.keys))["ok"]
+    for gw in (pair.fast, pair.slow):
+        gw.state.stopping = True
+        try:
+            r = _send(gw, case)
+            ready = gw.client.get("/ready")
+        finally:
+            gw.state.stopping = False
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "unavailable"
+        assert "stopping" in r.json()["error"]["message"]
+        assert r.headers["retry-after"] == "1"
+        assert ready.status_code == 503
+        assert "stopping" in ready.json()["error"]["message"]
+        if gw is pair.fast:  # the client's next request goes out on a new connection
+            assert r.headers["connection"] == "close"
+    assert _send(pair.fast, case).status_code == 200
+
+
+def test_the_fast_path_sheds_before_it_authenticates_when_the_loop_is_behind(
+    pair: Pair,
+) -> None:
+    lag = pair.fast.state.loop_lag
+    saved = (lag.max_lag_s, lag.lag_s)
+    lag.max_lag_s, lag.lag_s = 0.1, 1.0  # a second behind: past every priority's budget
+    try:
+        no_key = _send(pair.fast, {"content": b"{}", "headers": {}})
+    finally:
+        lag.max_lag_s, lag.lag_s = saved
+    assert no_key.status_code == 429  # the cheapest answer: no key check, no body parse
+    assert no_key.json()["error"]["code"] == "queue_full"
+    assert int(no_key.headers["retry-after"]) >= 1

@@ -220,7 +220,7 @@ def drill_key(serve_stack: ServeStack, live_target: LiveTarget) -> str:
 # -- d. overload ------------------------------------------------------------------------
 
 
-OVERLOAD_FLOOR_RPS = 600.0
+OVERLOAD_FLOOR_RPS = 1500  # TRY
 
 
 def _overload(

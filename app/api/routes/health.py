@@ -2,10 +2,15 @@
 
 Liveness says only that this gateway process answers; it must stay cheap and must not
 depend on the model, or a slow model load would get healthy gateways restarted.
-Readiness says the predictor has loaded, validated and warmed the model.
+Readiness says the predictor has loaded, validated and warmed the model, from the status
+the gateway polls in the background (at most one poll period old): a probe never waits
+for a call to the predictor, so it answers at once even while the predictor is busy.
+A stopping gateway replica is not ready.
 """
 
 from __future__ import annotations
+
+import time
 
 from fastapi import APIRouter, Request
 
@@ -31,9 +36,14 @@ async def healthz() -> HealthResponse:
 )
 async def ready(request: Request) -> object:
     state: GatewayState = request.app.state.gateway
-    status = await state.readiness.refresh()
-    if not status.ready or status.model is None:
+    readiness = state.readiness
+    status = readiness.status
+    if time.monotonic() - readiness.checked_at > readiness.period_s:
+        status = await readiness.refresh()  # the poller is not running (or is stuck)
+    if state.stopping or not status.ready or status.model is None:
         detail = f"predictor {status.stage}" + (f": {status.error}" if status.error else "")
+        if state.stopping:
+            detail = "this gateway replica is stopping"
         return error_response(
             503,
             detail,
