@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.body import deadline_hint, parse_model, priority_hint
 from app.api.errors import known_error_response, unhandled_error_response
 from app.gateway.failures import PredictionFailure
-from app.gateway.predict import predict_rows, refuse_if_stopping, shed_if_behind
+from app.gateway.predict import predict_rows, refuse_if_stopping, shed_if_overloaded
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
 from app.observability.access_log import REQUEST_ID_HEADER, sane_request_id, write_access_line
@@ -106,7 +106,7 @@ class FastPredict:
                 # Shed first when the loop is behind: the refusal is then the cheapest
                 # answer (no key check, no body), which is what frees the loop.
                 refuse_if_stopping(self.state)
-                shed_if_behind(self.state, None)
+                shed_if_overloaded(self.state, None)
                 principal = authorize(
                     self.security,
                     scope["path"],

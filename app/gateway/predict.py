@@ -40,7 +40,27 @@ async def predict_rows(
     started = time.perf_counter()
     try:
         refuse_if_stopping(state)
-        shed_if_behind(state, priority)
+        shed_if_overloaded(state, priority)
+    except PredictionFailure as failure:
+        state.metrics.observe_failure(failure.rule.metric_status)
+        raise
+    state.concurrency.enter()
+    try:
+        return await _predict(state, items, priority, deadline, request_id, principal_id, started)
+    finally:
+        state.concurrency.leave(time.perf_counter() - started)
+
+
+async def _predict(
+    state: GatewayState,
+    items: Sequence[PredictRequest],
+    priority: int,
+    deadline: float | None,
+    request_id: str,
+    principal_id: str,
+    started: float,
+) -> tuple[list[Prediction], list[RowResult]]:
+    try:
         max_items = state.config.network_security.limits.max_batch_symbols
         if len(items) > max_items:
             raise PredictionFailure(
@@ -73,8 +93,9 @@ def refuse_if_stopping(state: GatewayState) -> None:
         raise PredictionFailure(FailureKind.UNAVAILABLE, STOPPING_MESSAGE, retry_after_s=1)
 
 
-def shed_if_behind(state: GatewayState, priority: int | None) -> None:
-    """429 when the gateway's own event loop is behind (:mod:`app.gateway.loop_lag`).
+def shed_if_overloaded(state: GatewayState, priority: int | None) -> None:
+    """429 when the gateway's own event loop is behind (:mod:`app.gateway.loop_lag`) or
+    its predictions in flight are at their limit (:mod:`app.gateway.concurrency`).
 
     ``priority`` None: before the caller is known, so only past the budget of every
     priority; the prediction fast path asks so before authentication and parsing, which
@@ -82,6 +103,8 @@ def shed_if_behind(state: GatewayState, priority: int | None) -> None:
     ``PredictionFailure(queue_full)``; ``predict_rows`` counts it in the metrics, the
     fast path counts its own."""
     retry_after = state.loop_lag.refusal(priority)
+    if retry_after is None:
+        retry_after = state.concurrency.refusal(priority)
     if retry_after is not None:
         raise PredictionFailure(
             FailureKind.QUEUE_FULL,

@@ -19,6 +19,7 @@ from app.audit.writer import AuditTrail
 from app.config import ServiceConfig
 from app.gateway.batcher import Batcher, Dispatch
 from app.gateway.cluster import ClusterView, StaticCluster
+from app.gateway.concurrency import ConcurrencyLimit
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.loop_lag import LoopLag
@@ -56,6 +57,8 @@ class GatewayState:
     shadow: ShadowScorer | None = None
     # How late the event loop runs: new predictions are shed while it is too late.
     loop_lag: LoopLag = field(default_factory=lambda: LoopLag(0.0))
+    # How many predictions may be in the gateway at once (adapts to their latency).
+    concurrency: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit(0.0))
     # Set when the replica stops (after Serve's minimum draining period): new predictions
     # get 503 + Retry-After + Connection: close, so keep-alive clients stop reusing this
     # replica and the drain ends as soon as the requests already taken are answered.
@@ -152,6 +155,13 @@ def build_gateway_state(
         audit=_audit_trail(config, metrics),
         shadow=_shadow_scorer(config, metrics, dispatch, batcher, router),
         loop_lag=LoopLag(batching.max_loop_lag_ms / 1000.0),
+        # Mean time in the gateway held to the queue-wait budget: with the forward on top
+        # the p99 stays near the spec's 100 ms (app.gateway.concurrency).
+        # Never fewer than a full batch in flight: below that, batches shrink and the
+        # gateway answers fewer, not faster (measured: goodput fell to 70/s at a limit of 8).
+        concurrency=ConcurrencyLimit(
+            batching.max_queue_wait_ms / 1000.0, min_limit=batching.max_batch_size
+        ),
     )
 
 

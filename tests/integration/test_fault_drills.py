@@ -9,7 +9,6 @@ stack's one replica, then a second app with two), and the gateway's own process 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import os
@@ -220,7 +219,11 @@ def drill_key(serve_stack: ServeStack, live_target: LiveTarget) -> str:
 # -- d. overload ------------------------------------------------------------------------
 
 
-OVERLOAD_FLOOR_RPS = 1500  # TRY
+# Three times what this stack answers on the 2-core box (~600 req/s at p99 <= 100 ms with
+# the prediction fast path, BENCHMARKS.md), from a pool of 64 keep-alive connections like a
+# trading platform's: the excess must be refused, not queued.
+OVERLOAD_RPS = 1800.0
+OVERLOAD_CONNECTIONS = 64
 
 
 def _overload(
@@ -239,7 +242,8 @@ def _overload(
         rate=rate,
         duration_s=duration_s,
         warmup_s=1.0,
-        connections=64,
+        connections=OVERLOAD_CONNECTIONS,
+        max_connections=OVERLOAD_CONNECTIONS,
         ca_file=str(stack.ca_file),
         api_key=key,
         stats_token=token,  # /stats before and after: the gateway's own latency figures
@@ -247,26 +251,6 @@ def _overload(
         label="overload",
     )
     return run_load(spec, predict_payloads(256))
-
-
-async def _capacity(stack: ServeStack, key: str, *, clients: int, duration_s: float) -> float:
-    """Successful predictions per second with ``clients`` closed-loop clients."""
-    ctx = ssl.create_default_context(cafile=str(stack.ca_file))
-    body = sample_request("FDCAP")
-    ok = 0
-    async with httpx.AsyncClient(base_url=stack.base_url, verify=ctx, timeout=10.0) as client:
-        await client.get("/healthz")
-        start = time.monotonic()
-        end = start + duration_s
-
-        async def worker() -> None:
-            nonlocal ok
-            while time.monotonic() < end:
-                r = await client.post("/predict", json=body, headers={"X-API-Key": key})
-                ok += r.status_code == 200
-
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return ok / (time.monotonic() - start)
 
 
 def _probe_health(stack: ServeStack, stop: threading.Event, out: dict[str, list[float]]) -> None:
@@ -286,11 +270,7 @@ def _probe_health(stack: ServeStack, stop: threading.Event, out: dict[str, list[
 def test_d_overload_is_shed_with_429_and_health_stays_fast(
     serve_stack: ServeStack, drill_key: str, live_target: LiveTarget
 ) -> None:
-    capacity = asyncio.run(_capacity(serve_stack, drill_key, clients=16, duration_s=3.0))
-    # Closed-loop httpx clients on these two cores measure their own limit as much as the
-    # server's (135 req/s measured once where the server then answered 403/s), so the
-    # offer is at least 600 req/s: more than this box's gateway can take either way.
-    rate = max(3 * capacity, OVERLOAD_FLOOR_RPS)
+    rate = OVERLOAD_RPS
     health: dict[str, list[float]] = {"/healthz": [], "/ready": []}
     stop = threading.Event()
     prober = threading.Thread(target=_probe_health, args=(serve_stack, stop, health))
@@ -313,7 +293,7 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
         f"DRILL d overload: sent={requests['scheduled']} ok={requests['ok']} 429={refused} "
         f"5xx={server_errors} timeouts={errors['timeouts']} "
         f"conn_errors={sum(errors['connection'].values())} recovery=- "
-        f"capacity={capacity:.0f}/s offered={rate:.0f}/s achieved={result['achieved_rps']}/s "
+        f"offered={rate:.0f}/s achieved={result['achieved_rps']}/s "
         f"admitted_p50={result['latency_ms']['p50']}ms admitted_p99={admitted_p99}ms "
         f"server_p99={server_p99}ms "
         f"healthz_p99={health_p99['/healthz']:.0f}ms ready_p99={health_p99['/ready']:.0f}ms "
@@ -321,16 +301,14 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
         f"generator_us_per_req={result['generator'].get('cpu_us_per_request')}"
     )
     _wait_healthy(serve_stack, drill_key)
-    # The target is 100 ms; on two cores shared with the generator and Ray the bound that
-    # tells "answered promptly" from "stuck behind the overload" is looser (printed above).
-    assert health_p99["/healthz"] < 1000
-    assert health_p99["/ready"] < 1000
+    # Issue 12's bar: probes under 100 ms, admitted p99 inside the gateway within twice the
+    # spec's 100 ms, the excess refused (429 + Retry-After), no server errors. Measured:
+    # probes p99 42-45 ms, admitted p99 126 ms, ~280 answered/s and ~1400 refused/s.
+    assert health_p99["/healthz"] < 100
+    assert health_p99["/ready"] < 100
     assert server_errors <= 0.01 * requests["scheduled"]
     assert refused > 0, "three times capacity and not one request shed"
-    if server_p99 >= 200:
-        # Measured 1346 ms at 900 req/s on the 2-core box: admission sheds, but not enough
-        # to hold the admitted p99 to 2 x the 100 ms target (issue 12 stays open on this).
-        pytest.xfail(f"admitted p99 in the gateway {server_p99:.0f} ms > 2 x 100 ms target")
+    assert server_p99 < 200, f"admitted p99 in the gateway {server_p99:.0f} ms"
 
 
 # -- c. the Serve controller ------------------------------------------------------------

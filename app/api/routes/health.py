@@ -38,7 +38,7 @@ async def ready(request: Request) -> object:
     state: GatewayState = request.app.state.gateway
     readiness = state.readiness
     status = readiness.status
-    if time.monotonic() - readiness.checked_at > readiness.period_s:
+    if time.monotonic() - readiness.checked_at > 2 * readiness.period_s + readiness.timeout_s:
         status = await readiness.refresh()  # the poller is not running (or is stuck)
     if state.stopping or not status.ready or status.model is None:
         detail = f"predictor {status.stage}" + (f": {status.error}" if status.error else "")

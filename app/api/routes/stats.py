@@ -55,6 +55,14 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
             "gateway_rows": b.rows,
             "mean_gateway_batch": round(b.rows / b.batches, 3) if b.batches else None,
         },
+        # The three overload controls: queue-wait admission, event-loop lag, in flight.
+        "overload": {
+            "refused_queue_wait": b.rejected_late,
+            "loop_lag_ms": round(state.loop_lag.lag_s * 1000.0, 3),
+            "in_flight": state.concurrency.in_flight,
+            "in_flight_limit": round(state.concurrency.limit, 1),
+            "refused_in_flight": state.concurrency.refused,
+        },
         "replicas": await state.cluster.replicas(),
         "serving": serving_view(state.config),
     }

@@ -1,0 +1,72 @@
+"""An adaptive limit on predictions in flight in one gateway: the third overload control.
+
+Admission (:mod:`app.gateway.admission`) sees the batcher's queue and loop lag
+(:mod:`app.gateway.loop_lag`) sees a loop that is seconds behind. Between the two sits
+the common overload of a small box: the gateway's own CPU is the bottleneck, clients
+keep a pool of connections busy, and every request admitted waits behind the others in
+the gateway (Little's law: 64 in flight at 600 answers a second is ~107 ms each). Neither
+control fires there, so nothing is refused and every request is late.
+
+So the number in flight is capped, and the cap follows the latency it produces
+(additive increase, multiplicative decrease, as TCP does with its window): every
+``WINDOW`` answers, if their mean time in the gateway was over ``target_s`` the limit
+shrinks by ``DECREASE``, else it grows by one, within ``[min_limit, max_limit]``. A
+prediction that arrives at the limit is refused at once (429 + ``Retry-After``, before
+it is authenticated or parsed: the cheapest answer there is); below the default priority
+at half the limit, so low priority goes first. Light load never meets the limit: answers
+are fast, so it sits at ``max_limit``. Constant memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WINDOW = 32  # answers per adjustment
+DECREASE = 0.8  # the limit's factor after a window over target
+LOW_PRIORITY_SHARE = 0.5  # of the limit, for requests below the default priority
+
+
+@dataclass
+class ConcurrencyLimit:
+    target_s: float  # mean time in the gateway to hold; 0 turns the limit off
+    min_limit: int = 8
+    max_limit: int = 1000
+    limit: float = 0.0  # 0: start at max_limit
+    in_flight: int = 0
+    refused: int = 0
+    _sum_s: float = 0.0
+    _count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit <= 0:
+            self.limit = float(self.max_limit)
+
+    def refusal(self, priority: int | None) -> float | None:
+        """None to take a prediction of ``priority``, else the ``Retry-After`` seconds.
+
+        ``priority`` None (not known yet): refused only at the full limit."""
+        if self.target_s <= 0:
+            return None
+        low = priority is not None and priority < 0
+        cap = self.limit * (LOW_PRIORITY_SHARE if low else 1.0)
+        if self.in_flight < max(1.0, cap):
+            return None
+        self.refused += 1
+        return 1.0
+
+    def enter(self) -> None:
+        self.in_flight += 1
+
+    def leave(self, elapsed_s: float) -> None:
+        """One prediction done after ``elapsed_s`` in the gateway."""
+        self.in_flight -= 1
+        self._sum_s += elapsed_s
+        self._count += 1
+        if self._count < WINDOW:
+            return
+        mean = self._sum_s / self._count
+        self._sum_s, self._count = 0.0, 0
+        if mean > self.target_s:
+            self.limit = max(float(self.min_limit), self.limit * DECREASE)
+        else:
+            self.limit = min(float(self.max_limit), self.limit + 1.0)

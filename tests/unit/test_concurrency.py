@@ -1,0 +1,51 @@
+"""The adaptive in-flight limit: shrinks while answers are slow, grows back when fast."""
+
+from __future__ import annotations
+
+from app.gateway.concurrency import WINDOW, ConcurrencyLimit
+
+
+def _answer(limit: ConcurrencyLimit, n: int, elapsed_s: float) -> None:
+    for _ in range(n):
+        limit.enter()
+        limit.leave(elapsed_s)
+
+
+def test_light_load_never_meets_the_limit() -> None:
+    limit = ConcurrencyLimit(target_s=0.05, max_limit=200)
+    _answer(limit, 10 * WINDOW, 0.01)
+    assert limit.limit == 200
+    limit.in_flight = 150
+    assert limit.refusal(0) is None
+
+
+def test_slow_answers_shrink_the_limit_until_requests_are_refused() -> None:
+    limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=200)
+    _answer(limit, 20 * WINDOW, 0.2)  # every window over target
+    assert limit.limit == 8
+    limit.in_flight = 8
+    assert limit.refusal(0) == 1.0
+    assert limit.refusal(None) == 1.0
+    assert limit.refused == 2
+    limit.in_flight = 7
+    assert limit.refusal(0) is None
+
+
+def test_low_priority_is_refused_first() -> None:
+    limit = ConcurrencyLimit(target_s=0.05, max_limit=40)
+    limit.in_flight = 25
+    assert limit.refusal(0) is None
+    assert limit.refusal(None) is None
+    assert limit.refusal(-1) == 1.0  # half the limit below the default priority
+
+
+def test_fast_answers_grow_it_back_one_per_window() -> None:
+    limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=200, limit=8)
+    _answer(limit, 5 * WINDOW, 0.01)
+    assert limit.limit == 13
+
+
+def test_target_zero_turns_it_off() -> None:
+    limit = ConcurrencyLimit(target_s=0.0, max_limit=1)
+    limit.in_flight = 10_000
+    assert limit.refusal(-5) is None
