@@ -111,7 +111,9 @@ def test_ctrl_c_under_load_stops_in_seconds_and_loses_nothing(tmp_path: Path) ->
     port = _free_port()
     config = _config(tmp_path, port)
     make_random_artifact(tmp_path / ".local" / "models", version="1.0.0", seed=7)
-    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(ROOT)}
+    # Not this test process's Serve settings (the session's stack exported its own ports).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_ADDRESS="local", PYTHONPATH=str(ROOT))
     log = (tmp_path / "serve.out").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli.main", "--config", str(config), "serve", "--demo"],
