@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WINDOW = 32  # answers per adjustment
-DECREASE = 0.8  # the limit's factor after a window over target
+WINDOW = 64  # answers per adjustment: one slow burst does not move it
+DECREASE = 0.9  # the limit's factor after a window over target
 LOW_PRIORITY_SHARE = 0.5  # of the limit, for requests below the default priority
 
 
 @dataclass
 class ConcurrencyLimit:
-    target_s: float  # mean time in the gateway to hold; 0 turns the limit off
+    target_s: float  # mean time in the gateway to hold (batching.max_in_flight_mean_ms); 0: off
     min_limit: int = 8
     max_limit: int = 1000
     limit: float = 0.0  # 0: start at max_limit

@@ -155,12 +155,10 @@ def build_gateway_state(
         audit=_audit_trail(config, metrics),
         shadow=_shadow_scorer(config, metrics, dispatch, batcher, router),
         loop_lag=LoopLag(batching.max_loop_lag_ms / 1000.0),
-        # Mean time in the gateway held to the queue-wait budget: with the forward on top
-        # the p99 stays near the spec's 100 ms (app.gateway.concurrency).
         # Never fewer than a full batch in flight: below that, batches shrink and the
         # gateway answers fewer, not faster (measured: goodput fell to 70/s at a limit of 8).
         concurrency=ConcurrencyLimit(
-            batching.max_queue_wait_ms / 1000.0, min_limit=batching.max_batch_size
+            batching.max_in_flight_mean_ms / 1000.0, min_limit=batching.max_batch_size
         ),
     )
 

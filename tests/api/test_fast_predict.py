@@ -111,7 +111,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             "network_security": {"limits": {"max_body_bytes": 65536, "max_batch_symbols": 4}},
             # Two apps' loops in two threads of one process delay each other's timers:
             # that is not the overload loop-lag shedding exists for.
-            "batching": {"max_loop_lag_ms": 0},
+            "batching": {"max_loop_lag_ms": 0, "max_in_flight_mean_ms": 0},
         },
     )
     fast_config = material.config

@@ -63,7 +63,13 @@ def _scale_config(stack: ServeStack, root: Path) -> ServiceConfig:
     )
     # Twelve clients against one unbatched replica queue for longer than admission's 50 ms
     # budget: that pile-up is the load signal under test, so nothing is shed here.
-    data["batching"].update(enabled=False, max_batch_size=1, max_queue_wait_ms=0, max_loop_lag_ms=0)
+    data["batching"].update(
+        enabled=False,
+        max_batch_size=1,
+        max_queue_wait_ms=0,
+        max_loop_lag_ms=0,
+        max_in_flight_mean_ms=0,
+    )
     data["model_registry"]["path"] = str(root / "models")
     data["logging"]["directory"] = str(root / "logs")
     data["blue_green_deployment"]["state_path"] = None  # its own, under its own registry

@@ -21,7 +21,7 @@ def test_light_load_never_meets_the_limit() -> None:
 
 def test_slow_answers_shrink_the_limit_until_requests_are_refused() -> None:
     limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=200)
-    _answer(limit, 20 * WINDOW, 0.2)  # every window over target
+    _answer(limit, 60 * WINDOW, 0.2)  # every window over target
     assert limit.limit == 8
     limit.in_flight = 8
     assert limit.refusal(0) == 1.0
