@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from app.api.body import document_raw_bodies
 from app.api.docs import install_docs
@@ -81,19 +82,23 @@ def create_app(
     install_access_log(app, config.logging, set_header=not behind_serve_proxy)
     if config.serving.gateway.fast_path:
         # Outermost: the prediction routes' common case, without the stack above.
-        wrap_middleware_stack(
-            app,
-            lambda stack: FastPredict(
-                stack,
-                state=state,
-                security=security,
-                http_metrics=http_metrics,
-                response_headers=api_security_headers(config),
-                max_body_bytes=config.network_security.limits.max_body_bytes,
-                access_log=config.logging.enable_access_logs,
-                set_request_id_header=not behind_serve_proxy,
-            ),
+        fast = FastPredict(
+            app.router,  # replaced by the built stack below
+            state=state,
+            security=security,
+            http_metrics=http_metrics,
+            response_headers=api_security_headers(config),
+            max_body_bytes=config.network_security.limits.max_body_bytes,
+            access_log=config.logging.enable_access_logs,
+            set_request_id_header=not behind_serve_proxy,
         )
+        app.state.fast_predict = fast  # the Serve gateway's edge guard asks it first
+
+        def around(stack: ASGIApp) -> ASGIApp:
+            fast.app = stack
+            return fast
+
+        wrap_middleware_stack(app, around)
 
     app.include_router(health.router)
     app.include_router(predict.router)

@@ -88,6 +88,40 @@ class FastPredict:
         self.set_request_id_header = set_request_id_header
         self._api_key_header = security.api_key_header.lower().encode("latin-1")
 
+    async def refuse_early(self, scope: Scope, send: Send) -> bool:
+        """Answer a prediction now if the replica stops or is overloaded; False: not refused.
+
+        Called for every request by the Serve gateway's edge guard
+        (:func:`app.serve.serve_patches.guard_direct_ingress`), ahead of Serve's own
+        per-request work, which costs more than the refusal itself: under a flood of
+        requests that must be refused, that is what keeps CPU for the ones admitted."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _ROUTES:
+            return False
+        try:
+            refuse_if_stopping(self.state)
+            shed_if_overloaded(self.state, None)
+        except PredictionFailure as exc:
+            started = time.perf_counter()
+            rid = sane_request_id(_first_header(scope, b"x-request-id"))
+            self.state.metrics.observe_failure(exc.rule.metric_status)
+            response = known_error_response(exc, rid)
+            assert response is not None
+            await self._send(
+                send, response.status_code, bytes(response.body), response.raw_headers, rid
+            )
+            latency_s = time.perf_counter() - started
+            self.http_metrics.observe(scope["path"], "POST", response.status_code, latency_s)
+            if self.access_log:
+                write_access_line(
+                    request_id=rid,
+                    method="POST",
+                    route=scope["path"],
+                    status=response.status_code,
+                    latency_ms=latency_s * 1000.0,
+                )
+            return True
+        return False
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = _ROUTES.get(scope["path"]) if scope["type"] == "http" else None
         headers = self._plain(scope) if model is not None and scope["method"] == "POST" else None
@@ -213,6 +247,13 @@ class FastPredict:
             out.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+
+def _first_header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 async def _read_body(receive: Receive) -> bytes:

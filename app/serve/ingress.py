@@ -22,6 +22,7 @@ from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
 from app.serve.serve_patches import (
     announce_drain,
+    guard_direct_ingress,
     ignore_client_timeout_header,
     reuse_address_on_restart,
 )
@@ -122,6 +123,9 @@ class Gateway:
         self._state = state
         registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
+        fast = getattr(app.state, "fast_predict", None)
+        if fast is not None:
+            guard_direct_ingress(fast.refuse_early)
         # Objects built so far live as long as the replica; keep the collector off them.
         gc.collect()
         gc.freeze()

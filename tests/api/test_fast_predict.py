@@ -340,3 +340,38 @@ def test_the_fast_path_sheds_before_it_authenticates_when_the_loop_is_behind(
     assert no_key.status_code == 429  # the cheapest answer: no key check, no body parse
     assert no_key.json()["error"]["code"] == "queue_full"
     assert int(no_key.headers["retry-after"]) >= 1
+
+
+async def test_the_edge_guard_refuses_with_the_same_answer_and_passes_the_rest(
+    pair: Pair,
+) -> None:
+    fast = pair.fast.client.app.state.fast_predict  # type: ignore[attr-defined]
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def scope(method: str, path: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "headers": [(b"x-request-id", b"edge-1")],
+        }
+
+    assert not await fast.refuse_early(scope("POST", "/predict"), send)  # not overloaded
+    lag = pair.fast.state.loop_lag
+    saved = (lag.max_lag_s, lag.lag_s)
+    lag.max_lag_s, lag.lag_s = 0.1, 1.0
+    try:
+        assert not await fast.refuse_early(scope("GET", "/healthz"), send)  # probes pass
+        assert await fast.refuse_early(scope("POST", "/predict/batch"), send)
+    finally:
+        lag.max_lag_s, lag.lag_s = saved
+    start, body = sent
+    assert start["status"] == 429
+    headers = dict(start["headers"])
+    assert headers[b"retry-after"] == b"1"
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    error = json.loads(body["body"])["error"]
+    assert (error["code"], error["request_id"]) == ("queue_full", "edge-1")
