@@ -90,11 +90,15 @@ class GatewayMetrics(ServiceStateMetrics):
         self.predictor = PredictorInfo(r)  # from the predictor's status reports
         self.shadow = ShadowMetrics(r, config)  # green scored beside blue (app.gateway.shadow)
         # Pre-create every fixed label value so rate() and absent() see zeros, not gaps.
-        for status in PREDICTION_STATUSES:
-            self.predictions.labels(status)
-        for cache in CACHES:
-            for result in ("hit", "miss"):
-                self.cache_requests.labels(cache, result)
+        # The children are kept: a labels() lookup per row was a visible share of the hot
+        # path's CPU (a lock and a tuple key each time).
+        self._status_children = {s: self.predictions.labels(s) for s in PREDICTION_STATUSES}
+        self._cache_children = {
+            (cache, hit): self.cache_requests.labels(cache, "hit" if hit else "miss")
+            for cache in (*CACHES, "other")
+            for hit in (True, False)
+        }
+        self._latency_children: dict[str, Any] = {}
 
         self._latency = SampleWindow(config.latency_window)
         self._queue_wait = SampleWindow(config.latency_window)
@@ -123,7 +127,7 @@ class GatewayMetrics(ServiceStateMetrics):
         the availability alerts burn on.
         """
         status = canonical_status(status)
-        self.predictions.labels(status).inc()
+        self._status_children[status].inc()
         with self._lock:
             self._by_status[status] += 1
             if status == "ok" and batch_size is not None:
@@ -139,7 +143,12 @@ class GatewayMetrics(ServiceStateMetrics):
             )
         if status != "ok":
             return
-        self.prediction_latency_ms.labels(model_version).observe(latency_ms)
+        child = self._latency_children.get(model_version)
+        if child is None:
+            child = self.prediction_latency_ms.labels(model_version)
+            if len(self._latency_children) < 64:  # versions in service: a handful
+                self._latency_children[model_version] = child
+        child.observe(latency_ms)
         self._latency.add(latency_ms)
         if batch_size is not None:
             self.batch_size.observe(batch_size)
@@ -163,7 +172,7 @@ class GatewayMetrics(ServiceStateMetrics):
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         cache = cache if cache in CACHES else "other"
-        self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
+        self._cache_children[(cache, hit)].inc()
         with self._lock:
             self._cache[(cache, hit)] += 1
         if self._mirror is not None:
