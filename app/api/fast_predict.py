@@ -34,7 +34,12 @@ from app.gateway.failures import PredictionFailure
 from app.gateway.predict import predict_rows, refuse_if_stopping, shed_if_overloaded
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
-from app.observability.access_log import REQUEST_ID_HEADER, sane_request_id, write_access_line
+from app.observability.access_log import (
+    REQUEST_ID_HEADER,
+    request_id_from,
+    sane_request_id,
+    write_access_line,
+)
 from app.observability.http_metrics import HttpMetrics
 from app.observability.logging import bind_request_id, clear_request_id
 from app.security.context import PREDICT_SCOPE, SecurityContext
@@ -102,7 +107,7 @@ class FastPredict:
             shed_if_overloaded(self.state, None)
         except PredictionFailure as exc:
             started = time.perf_counter()
-            rid = sane_request_id(_first_header(scope, b"x-request-id"))
+            rid = request_id_from(scope)
             self.state.metrics.observe_failure(exc.rule.metric_status)
             response = known_error_response(exc, rid)
             assert response is not None
@@ -128,6 +133,10 @@ class FastPredict:
         if headers is None or model is None:
             await self.app(scope, receive, send)
             return
+        # Refused first when stopping or overloaded: no key check, no body, which is what
+        # frees the loop (in the Serve gateway the edge guard has asked already).
+        if await self.refuse_early(scope, send):
+            return
         started = time.perf_counter()
         rid = sane_request_id(headers.request_id)
         bind_request_id(rid)
@@ -137,10 +146,6 @@ class FastPredict:
         batch_size: int | None = None
         try:
             try:
-                # Shed first when the loop is behind: the refusal is then the cheapest
-                # answer (no key check, no body), which is what frees the loop.
-                refuse_if_stopping(self.state)
-                shed_if_overloaded(self.state, None)
                 principal = authorize(
                     self.security,
                     scope["path"],
@@ -161,8 +166,6 @@ class FastPredict:
                     principal_id=principal.subject,
                 )
             except Exception as exc:
-                if isinstance(exc, PredictionFailure) and principal is None:
-                    self.state.metrics.observe_failure(exc.rule.metric_status)  # shed early
                 response = known_error_response(exc, rid) or unhandled_error_response(exc, rid)
                 status = response.status_code
                 await self._send(send, status, bytes(response.body), response.raw_headers, rid)
@@ -247,13 +250,6 @@ class FastPredict:
             out.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
-
-
-def _first_header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 async def _read_body(receive: Receive) -> bytes:
