@@ -191,8 +191,8 @@ def test_verify_rejects_hs512_when_not_in_the_pinned_list(
     [
         ({"exp": int(time.time()) - 120}, "expired"),
         ({"exp": None}, "invalid"),
-        ({"nbf": int(time.time()) + 600}, "claims"),
-        ({"iat": int(time.time()) + 600}, "issued_in_future"),
+        ({"nbf": lambda: int(time.time()) + 600}, "claims"),  # times: when the test runs
+        ({"iat": lambda: int(time.time()) + 600}, "issued_in_future"),
         ({"iss": "https://evil.example"}, "claims"),
         ({"iss": None}, "invalid"),
         ({"aud": "other-api"}, "claims"),
@@ -206,19 +206,22 @@ def test_verify_rejects_hs512_when_not_in_the_pinned_list(
 def test_verify_rejects_when_claims_are_bad(
     verifier: JwtVerifier, secret: str, overrides: dict[str, Any], expected: str
 ) -> None:
-    token = jose_jwt.encode(claims(**overrides), secret, algorithm="HS256")
+    now = {k: v() if callable(v) else v for k, v in overrides.items()}
+    token = jose_jwt.encode(claims(**now), secret, algorithm="HS256")
     assert reason(verifier, token) == expected
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        # python-jose alone runs int() on these, so it would take them.
-        ({"exp": str(int(time.time()) + 300)}, "bad_claim_type"),
-        ({"nbf": str(int(time.time()))}, "bad_claim_type"),
+        # python-jose alone runs int() on these, so it would take them. The times are
+        # taken when the test runs (a callable), not when it is collected: a long suite
+        # would otherwise let the "future" exp pass and the token read as expired.
+        ({"exp": lambda: str(int(time.time()) + 300)}, "bad_claim_type"),
+        ({"nbf": lambda: str(int(time.time()))}, "bad_claim_type"),
         ({"nbf": True}, "bad_claim_type"),
         ({"nbf": False}, "bad_claim_type"),
-        ({"iat": str(int(time.time()))}, "bad_claim_type"),
+        ({"iat": lambda: str(int(time.time()))}, "bad_claim_type"),
         ({"iat": True}, "bad_claim_type"),
         ({"iat": False}, "bad_claim_type"),
         ({"exp": True}, "expired"),  # int(True) == 1: jose already refuses it
@@ -227,7 +230,8 @@ def test_verify_rejects_when_claims_are_bad(
 def test_verify_rejects_when_a_time_claim_is_not_a_json_number(
     verifier: JwtVerifier, secret: str, overrides: dict[str, Any], expected: str
 ) -> None:
-    token = jose_jwt.encode(claims(**overrides), secret, algorithm="HS256")
+    now = {k: v() if callable(v) else v for k, v in overrides.items()}
+    token = jose_jwt.encode(claims(**now), secret, algorithm="HS256")
     assert reason(verifier, token) == expected
 
 

@@ -203,15 +203,16 @@ def raw_token(material: SecurityMaterial, **overrides: Any) -> str:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"exp": str(int(time.time()) + 300)},
-        {"nbf": str(int(time.time()))},
+        # Taken when the test runs, not when it is collected (see test_jwt_verifier).
+        {"exp": lambda: str(int(time.time()) + 300)},
+        {"nbf": lambda: str(int(time.time()))},
         {"iat": True},
     ],
 )
 async def test_jwt_with_a_non_numeric_time_claim_gets_the_plain_401(
     material: SecurityMaterial, overrides: dict[str, Any]
 ) -> None:
-    token = raw_token(material, **overrides)
+    token = raw_token(material, **{k: v() if callable(v) else v for k, v in overrides.items()})
     with capture_logs() as events:
         async with asgi_client(material.config) as client:
             response = await client.get("/stats", headers={"Authorization": f"Bearer {token}"})
