@@ -114,16 +114,7 @@ class FastPredict:
             await self._send(
                 send, response.status_code, bytes(response.body), response.raw_headers, rid
             )
-            latency_s = time.perf_counter() - started
-            self.http_metrics.observe(scope["path"], "POST", response.status_code, latency_s)
-            if self.access_log:
-                write_access_line(
-                    request_id=rid,
-                    method="POST",
-                    route=scope["path"],
-                    status=response.status_code,
-                    latency_ms=latency_s * 1000.0,
-                )
+            self._record(scope, rid, response.status_code, started)
             return True
         return False
 
@@ -179,20 +170,33 @@ class FastPredict:
             status = 200
             await self._send(send, 200, payload, [_JSON], rid)
         finally:
-            latency_s = time.perf_counter() - started
-            self.http_metrics.observe(scope["path"], "POST", status, latency_s)
-            if self.access_log:
-                write_access_line(
-                    request_id=rid,
-                    method="POST",
-                    route=scope["path"],
-                    status=status,
-                    latency_ms=latency_s * 1000.0,
-                    principal=principal,
-                    model_version=version,
-                    batch_size=batch_size,
-                )
+            self._record(scope, rid, status, started, principal, version, batch_size)
             clear_request_id()
+
+    def _record(
+        self,
+        scope: Scope,
+        rid: str,
+        status: int,
+        started: float,
+        principal: Principal | None = None,
+        version: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """What every answer of this path leaves behind: HTTP metrics and the access line."""
+        latency_s = time.perf_counter() - started
+        self.http_metrics.observe(scope["path"], "POST", status, latency_s)
+        if self.access_log:
+            write_access_line(
+                request_id=rid,
+                method="POST",
+                route=scope["path"],
+                status=status,
+                latency_ms=latency_s * 1000.0,
+                principal=principal,
+                model_version=version,
+                batch_size=batch_size,
+            )
 
     def _plain(self, scope: Scope) -> _Headers | None:
         """The headers of a request this path answers as the full stack would; else None."""
