@@ -93,15 +93,36 @@ class FastPredict:
         self.set_request_id_header = set_request_id_header
         self._api_key_header = security.api_key_header.lower().encode("latin-1")
 
-    async def refuse_early(self, scope: Scope, send: Send) -> bool:
-        """Answer a prediction now if the replica stops or is overloaded; False: not refused.
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> int | None:
+        """Answer a prediction whole and return its status; None: not one this path answers.
 
-        Called for every request by the Serve gateway's edge guard
-        (:func:`app.serve.serve_patches.guard_direct_ingress`), ahead of Serve's own
-        per-request work, which costs more than the refusal itself: under a flood of
-        requests that must be refused, that is what keeps CPU for the ones admitted."""
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _ROUTES:
-            return False
+        A refusal comes first (503 while the replica stops, 429 when overloaded), before
+        the key check and the body, for every prediction; then a plain request (see
+        :meth:`_plain`) is answered. Anything else returns None before the body is read.
+        In the Serve gateway the edge guard (:func:`app.serve.serve_patches.answer_at_the_edge`)
+        calls this ahead of Serve's own per-request work."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        model = _ROUTES.get(scope["path"])
+        if model is None:
+            return None
+        refused = await self._refuse(scope, send)
+        if refused is not None:
+            return refused
+        headers = self._plain(scope)
+        if headers is None:
+            return None
+        return await self._predict(scope, receive, send, model, headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await self.answer(scope, receive, send) is None:
+            await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> int | None:
+        """The refusal's status if the replica stops or is overloaded, sent; else None.
+
+        Before the key check and the body: under a flood of requests that must be refused,
+        the cheapest refusal is what keeps CPU for the ones admitted."""
         try:
             refuse_if_stopping(self.state)
             shed_if_overloaded(self.state, None)
@@ -115,19 +136,17 @@ class FastPredict:
                 send, response.status_code, bytes(response.body), response.raw_headers, rid
             )
             self._record(scope, rid, response.status_code, started)
-            return True
-        return False
+            return response.status_code
+        return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = _ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        headers = self._plain(scope) if model is not None and scope["method"] == "POST" else None
-        if headers is None or model is None:
-            await self.app(scope, receive, send)
-            return
-        # Refused first when stopping or overloaded: no key check, no body, which is what
-        # frees the loop (in the Serve gateway the edge guard has asked already).
-        if await self.refuse_early(scope, send):
-            return
+    async def _predict(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        model: type[PredictRequest] | type[BatchPredictRequest],
+        headers: _Headers,
+    ) -> int:
         started = time.perf_counter()
         rid = sane_request_id(headers.request_id)
         bind_request_id(rid)
@@ -160,7 +179,7 @@ class FastPredict:
                 response = known_error_response(exc, rid) or unhandled_error_response(exc, rid)
                 status = response.status_code
                 await self._send(send, status, bytes(response.body), response.raw_headers, rid)
-                return
+                return status
             version, batch_size = rows[-1].ref.version, rows[-1].forward_rows
             if isinstance(body, BatchPredictRequest):
                 content: dict[str, Any] = {"request_id": rid, "predictions": preds}
@@ -169,6 +188,7 @@ class FastPredict:
             payload = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
             status = 200
             await self._send(send, 200, payload, [_JSON], rid)
+            return status
         finally:
             self._record(scope, rid, status, started, principal, version, batch_size)
             clear_request_id()

@@ -38,6 +38,10 @@ class GatewayDeployment(Section):
     # framework's middleware stack (app/api/fast_predict.py: same checks, same answers, about
     # half the CPU per request). False sends them through FastAPI like every other route.
     fast_path: bool = True
+    # In the Serve gateway, the fast path also answers ahead of Serve's own per-request
+    # handler (app/serve/serve_patches.py, 4.: the replica's ongoing count and Serve's
+    # request metrics kept). False: every request goes through Serve's handler first.
+    answer_at_edge: bool = True
 
     @model_validator(mode="after")
     def _custom_resources(self) -> GatewayDeployment:

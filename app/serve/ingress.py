@@ -22,7 +22,7 @@ from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
 from app.serve.serve_patches import (
     announce_drain,
-    guard_direct_ingress,
+    answer_at_the_edge,
     ignore_client_timeout_header,
     reuse_address_on_restart,
 )
@@ -124,8 +124,8 @@ class Gateway:
         registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
         fast = getattr(app.state, "fast_predict", None)
-        if fast is not None:
-            guard_direct_ingress(fast.refuse_early)
+        if fast is not None and config.serving.gateway.answer_at_edge:
+            answer_at_the_edge(fast.answer)
         # Objects built so far live as long as the replica; keep the collector off them.
         gc.collect()
         gc.freeze()

@@ -30,19 +30,28 @@ the app back when the draining period is over; the gateway then answers new pred
 503 + ``Connection: close`` (``GatewayState.stopping``), so the requests it already took
 finish and the drain ends at once.
 
-4. Refusing before Serve's per-request work. Serve's direct-ingress handler does real work
-for every request before the app sees it (request metadata, route matching, metrics,
-tracing, a disconnect watcher): more than a 429 costs the app. Flooded at three times
-capacity, the gateway spent its CPU refusing and answered ~80 requests a second. The same
-server start (2.) gets a thin guard in front of that handler that lets the app refuse a
-prediction first (``guard_direct_ingress``: the gateway's prediction fast path,
-``FastPredict.refuse_early``), with the same answer, access line and metrics.
+4. Answering predictions ahead of Serve's per-request work. Serve's direct-ingress handler
+does real work for every request before the app sees it (request metadata, a FastAPI
+route match, two request ids, a disconnect-watch task, a second task raced against a
+timeout, the request context, metrics): about as much CPU as the whole prediction fast
+path. Flooded at three times capacity, the gateway spent its CPU there and answered ~80
+requests a second. The same server start (2.) puts a thin guard in front of that handler
+(``answer_at_the_edge``) which lets the app answer a prediction whole: the gateway's fast
+path (``FastPredict.answer``: refusals, then the plain requests); anything else, and every
+other route, goes through Serve as before. What Serve's handler kept for such a request
+the guard keeps too (:class:`_ServeBooks`): the replica's ongoing-request count, which
+autoscaling reads and the drain waits on, and Serve's request and ingress metrics. What
+it drops is Serve's own limit on ongoing requests (the gateway's adaptive limit,
+``app.gateway.concurrency``, decides instead), its request timeout (the gateway has its
+own deadline) and its cancel on client disconnect (a prediction is short and bounded by
+that deadline). When this Ray lacks a piece the books need, the guard logs and stays out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -131,21 +140,88 @@ def announce_drain(on_drain: Callable[[], None]) -> bool:
     return True
 
 
-EdgeRefusal = Callable[[Any, Any], Awaitable[bool]]  # (scope, send) -> refused?
-_edge_refusal: list[EdgeRefusal] = []
+EdgeAnswer = Callable[[Any, Any, Any], Awaitable[int | None]]
+"""(scope, receive, send) -> the status it answered with, or None: Serve's to handle."""
+_edge_answer: list[EdgeAnswer] = []
 
 
-def guard_direct_ingress(refuse: EdgeRefusal) -> None:
-    """In this process, ask ``refuse(scope, send)`` first for every direct-ingress request
-    (see 4.); it answers and returns True, or returns False to let Serve handle it."""
-    _edge_refusal[:] = [refuse]
+def answer_at_the_edge(answer: EdgeAnswer) -> None:
+    """In this process, offer every direct-ingress HTTP request to ``answer`` first (4.)."""
+    _edge_answer[:] = [answer]
+
+
+class _ServeBooks:
+    """What Serve's handler records for a request, kept for the ones answered at the edge."""
+
+    def __init__(self, replica: Any) -> None:
+        from ray.serve._private.common import RequestMetadata, RequestProtocol
+
+        self.metrics = replica._metrics_manager
+        self.app_name: str = replica._deployment_id.app_name
+        self.deployment_name: str = replica._deployment_id.name
+        self.protocol = RequestProtocol.HTTP
+        # The fields the ongoing count reads (protocol, direct ingress); one for all.
+        self.request = RequestMetadata(
+            request_id="",
+            internal_request_id="",
+            _request_protocol=RequestProtocol.HTTP,
+            _http_method="POST",
+            is_direct_ingress=True,
+        )
+        for method in (
+            "inc_num_ongoing_requests",
+            "dec_num_ongoing_requests",
+            "record_request_metrics",
+            "record_ingress_request_metrics",
+        ):
+            getattr(self.metrics, method)  # AttributeError now, not per request
+
+    @classmethod
+    def of(cls, app: Any) -> _ServeBooks | None:
+        """The books of the replica whose handler ``app`` is; None (logged) if unreadable."""
+        try:
+            return cls(app.__self__)
+        except Exception as exc:  # a Ray that moved a piece: no edge answers, Serve does all
+            log.error("serve_edge_books_missing", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+    def started(self) -> None:
+        self.metrics.inc_num_ongoing_requests(self.request)
+
+    def finished(self) -> None:
+        self.metrics.dec_num_ongoing_requests(self.request)
+
+    def record(self, route: str, status: int, latency_ms: float) -> None:
+        self.metrics.record_request_metrics(route=route, latency_ms=latency_ms, is_error=False)
+        self.metrics.record_ingress_request_metrics(
+            protocol=self.protocol,
+            method="POST",
+            route=route,
+            app_name=self.app_name,
+            deployment_name=self.deployment_name,
+            latency_ms=latency_ms,
+            is_error=status >= 400,
+            status_code=str(status),
+        )
 
 
 class _EdgeGuard:
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.books = _ServeBooks.of(app)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if _edge_refusal and scope["type"] == "http" and await _edge_refusal[0](scope, send):
+        books = self.books
+        if not _edge_answer or books is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        started = time.time()
+        books.started()
+        try:
+            status = await _edge_answer[0](scope, receive, send)
+        finally:
+            books.finished()
+        if status is None:
+            await self.app(scope, receive, send)
+        else:
+            books.record(scope["path"], status, (time.time() - started) * 1000.0)

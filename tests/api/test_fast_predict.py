@@ -342,7 +342,7 @@ def test_the_fast_path_sheds_before_it_authenticates_when_the_loop_is_behind(
     assert int(no_key.headers["retry-after"]) >= 1
 
 
-async def test_the_edge_guard_refuses_with_the_same_answer_and_passes_the_rest(
+async def test_a_refusal_at_the_edge_has_the_same_answer_and_the_rest_pass(
     pair: Pair,
 ) -> None:
     fast = pair.fast.client.app.state.fast_predict  # type: ignore[attr-defined]
@@ -351,21 +351,24 @@ async def test_the_edge_guard_refuses_with_the_same_answer_and_passes_the_rest(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("a refusal or a hand-on never reads the body")
+
     def scope(method: str, path: str) -> dict[str, Any]:
-        return {
+        return {  # no Content-Length: not a request the fast path answers itself
             "type": "http",
             "method": method,
             "path": path,
             "headers": [(b"x-request-id", b"edge-1")],
         }
 
-    assert not await fast.refuse_early(scope("POST", "/predict"), send)  # not overloaded
+    assert await fast.answer(scope("POST", "/predict"), receive, send) is None  # to the stack
     lag = pair.fast.state.loop_lag
     saved = (lag.max_lag_s, lag.lag_s)
     lag.max_lag_s, lag.lag_s = 0.1, 1.0
     try:
-        assert not await fast.refuse_early(scope("GET", "/healthz"), send)  # probes pass
-        assert await fast.refuse_early(scope("POST", "/predict/batch"), send)
+        assert await fast.answer(scope("GET", "/healthz"), receive, send) is None  # probes pass
+        assert await fast.answer(scope("POST", "/predict/batch"), receive, send) == 429
     finally:
         lag.max_lag_s, lag.lag_s = saved
     start, body = sent
