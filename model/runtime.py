@@ -24,6 +24,7 @@ from model.common.errors import ArtifactValidationError
 from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
+from model.engine import TIMING_BATCH, EngineChoice, OnnxForward, choose_engine, compare_ms
 from model.network import CNNLSTM, build_network
 from model.numerics import NumericsChoice, autocast, choose_numerics, cpu_has_native_bf16
 
@@ -120,6 +121,13 @@ def run_network(
         x = x.to(mean.device, non_blocking=True)
         with autocast(mean.device, autocast_dtype):
             raw = network((x - mean) * inv_std)
+        return network_outputs(raw, return_std)
+
+
+def network_outputs(raw: torch.Tensor, return_std: float) -> np.ndarray:
+    """The network's raw ``[N, 2]`` -> (log return, prob_up) as float64, on the CPU; the
+    one mapping for every engine (:mod:`model.engine`)."""
+    with torch.inference_mode():
         out = raw.to(dtype=torch.float64, device="cpu")
         out[:, 0] *= return_std
         out[:, 1] = torch.sigmoid(out[:, 1])
@@ -142,6 +150,8 @@ class LoadedModel:
         self.device = device
         self.warmed = False
         self.numerics = NumericsChoice()  # fp32 until load_model settles it
+        self.engine = EngineChoice()  # torch until load_model settles it
+        self._onnx: OnnxForward | None = None
         self._opts = gpu_options or GpuOptions()
         self._net = network.to(device).eval().requires_grad_(False)
         self._mean, self._inv_std = normalisation_tensors(manifest.normalization, device)
@@ -176,15 +186,53 @@ class LoadedModel:
         return self._forward(features, self.numerics.autocast_dtype)
 
     def _forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
+        if self._onnx is not None and dtype is None:
+            return self._onnx_forward(self._onnx, features)
+        return self._torch_forward(features, dtype)
+
+    def _torch_forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
         return run_network(self._net, features, self._mean, self._inv_std, self._return_std, dtype)
 
+    def _onnx_forward(self, session: OnnxForward, features: np.ndarray) -> np.ndarray:
+        return network_outputs(torch.from_numpy(session(features)), self._return_std)
+
+    def onnx_session(self, threads: int) -> OnnxForward:
+        """This network, normalisation in front, as an ONNX Runtime session."""
+        return OnnxForward(self._net, self._mean, self._inv_std, self._row_shape, threads)
+
+    def use_engine(self, choice: EngineChoice, session: OnnxForward | None) -> None:
+        """Serve forwards on ``choice`` (``session`` when it is ONNX Runtime)."""
+        if (choice.name == "onnxruntime") != (session is not None):
+            raise ValueError(f"engine {choice.name!r} with session {session!r}")
+        self.engine, self._onnx = choice, session
+
+    def engine_speeds(self, session: OnnxForward) -> tuple[float, float]:
+        """(onnx ms, torch ms) per fp32 forward of a batch of TIMING_BATCH golden rows."""
+        sample = np.asarray(self.manifest.golden.inputs, dtype=np.float32)
+        reps = -(-TIMING_BATCH // len(sample))
+        batch = np.ascontiguousarray(np.concatenate([sample] * reps)[:TIMING_BATCH])
+        return compare_ms(
+            lambda: self._onnx_forward(session, batch), lambda: self._torch_forward(batch, None)
+        )
+
     def golden_deviation(self, numerics: str = "fp32") -> float:
-        """Largest golden-sample deviation under ``numerics`` ("fp32" or "bf16"): return in
-        units of return_std, prob_up as is."""
+        """Largest golden-sample deviation under ``numerics`` ("fp32" or "bf16") on torch:
+        return in units of return_std, prob_up as is."""
         golden = self.manifest.golden
         dtype = NumericsChoice(numerics).autocast_dtype
         with _strict_fp32():
-            actual = self._forward(np.asarray(golden.inputs, dtype=np.float32), dtype)
+            actual = self._torch_forward(np.asarray(golden.inputs, dtype=np.float32), dtype)
+        return self._deviation(actual)
+
+    def onnx_golden_deviation(self, session: OnnxForward) -> float:
+        """:meth:`golden_deviation` of ``session``'s outputs."""
+        golden = self.manifest.golden
+        return self._deviation(
+            self._onnx_forward(session, np.asarray(golden.inputs, dtype=np.float32))
+        )
+
+    def _deviation(self, actual: np.ndarray) -> float:
+        golden = self.manifest.golden
         diff = np.abs(actual - np.asarray(golden.expected, dtype=np.float64))
         diff[:, 0] /= self._return_std
         return float(diff.max()) if np.isfinite(diff).all() else float("inf")
@@ -229,6 +277,7 @@ def load_model(
     validate: bool = True,
     numerics: str = "fp32",
     cpu_bf16: Callable[[], bool] = cpu_has_native_bf16,
+    engine: str = "torch",
 ) -> LoadedModel:
     """Verify, load and (by default) golden-check ``ref``. Warm-up is the caller's next step.
 
@@ -236,6 +285,9 @@ def load_model(
     once the golden sample agrees under it, even with ``validate`` off (it is the only
     evidence that this artifact survives the rounding); else fp32, with the reason kept in
     ``model.numerics.fallback``. ``cpu_bf16`` says whether the CPU has native bf16.
+    ``engine`` ("auto", "torch" or "onnxruntime", see :mod:`model.engine`) runs fp32 CPU
+    forwards on ONNX Runtime once its golden check agrees (and, for "auto", once it
+    measured faster than torch here); else torch, the reason in ``model.engine.fallback``.
     """
     manifest = registry.verify(ref.name, ref.version)
     if manifest.weights_sha256 != ref.sha256:
@@ -267,11 +319,24 @@ def load_model(
     model.numerics = choose_numerics(
         numerics, dev, model.golden_deviation, cpu_bf16=cpu_bf16, label=ref.key
     )
+    model.use_engine(
+        *choose_engine(
+            engine,
+            device=dev,
+            numerics=model.numerics.name,
+            build=lambda: model.onnx_session(torch.get_num_threads()),
+            golden_deviation=model.onnx_golden_deviation,
+            atol=manifest.golden.atol,
+            speeds=model.engine_speeds,
+            label=ref.key,
+        )
+    )
     log.info(
-        "loaded %s on %s in %s (%.1f MB)%s",
+        "loaded %s on %s in %s on %s (%.1f MB)%s",
         ref.key,
         dev,
         model.numerics.name,
+        model.engine.name,
         model.nbytes / 1e6,
         ", golden check passed" if validate else "",
     )

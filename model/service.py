@@ -49,6 +49,9 @@ class PredictorSettings:
     # "auto" | "fp32" | "bf16" (model.numerics): auto takes bf16 autocast on a CPU with
     # native bf16 once the golden sample agrees under it, fp32 otherwise.
     numerics: str = "auto"
+    # "auto" | "torch" | "onnxruntime" (model.engine): auto runs fp32 CPU forwards on ONNX
+    # Runtime once its golden check agrees and it measured faster than torch at load.
+    engine: str = "auto"
     gpu: GpuOptions = field(default_factory=GpuOptions)
     # Chaos/testing switch (model.common.faults): "name:version" -> fraction of calls that fail.
     fault_injection: dict[str, float] = field(default_factory=dict)
@@ -117,6 +120,8 @@ class PredictorService:
                 "device": str(model.device),
                 "numerics": model.numerics.name,
                 "numerics_fallback": model.numerics.fallback,
+                "engine": model.engine.name,
+                "engine_fallback": model.engine.fallback,
             },
         )
         return ref
@@ -145,6 +150,7 @@ class PredictorService:
             gpu_options=self.settings.gpu,
             validate=self.settings.validation_enabled,
             numerics=self.settings.numerics,
+            engine=self.settings.engine,
         )
 
     def status(self) -> PredictorStatus:
@@ -156,6 +162,8 @@ class PredictorService:
             device=str(model.device) if model else self.settings.device,
             numerics=model.numerics.name if model else None,
             numerics_fallback=model.numerics.fallback if model else None,
+            engine=model.engine.name if model else None,
+            engine_fallback=model.engine.fallback if model else None,
             error=self._error,
             replica=self.replica,
             loaded_models=tuple(sorted(ref.key for ref in self.versions.refs())),

@@ -22,6 +22,7 @@ def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, A
         "default_version": None,
         "validation_enabled": config.model_registry.validation_enabled,
         "numerics": config.serving.predictor_numerics,
+        "engine": config.serving.predictor_engine,
         "model_wait_s": config.model_registry.wait_for_model_s,
         "model_cache_ttl_s": config.caching.model_cache.ttl_seconds,
         "model_cache_max_entries": config.caching.model_cache.max_entries,

@@ -55,6 +55,10 @@ class PredictorStatus:
     # it runs fp32 where bf16 was wanted (its golden check failed under bf16).
     numerics: str | None = None
     numerics_fallback: str | None = None
+    # The engine its CPU forwards run on ("torch" | "onnxruntime", model.engine) and why it
+    # is torch where ONNX Runtime was wanted.
+    engine: str | None = None
+    engine_fallback: str | None = None
     error: str | None = None
     replica: str = ""
     loaded_models: tuple[str, ...] = ()

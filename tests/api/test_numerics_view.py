@@ -1,4 +1,4 @@
-"""The predictor's numerics as operators see them: ``/stats`` and ``/metrics``."""
+"""The predictor's numerics and engine as operators see them: ``/stats`` and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tests.api.test_gateway_api import _build
 from tests.fakes import FakePredictor
 
 FALLBACK = "golden check under bf16 failed on cpu: max deviation 0.25 > tolerance 0.01"
+ENGINE_FALLBACK = "onnxruntime measured no faster here (3.10 ms against torch's 2.90 ms)"
 
 
 @dataclass
@@ -31,13 +32,19 @@ class NumericsPredictor(FakePredictor):
 
     numerics: str = "bf16"
     numerics_fallback: str | None = None
+    engine: str = "onnxruntime"
+    engine_fallback: str | None = None
 
     async def status(self) -> PredictorStatus:
         status = await super().status()
         if not status.ready:
             return status
         return dataclasses.replace(
-            status, numerics=self.numerics, numerics_fallback=self.numerics_fallback
+            status,
+            numerics=self.numerics,
+            numerics_fallback=self.numerics_fallback,
+            engine=self.engine,
+            engine_fallback=self.engine_fallback,
         )
 
 
@@ -122,3 +129,37 @@ def test_numerics_info_keeps_one_series_and_marks_a_fallback() -> None:
         if line.startswith("model_numerics_info{")
     ]
     assert lines == ['model_numerics_info{fallback="true",numerics="fp32"} 1.0']
+
+
+def test_stats_and_metrics_show_the_engine_and_why_it_is_torch(root: Path) -> None:
+    with _gateway(root, NumericsPredictor(numerics="fp32")) as gw:
+        predictor = _stats(gw)
+        assert (predictor["engine"], predictor["engine_fallback"]) == ("onnxruntime", None)
+        r = gw.client.get("/metrics", headers={"Authorization": f"Bearer {gw.token}"})
+        assert 'model_engine_info{engine="onnxruntime",fallback="false"} 1.0' in r.text
+    fake = NumericsPredictor(numerics="fp32", engine="torch", engine_fallback=ENGINE_FALLBACK)
+    with _gateway(root, fake) as gw:
+        predictor = _stats(gw)
+        assert (predictor["engine"], predictor["engine_fallback"]) == ("torch", ENGINE_FALLBACK)
+        r = gw.client.get("/metrics", headers={"Authorization": f"Bearer {gw.token}"})
+        assert 'model_engine_info{engine="torch",fallback="true"} 1.0' in r.text
+        assert "onnxruntime" not in r.text.split("model_engine_info{", 1)[1].split("\n")[0]
+
+
+def test_engine_info_keeps_one_series() -> None:
+    registry = CollectorRegistry()
+    info = PredictorInfo(registry)
+    info.update(PredictorStatus(ready=True, stage="ready", numerics="fp32", engine="onnxruntime"))
+    info.update(PredictorStatus(ready=False, stage="unreachable"))  # keeps the last known
+    assert info.engine == "onnxruntime"
+    info.update(
+        PredictorStatus(
+            ready=True, stage="ready", numerics="fp32", engine="torch", engine_fallback="x"
+        )
+    )
+    lines = [
+        line
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("model_engine_info{")
+    ]
+    assert lines == ['model_engine_info{engine="torch",fallback="true"} 1.0']

@@ -42,6 +42,8 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
             "device": status.device,
             "numerics": status.numerics,
             "numerics_fallback": status.numerics_fallback,
+            "engine": status.engine,
+            "engine_fallback": status.engine_fallback,
             "loaded_versions": list(status.loaded_models),
         },
         **snapshot,

@@ -1,0 +1,222 @@
+"""The CPU engine chosen at load: ONNX Runtime where it is right and faster, else torch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.config import ServiceConfig
+from app.config.env import Settings
+from app.serve.predictor_settings import predictor_settings
+from model.common.features import compute_features, sliding_windows
+from model.common.refs import ModelRef
+from model.common.registry import ModelRegistry
+from model.data import load_bars
+from model.engine import EngineChoice, OnnxForward, choose_engine, compare_ms
+from model.runtime import load_model
+from model.service import PredictorService, PredictorSettings
+
+CPU = torch.device("cpu")
+
+
+def _real_features(n: int) -> np.ndarray:
+    bars = load_bars("eurusd")[2000 : 2000 + n + 63]
+    return compute_features(sliding_windows(bars))
+
+
+def _faster(session: OnnxForward) -> tuple[float, float]:
+    return 1.0, 2.0
+
+
+def _slower(session: OnnxForward) -> tuple[float, float]:
+    return 3.0, 2.0
+
+
+def test_onnxruntime_serves_the_same_predictions_as_torch(
+    registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    onnx = load_model(registry, random_ref, engine="onnxruntime")
+    plain = load_model(registry, random_ref, engine="torch")
+    assert onnx.engine == EngineChoice("onnxruntime")
+    assert plain.engine == EngineChoice("torch")
+    for n in (1, 7, 32):  # any batch size: the exported graph has a dynamic batch axis
+        x = _real_features(n)
+        got, want = onnx.predict(x), plain.predict(x)
+        assert got.shape == want.shape == (n, 2)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert onnx.predict(np.zeros((0, 64, 16), dtype=np.float32)).shape == (0, 2)
+
+
+def test_auto_takes_onnxruntime_only_when_it_measured_faster(
+    registry: ModelRegistry, random_ref: ModelRef, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = load_model(registry, random_ref, engine="torch")
+
+    def choose(speeds: object) -> tuple[EngineChoice, OnnxForward | None]:
+        return choose_engine(
+            "auto",
+            device=CPU,
+            numerics="fp32",
+            build=lambda: model.onnx_session(1),
+            golden_deviation=model.onnx_golden_deviation,
+            atol=model.manifest.golden.atol,
+            speeds=speeds,  # type: ignore[arg-type]
+        )
+
+    choice, session = choose(_faster)
+    assert choice == EngineChoice("onnxruntime")
+    assert session is not None
+    with caplog.at_level(logging.INFO, logger="model.engine"):
+        choice, session = choose(_slower)
+    assert choice.name == "torch"
+    assert session is None
+    assert choice.fallback is not None
+    assert "no faster" in choice.fallback
+    assert "3.00 ms" in choice.fallback
+    assert any("serving on torch" in r.getMessage() for r in caplog.records)
+
+
+def test_a_session_that_misses_the_golden_sample_is_not_served(
+    registry: ModelRegistry, random_ref: ModelRef, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = load_model(registry, random_ref, engine="torch")
+    other = load_model(registry, random_ref, engine="torch")
+    with torch.no_grad():  # another network's weights: its outputs miss this golden sample
+        for p in other.network.parameters():
+            p.add_(0.5)
+    with caplog.at_level(logging.WARNING, logger="model.engine"):
+        choice, session = choose_engine(
+            "onnxruntime",
+            device=CPU,
+            numerics="fp32",
+            build=lambda: other.onnx_session(1),
+            golden_deviation=model.onnx_golden_deviation,
+            atol=model.manifest.golden.atol,
+            speeds=_faster,
+        )
+    assert session is None
+    assert choice.name == "torch"
+    assert choice.fallback is not None
+    assert "golden check under onnxruntime failed" in choice.fallback
+    assert any(r.levelno == logging.WARNING for r in caplog.records), "asked by name: a warning"
+
+
+@pytest.mark.parametrize(
+    ("device", "numerics", "available", "reason"),
+    [
+        (torch.device("cuda"), "fp32", True, "CPU only"),
+        (CPU, "bf16", True, "fp32 only"),
+        (CPU, "fp32", False, "not installed"),
+    ],
+)
+def test_torch_stays_where_onnxruntime_cannot_serve(
+    device: torch.device, numerics: str, available: bool, reason: str
+) -> None:
+    def build() -> OnnxForward:
+        raise AssertionError("nothing is exported when it cannot be served")
+
+    choice, session = choose_engine(
+        "auto",
+        device=device,
+        numerics=numerics,
+        build=build,
+        golden_deviation=lambda s: 0.0,
+        atol=1e-4,
+        speeds=_faster,
+        available=lambda: available,
+    )
+    assert session is None
+    assert choice.name == "torch"
+    assert choice.fallback is not None
+    assert reason in choice.fallback
+
+
+def test_a_failed_export_keeps_torch_with_the_reason() -> None:
+    def build() -> OnnxForward:
+        raise RuntimeError("exporter removed")
+
+    choice, session = choose_engine(
+        "auto",
+        device=CPU,
+        numerics="fp32",
+        build=build,
+        golden_deviation=lambda s: 0.0,
+        atol=1e-4,
+        speeds=_faster,
+    )
+    assert session is None
+    assert choice.fallback is not None
+    assert "RuntimeError: exporter removed" in choice.fallback
+
+
+def test_the_torch_setting_neither_exports_nor_reports_a_fallback() -> None:
+    def build() -> OnnxForward:
+        raise AssertionError("torch forced: no export")
+
+    choice, session = choose_engine(
+        "torch",
+        device=CPU,
+        numerics="fp32",
+        build=build,
+        golden_deviation=lambda s: 0.0,
+        atol=1e-4,
+        speeds=_faster,
+    )
+    assert (choice, session) == (EngineChoice("torch"), None)
+    with pytest.raises(ValueError, match="unknown engine"):
+        choose_engine(
+            "tensorrt",
+            device=CPU,
+            numerics="fp32",
+            build=build,
+            golden_deviation=lambda s: 0.0,
+            atol=1e-4,
+            speeds=_faster,
+        )
+
+
+def test_compare_ms_times_both_calls_alike() -> None:
+    calls = {"onnx": 0, "torch": 0}
+
+    def onnx() -> None:
+        calls["onnx"] += 1
+
+    def slow_torch() -> None:
+        calls["torch"] += 1
+        sum(range(20_000))
+
+    onnx_ms, torch_ms = compare_ms(onnx, slow_torch)
+    assert calls["onnx"] == calls["torch"] > 1
+    assert 0 <= onnx_ms < torch_ms
+
+
+def test_service_status_reports_the_engine_in_effect(
+    registry_root: Path, registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    service = PredictorService(
+        PredictorSettings(
+            registry_path=str(registry_root), engine="onnxruntime", warmup_batch_sizes=(1, 8)
+        )
+    )
+    service.load_default()
+    status = service.status()
+    assert (status.engine, status.engine_fallback) == ("onnxruntime", None)
+    forced = PredictorService(
+        PredictorSettings(registry_path=str(registry_root), engine="torch", warmup_batch_sizes=(1,))
+    )
+    forced.load_default()
+    assert (forced.status().engine, forced.status().engine_fallback) == ("torch", None)
+
+
+def test_config_engine_setting_reaches_the_predictor_settings(tmp_path: Path) -> None:
+    config = ServiceConfig.model_validate(
+        {"model_registry": {"path": str(tmp_path)}, "serving": {"predictor_engine": "torch"}}
+    )
+    assert PredictorSettings.from_dict(predictor_settings(config, Settings())).engine == "torch"
+    default = ServiceConfig.model_validate({"model_registry": {"path": str(tmp_path)}})
+    assert PredictorSettings.from_dict(predictor_settings(default, Settings())).engine == "auto"
