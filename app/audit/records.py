@@ -68,8 +68,24 @@ def input_sha256(window: InputWindow) -> str:
     return digest.hexdigest()
 
 
+# The last whole second format_ts rendered, and its text up to the microseconds: records
+# come in time order, so most calls reuse it and skip strftime (the slow part). One tuple,
+# replaced whole, so a reader on another thread sees a matching pair.
+_second: tuple[tuple[int, ...], str] = ((), "")
+
+
 def format_ts(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).strftime(TS_FORMAT)
+    """``at`` in TS_FORMAT: exactly ``datetime.fromtimestamp(at, UTC).strftime(TS_FORMAT)``."""
+    global _second
+    m = datetime.fromtimestamp(at, tz=UTC)
+    key = (m.year, m.month, m.day, m.hour, m.minute, m.second)
+    cached = _second
+    if cached[0] == key:
+        prefix = cached[1]
+    else:
+        prefix = m.strftime(TS_FORMAT[:-3])  # up to and with the "." before %f
+        _second = (key, prefix)
+    return f"{prefix}{m.microsecond:06d}Z"
 
 
 def parse_ts(text: str) -> str:

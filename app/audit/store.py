@@ -68,6 +68,7 @@ class AuditStream:
         self._size = 0
         self._records = 0
         self._first_ts = self._last_ts = ""
+        self._first_at = 0.0  # _first_ts as epoch seconds, parsed once when it is set
         self._next_retention = 0.0
 
     # -- start -------------------------------------------------------------------------
@@ -112,6 +113,7 @@ class AuditStream:
                 lines = data.splitlines()
                 self._size, self._records = len(data), len(lines)
                 self._first_ts = orjson.loads(lines[0])["ts"]
+                self._first_at = _epoch(self._first_ts)
                 self._last_ts = orjson.loads(lines[-1])["ts"]
         if not entries:
             self._append_entry({"event": "open", "stream": self.directory.name})
@@ -128,17 +130,17 @@ class AuditStream:
         self._file.write(data)
         self._file.flush()
         if not self._records:
-            self._first_ts = first_ts
+            self._first_ts, self._first_at = first_ts, _epoch(first_ts)
         self._last_ts = last_ts
         self._size += len(data)
         self._records += len(lines)
 
     def tick(self) -> None:
         """Seal the current file when it is big or old enough; apply retention now and
-        then (also on a quiet stream)."""
+        then (also on a quiet stream). Cheap enough to call after every write."""
         now = self._clock()
         if self._records and (
-            self._size >= self.rotate_bytes or now - _epoch(self._first_ts) >= self.rotate_s
+            self._size >= self.rotate_bytes or now - self._first_at >= self.rotate_s
         ):
             self.seal()
         if now >= self._next_retention:

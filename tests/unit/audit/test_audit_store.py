@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -10,7 +12,7 @@ import pytest
 
 from app.audit.chain import CHAIN, read_chain, verify_trail
 from app.audit.reader import Query, query_records
-from app.audit.records import format_ts
+from app.audit.records import TS_FORMAT, format_ts
 from app.audit.store import AuditStream, claim_stream
 from app.config.audit import Audit
 
@@ -70,6 +72,42 @@ def test_a_quiet_file_is_sealed_once_it_is_rotate_s_old(tmp_path: Path) -> None:
     stream.tick()
     assert len(_sealed(tmp_path / "stream-0")) == 1
     assert not (tmp_path / "stream-0" / "current.jsonl").read_bytes()
+
+
+def test_a_restarted_file_is_sealed_once_it_is_rotate_s_old(tmp_path: Path) -> None:
+    # The age counts from the first record in the file, also when that was read back.
+    clock = Clock()
+    stream = _stream(tmp_path, clock, rotate_bytes=1 << 20, rotate_s=60)
+    _write(stream, clock, 3)  # at T0, T0 + 1, T0 + 2
+    stream.close()
+    again = _stream(tmp_path, clock, rotate_bytes=1 << 20, rotate_s=60)
+    clock.now = T0 + 59.9
+    again.tick()
+    assert _sealed(tmp_path / "stream-0") == []
+    clock.now = T0 + 60
+    again.tick()
+    assert len(_sealed(tmp_path / "stream-0")) == 1
+    _write(again, clock, 2, start=3)  # a new file: its age counts from r3
+    clock.now = T0 + 60 + 59.9
+    again.tick()
+    assert len(_sealed(tmp_path / "stream-0")) == 1
+    clock.now = T0 + 120
+    again.tick()
+    assert len(_sealed(tmp_path / "stream-0")) == 2
+    assert _problems(tmp_path) == []
+
+
+def test_format_ts_is_exactly_the_strftime_form() -> None:
+    # Includes microsecond rounding (half to even) and its carry into the next second,
+    # and times far apart with the same second, minute and day.
+    rng = random.Random(14)
+    times = [T0 + d for d in (0.0, 0.1234565, 0.9999995, 0.9999996, 1.0000004, 59.5000005)]
+    times += [T0 + k * 86400.0 * 365 for k in range(-3, 4)]
+    times += [T0 + rng.uniform(0, 3.0) for _ in range(2000)]
+    times += [rng.uniform(-3e10, 2.5e11) for _ in range(2000)]  # years 1019 to 9891
+    times += [round(T0 + rng.uniform(0, 9), 6) + rng.choice((-5e-7, 5e-7)) for _ in range(2000)]
+    for at in times:
+        assert format_ts(at) == datetime.fromtimestamp(at, tz=UTC).strftime(TS_FORMAT), at
 
 
 def test_editing_one_record_in_a_sealed_file_fails_verify(tmp_path: Path) -> None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
 
 from app.audit.chain import verify_trail
 from app.audit.reader import Query, query_records
 from app.audit.records import input_sha256
+from app.audit.store import AuditStream
+from app.audit.writer import AuditTrail
+from app.config.audit import Audit
 from tests.unit.audit.audit_support import (
     BLUE,
     GREEN,
@@ -90,3 +99,120 @@ def test_records_submitted_before_stop_are_all_written(tmp_path: Path) -> None:
     assert t.written == 300
     assert len(query_records(tmp_path, Query())) == 300
     assert len(list((tmp_path / "stream-0").glob("*.gz"))) > 1
+
+
+def _count_appends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of records in each ``AuditStream.append`` (one write and flush each)."""
+    calls: list[int] = []
+    original = AuditStream.append
+
+    def counting(self: AuditStream, lines: list[bytes], first_ts: str, last_ts: str) -> None:
+        calls.append(len(lines))
+        original(self, lines, first_ts, last_ts)
+
+    monkeypatch.setattr(AuditStream, "append", counting)
+    return calls
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_records_are_byte_identical_to_the_original_format(tmp_path: Path) -> None:
+    # The digest of current.jsonl as the writer wrote it before batching and the cheaper
+    # time formatting; the times cover microsecond rounding and its carry into a second.
+    t0 = 1_800_000_000.0
+    offsets = (0.0, 0.1234565, 0.9999996, 1.0000004, 59.5000005, 86399.999999, 86400.5)
+    clock = _Clock(t0)
+    t = AuditTrail(tmp_path, Audit(rotate_s=1e9), clock=clock, tick_s=0.05)
+    t.start()
+    for i, offset in enumerate(offsets):
+        clock.now = t0 + offset
+        bodies = [body(i), body(100 + i)][: 1 + i % 2]
+        answers = [answer(b, ref) for b, ref in zip(bodies, (BLUE, GREEN), strict=False)]
+        green = GREEN if i % 3 else None
+        t.submit(
+            f"req-{i}",
+            f"user-{i}",
+            [window_of(b) for b in bodies],
+            answers,
+            0.0123456789 * i,
+            green,
+        )
+    t.stop()
+    data = (tmp_path / "stream-0" / "current.jsonl").read_bytes()
+    times = {r["request_id"]: r["ts"] for r in map(orjson.loads, data.splitlines())}
+    assert list(times.values()) == [
+        "2027-01-15T08:00:00.000000Z",
+        "2027-01-15T08:00:00.123456Z",
+        "2027-01-15T08:00:01.000000Z",
+        "2027-01-15T08:00:01.000000Z",
+        "2027-01-15T08:00:59.500000Z",
+        "2027-01-16T07:59:59.999999Z",
+        "2027-01-16T08:00:00.500000Z",
+    ]
+    assert data.count(b"\n") == 10
+    digest = hashlib.sha256(data).hexdigest()
+    assert digest == "3410a748a4c713107fe764f09866021304e6f6c41bb73e3bfb2eb0979a6ba42f"
+
+
+def test_a_burst_is_written_with_fewer_writes_than_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    appends = _count_appends(monkeypatch)
+    t = trail(tmp_path)
+    for i in range(50):  # queued before the writer runs: they arrive together
+        submit_one(t, i, f"r{i}")
+    t.start()
+    assert t.flush()
+    t.stop()
+    assert sum(appends) == t.written == 50
+    assert len(appends) < 50
+    lines = (tmp_path / "stream-0" / "current.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{i}" for i in range(50)]
+
+
+def test_records_trickling_in_share_a_write_within_the_batch_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    appends = _count_appends(monkeypatch)
+    t = AuditTrail(tmp_path, Audit(), tick_s=0.05, batch_window_s=0.2)
+    t.start()
+    for i in range(10):
+        submit_one(t, i, f"r{i}")
+        time.sleep(0.002)
+    assert t.flush()
+    assert sum(appends) == t.written == 10
+    assert len(appends) < 10
+    t.stop()
+
+
+def test_stop_writes_what_is_waiting_in_the_batch_window(tmp_path: Path) -> None:
+    t = AuditTrail(tmp_path, Audit(), tick_s=0.05, batch_window_s=0.3)
+    t.start()
+    for i in range(3):
+        submit_one(t, i, f"r{i}")
+    t.stop()
+    assert t.written == 3
+    assert len(query_records(tmp_path, Query())) == 3
+
+
+@pytest.mark.parametrize("window_s", [0.0, 0.005])
+def test_a_quiet_file_is_sealed_by_age_within_tick_s(tmp_path: Path, window_s: float) -> None:
+    t = AuditTrail(tmp_path, Audit(rotate_s=0.2), tick_s=0.05, batch_window_s=window_s)
+    t.start()
+    submit_one(t, 1, "r1")
+    assert t.flush()
+    sealed: list[Any] = []
+    deadline = time.monotonic() + 5.0  # due 0.2 s after the record, checked every 0.05 s
+    while not sealed and time.monotonic() < deadline:
+        time.sleep(0.02)
+        sealed = list((tmp_path / "stream-0").glob("*.jsonl.gz"))
+    t.stop()
+    assert len(sealed) == 1
+    assert [r["request_id"] for r in query_records(tmp_path, Query())] == ["r1"]
+    assert all(not report.problems for report in verify_trail(tmp_path))
