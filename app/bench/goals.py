@@ -61,14 +61,37 @@ def _limit(check: str, measured: float | None, limit: float, unit: str = "ms") -
     return _v(check, gap <= 0, f"{measured:g} {unit} vs <= {limit:g} ({how})", measured, limit)
 
 
-def _ratio_check(check: str, a: float | None, b: float | None, want: float) -> Run:
+def _ratio_check(
+    check: str,
+    a: float | None,
+    b: float | None,
+    want: float,
+    *,
+    a_at_limit: bool = False,
+    b_at_limit: bool = False,
+) -> Run:
+    """Serve's max rate ``a`` over a reference's ``b``. A max that reached
+    --find-max-limit is only a floor, so the ratio is a bound: a verdict only where the
+    bound decides it (a reference at the limit: at most; Serve at the limit: at least)."""
     if a is None or b is None:
         return _v(check, None if b is None else False, f"max rates {a} vs {b} req/s")
     ratio = round(a / b, 2) if b else None
     if ratio is None:
         return _v(check, None, "the reference passed no rate")
+    if a_at_limit and b_at_limit:
+        text = f"both reached --find-max-limit ({a:g} vs {b:g} req/s): raise it"
+        return _v(check, None, text, ratio, want)
+    if b_at_limit:  # the reference's true max is higher: ratio <= this
+        text = f"{a:g} vs >= {b:g} req/s (the reference reached --find-max-limit) = <= {ratio:g}x"
+        if ratio < want:
+            return _v(check, False, f"{text} vs >= {want:g}x (missed)", ratio, want)
+        return _v(check, None, f"{text}: raise --find-max-limit to decide", ratio, want)
+    if a_at_limit and ratio < want:
+        text = f">= {a:g} (Serve reached --find-max-limit) vs {b:g} req/s = >= {ratio:g}x"
+        return _v(check, None, f"{text}: raise --find-max-limit to decide", ratio, want)
     how = "met" if ratio >= want else f"missed by {want - ratio:.2f}x"
-    text = f"{a:g} vs {b:g} req/s = {ratio:g}x vs >= {want:g}x ({how})"
+    bound = ">= " if a_at_limit else ""
+    text = f"{a:g} vs {b:g} req/s = {bound}{ratio:g}x vs >= {want:g}x ({how})"
     return _v(check, ratio >= want, text, ratio, want)
 
 
@@ -80,6 +103,17 @@ def max_rates(result: Run) -> dict[str, float | None]:
     }
 
 
+def at_limit(result: Run) -> set[str]:
+    """The systems whose find-max reached --find-max-limit without failing."""
+    return {
+        name
+        for name, t in result["targets"].items()
+        if str((t.get("find_max") or {}).get("stopped_because", "")).startswith(
+            "reached --find-max-limit"
+        )
+    }
+
+
 def check(result: Run, goals: Goals = Goals(), model_batch1_ms: float | None = None) -> list[Run]:
     """Every issue-11 target, for the Serve target of ``result``."""
     serve = result["targets"].get("serve")
@@ -87,12 +121,24 @@ def check(result: Run, goals: Goals = Goals(), model_batch1_ms: float | None = N
         return []
     out: list[Run] = []
     maxes = max_rates(result)
+    limited = at_limit(result)
     if "serve" in maxes:
         s = maxes["serve"]
-        if "baseline" in maxes:
-            out.append(_ratio_check("max rate Serve / peer", s, maxes["baseline"], goals.vs_peer))
-        if "hello" in maxes:
-            out.append(_ratio_check("max rate Serve / hello", s, maxes["hello"], goals.vs_hello))
+        for name, what, want in (
+            ("baseline", "max rate Serve / peer", goals.vs_peer),
+            ("hello", "max rate Serve / hello", goals.vs_hello),
+        ):
+            if name in maxes:
+                out.append(
+                    _ratio_check(
+                        what,
+                        s,
+                        maxes[name],
+                        want,
+                        a_at_limit="serve" in limited,
+                        b_at_limit=name in limited,
+                    )
+                )
     else:
         out.append(_v("max rate Serve / peer, / hello", None, "not measured (--find-max)"))
     out += _rate_checks(serve["runs"], goals)

@@ -111,6 +111,46 @@ def test_goal_verdicts_say_met_or_missed_by_how_much() -> None:
     assert idle.endswith("p50 4.5 ms, model 2 ms, +2.5 ms (met)")
 
 
+def test_a_max_rate_at_the_find_max_limit_is_only_a_bound() -> None:
+    limit = {"stopped_because": "reached --find-max-limit 900"}
+    failed = {"stopped_because": "p99 114 ms > 100 ms at 550 req/s"}
+
+    def verdicts(serve: dict, peer: dict, hello: dict) -> dict[str, dict]:
+        result = {
+            "targets": {
+                "serve": {"runs": [], "batch_runs": [], "find_max": serve},
+                "baseline": {"runs": [], "find_max": peer},
+                "hello": {"runs": [], "find_max": hello},
+            }
+        }
+        return {c["check"]: c for c in goals.check(result)}
+
+    v = verdicts(
+        {"max_passing_rps": 525.0, **failed},
+        {"max_passing_rps": 500.0, **failed},
+        {"max_passing_rps": 900.0, **limit},
+    )
+    hello = v["max rate Serve / hello"]
+    assert hello["met"] is None, "0.58x is only an upper bound: the hello never failed"
+    assert "raise --find-max-limit" in hello["text"]
+    assert v["max rate Serve / peer"]["met"] is True
+    v = verdicts(
+        {"max_passing_rps": 300.0, **failed},
+        {"max_passing_rps": 500.0, **failed},
+        {"max_passing_rps": 900.0, **limit},
+    )
+    assert v["max rate Serve / hello"]["met"] is False, "<= 0.33x misses 0.5x whatever the rest"
+    assert "<= 0.33x" in v["max rate Serve / hello"]["text"]
+    v = verdicts(
+        {"max_passing_rps": 900.0, **limit},
+        {"max_passing_rps": 500.0, **failed},
+        {"max_passing_rps": 900.0, **limit},
+    )
+    assert v["max rate Serve / peer"]["met"] is True
+    assert ">= 1.8x" in v["max rate Serve / peer"]["text"]
+    assert v["max rate Serve / hello"]["met"] is None
+
+
 def test_goal_verdicts_name_the_flag_that_measures_what_is_missing() -> None:
     t = _texts(goals.check({"targets": {"serve": {"runs": [], "batch_runs": []}}}))
     assert t["500 req/s"] == "[n/a] 500 req/s: not measured (add 500 to --rates)"
