@@ -117,7 +117,6 @@ class OnnxForward:
         self._session = ort.InferenceSession(
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]
         )
-        self.threads = options.intra_op_num_threads
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(features, dtype=np.float32)

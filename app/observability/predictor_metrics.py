@@ -12,6 +12,27 @@ from prometheus_client import CollectorRegistry, Gauge
 from model.common.protocol import PredictorStatus
 
 
+class _OneSeries:
+    """An info gauge holding one series, ``{<name>, fallback}`` = 1, moved on a change."""
+
+    def __init__(self, registry: CollectorRegistry, metric: str, help_text: str, label: str):
+        self.gauge = Gauge(metric, help_text, [label, "fallback"], registry=registry)
+        self.labels: tuple[str, str] | None = None
+
+    def show(self, value: str | None, fallback: str | None) -> None:
+        if value is None:  # not reported: keep the last known series rather than flap
+            return
+        labels = (value, "true" if fallback else "false")
+        if labels != self.labels:
+            self.gauge.clear()
+            self.gauge.labels(*labels).set(1)
+            self.labels = labels
+
+    @property
+    def value(self) -> str | None:
+        return self.labels[0] if self.labels else None
+
+
 class PredictorInfo:
     """``model_numerics_info{numerics, fallback}``: 1 for the numerics the model in service
     runs in ("fp32" | "bf16"); ``fallback="true"`` when it runs fp32 because its golden
@@ -20,43 +41,31 @@ class PredictorInfo:
     when ONNX Runtime was wanted and torch runs). No series until a model is loaded."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.numerics_info = Gauge(
+        self._numerics = _OneSeries(
+            registry,
             "model_numerics_info",
             "1 for the numerics the predictor's model in service runs in (fp32, bf16)",
-            ["numerics", "fallback"],
-            registry=registry,
+            "numerics",
         )
-        self.engine_info = Gauge(
+        self._engine = _OneSeries(
+            registry,
             "model_engine_info",
             "1 for the engine the predictor's model in service runs on (torch, onnxruntime)",
-            ["engine", "fallback"],
-            registry=registry,
+            "engine",
         )
-        self._numerics: tuple[str, str] | None = None
-        self._engine: tuple[str, str] | None = None
 
     def update(self, status: PredictorStatus) -> None:
-        """Follow one status report; a report without numerics (no model yet, predictor
-        unreachable) keeps the last known series rather than flapping it away."""
-        if status.numerics is not None:
-            labels = (status.numerics, "true" if status.numerics_fallback else "false")
-            if labels != self._numerics:
-                self.numerics_info.clear()
-                self.numerics_info.labels(*labels).set(1)
-                self._numerics = labels
-        if status.engine is not None:
-            labels = (status.engine, "true" if status.engine_fallback else "false")
-            if labels != self._engine:
-                self.engine_info.clear()
-                self.engine_info.labels(*labels).set(1)
-                self._engine = labels
+        """Follow one status report; a report without numerics or engine (no model yet,
+        predictor unreachable) keeps the last known series rather than flapping it away."""
+        self._numerics.show(status.numerics, status.numerics_fallback)
+        self._engine.show(status.engine, status.engine_fallback)
 
     @property
     def numerics(self) -> str | None:
         """The numerics last reported, for ``/stats`` and tests."""
-        return self._numerics[0] if self._numerics else None
+        return self._numerics.value
 
     @property
     def engine(self) -> str | None:
         """The engine last reported, for tests."""
-        return self._engine[0] if self._engine else None
+        return self._engine.value

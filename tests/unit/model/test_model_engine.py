@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,31 @@ def test_a_session_that_misses_the_golden_sample_is_not_served(
     assert any(r.levelno == logging.WARNING for r in caplog.records), "asked by name: a warning"
 
 
+def _without_a_model(
+    setting: str,
+    build: Callable[[], OnnxForward],
+    *,
+    device: torch.device = CPU,
+    numerics: str = "fp32",
+    available: bool = True,
+) -> tuple[EngineChoice, OnnxForward | None]:
+    """The choice for ``build`` where no real session is needed (it is refused first)."""
+    return choose_engine(
+        setting,
+        device=device,
+        numerics=numerics,
+        build=build,
+        golden_deviation=lambda s: 0.0,
+        atol=1e-4,
+        speeds=_faster,
+        available=lambda: available,
+    )
+
+
+def _no_export() -> OnnxForward:
+    raise AssertionError("nothing is exported when it cannot or must not be served")
+
+
 @pytest.mark.parametrize(
     ("device", "numerics", "available", "reason"),
     [
@@ -117,18 +143,8 @@ def test_a_session_that_misses_the_golden_sample_is_not_served(
 def test_torch_stays_where_onnxruntime_cannot_serve(
     device: torch.device, numerics: str, available: bool, reason: str
 ) -> None:
-    def build() -> OnnxForward:
-        raise AssertionError("nothing is exported when it cannot be served")
-
-    choice, session = choose_engine(
-        "auto",
-        device=device,
-        numerics=numerics,
-        build=build,
-        golden_deviation=lambda s: 0.0,
-        atol=1e-4,
-        speeds=_faster,
-        available=lambda: available,
+    choice, session = _without_a_model(
+        "auto", _no_export, device=device, numerics=numerics, available=available
     )
     assert session is None
     assert choice.name == "torch"
@@ -140,44 +156,16 @@ def test_a_failed_export_keeps_torch_with_the_reason() -> None:
     def build() -> OnnxForward:
         raise RuntimeError("exporter removed")
 
-    choice, session = choose_engine(
-        "auto",
-        device=CPU,
-        numerics="fp32",
-        build=build,
-        golden_deviation=lambda s: 0.0,
-        atol=1e-4,
-        speeds=_faster,
-    )
+    choice, session = _without_a_model("auto", build)
     assert session is None
     assert choice.fallback is not None
     assert "RuntimeError: exporter removed" in choice.fallback
 
 
 def test_the_torch_setting_neither_exports_nor_reports_a_fallback() -> None:
-    def build() -> OnnxForward:
-        raise AssertionError("torch forced: no export")
-
-    choice, session = choose_engine(
-        "torch",
-        device=CPU,
-        numerics="fp32",
-        build=build,
-        golden_deviation=lambda s: 0.0,
-        atol=1e-4,
-        speeds=_faster,
-    )
-    assert (choice, session) == (EngineChoice("torch"), None)
+    assert _without_a_model("torch", _no_export) == (EngineChoice("torch"), None)
     with pytest.raises(ValueError, match="unknown engine"):
-        choose_engine(
-            "tensorrt",
-            device=CPU,
-            numerics="fp32",
-            build=build,
-            golden_deviation=lambda s: 0.0,
-            atol=1e-4,
-            speeds=_faster,
-        )
+        _without_a_model("tensorrt", _no_export)
 
 
 def test_compare_ms_times_both_calls_alike() -> None:
