@@ -21,13 +21,14 @@ from app.audit.reader import Query, query_records
 from app.gateway.cluster import StaticCluster
 from app.gateway.state import build_gateway_state
 from app.security.api_keys import SECRET_LENGTH, ApiKeyStore
-from app.security.jwt_tokens import mint_token, read_jwt_secret
+from app.security.jwt_tokens import read_jwt_secret
 from model.common.failures import FailureKind
 from model.common.protocol import PredictError
 from model.export import make_random_artifact
 from tests.fakes import FakePredictor
 from tests.support.live import columnar_bars
 from tests.support.security_app import write_security_material
+from tests.support.tokens import token_for
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -64,14 +65,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         owner="api-tests", scopes=["model:predict"]
     )
     auth = config.security.authentication
-    token = mint_token(
-        read_jwt_secret(auth.jwt_secret_path),
-        "desk-7",
-        ["model:predict"],
-        300,
-        issuer=auth.jwt_issuer,
-        audience=auth.jwt_audience,
-    )
+    token = token_for(auth, "desk-7", ["model:predict"])
     fake = FakePredictor(ref=ref)
     state = build_gateway_state(
         config, dispatch=fake.dispatch, probe=fake.status, cluster=StaticCluster({})

@@ -30,11 +30,11 @@ from app.gateway.state import GatewayState, build_gateway_state
 from app.observability import fast_line
 from app.observability.logging import configure_logging
 from app.security.api_keys import ApiKeyStore
-from app.security.jwt_tokens import mint_token, read_jwt_secret
 from model.export import make_random_artifact
 from tests.fakes import FakePredictor
 from tests.support.live import columnar_bars
 from tests.support.security_app import ALLOWED_ORIGIN, write_security_material
+from tests.support.tokens import token_for
 
 # Headers whose presence and value a client may depend on.
 COMPARED_HEADERS = (
@@ -123,14 +123,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     _, limited = store.create(
         owner="slow-client", scopes=["model:predict"], rate_limit_per_s=0.01, burst=1
     )
-    token = mint_token(
-        read_jwt_secret(auth.jwt_secret_path),
-        "ops",
-        ["model:stats"],
-        300,
-        issuer=auth.jwt_issuer,
-        audience=auth.jwt_audience,
-    )
+    token = token_for(auth, "ops", ["model:stats"])
     log = io.StringIO()
     with (
         _json_logging_to(log),

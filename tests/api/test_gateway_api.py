@@ -68,17 +68,10 @@ def harness(registry_ref: tuple[Path, object]) -> Iterator[Harness]:
     root, ref = registry_ref
     fake = FakePredictor(ref=ref)  # type: ignore[arg-type]
     state, app, key = _build(root, fake)
-    from app.security.jwt_tokens import mint_token, read_jwt_secret
+    from tests.support.tokens import token_for
 
     auth = state.config.security.authentication
-    token = mint_token(
-        read_jwt_secret(auth.jwt_secret_path),
-        "ops",
-        ["model:stats"],
-        300,
-        issuer=auth.jwt_issuer,
-        audience=auth.jwt_audience,
-    )
+    token = token_for(auth, "ops", ["model:stats"])
     with TestClient(app) as client:  # runs the lifespan: batcher and readiness start
         yield Harness(client, fake, state, key, token)
 

@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from app.gateway.state import GatewayState
 from app.observability.predictor_metrics import PredictorInfo
-from app.security.jwt_tokens import mint_token, read_jwt_secret
 from model.common.protocol import PredictorStatus
 from model.export import make_random_artifact
 from tests.api.test_gateway_api import _build
 from tests.fakes import FakePredictor
+from tests.support.tokens import token_for
 
 FALLBACK = "golden check under bf16 failed on cpu: max deviation 0.25 > tolerance 0.01"
 ENGINE_FALLBACK = "onnxruntime measured no faster here (3.10 ms against torch's 2.90 ms)"
@@ -59,14 +59,7 @@ class Gateway:
 def _gateway(root: Path, fake: FakePredictor) -> Iterator[Gateway]:
     state, app, _ = _build(root, fake)
     auth = state.config.security.authentication
-    token = mint_token(
-        read_jwt_secret(auth.jwt_secret_path),
-        "ops",
-        ["model:stats"],
-        300,
-        issuer=auth.jwt_issuer,
-        audience=auth.jwt_audience,
-    )
+    token = token_for(auth, "ops", ["model:stats"])
     with TestClient(cast(FastAPI, app)) as client:  # the lifespan polls the predictor's status once
         yield Gateway(client, state, token)
 
