@@ -12,7 +12,6 @@ every other test, are unaffected.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.bench.targets import free_port
 from app.config import ServiceConfig
 from app.security.dev_certs import ensure_dev_certs
 from model.common.refs import ModelRef
@@ -31,12 +31,6 @@ from tests.support.security_app import write_security_material
 from tests.support.webhook import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -73,7 +67,7 @@ FAULTY_VERSION = "2.1.0"  # fails 10 % of its predictor calls (serving.fault_inj
 
 
 def _stack_config(root: Path, certs: Any, webhook_url: str) -> tuple[ServiceConfig, Path]:
-    port = _free_port()
+    port = free_port()
     log_dir = root / "logs"
     overrides = {
         "resources": {"num_cpus": 0.5, "memory": 0, "num_gpus": 0},
@@ -101,7 +95,7 @@ def _stack_config(root: Path, certs: Any, webhook_url: str) -> tuple[ServiceConf
         "serving": {
             "autoscaling_enabled": False,
             "http_port": port,
-            "proxy_port": _free_port(),
+            "proxy_port": free_port(),
             "http_host": "127.0.0.1",
             # A direct-ingress gateway keeps its port this long when it stops (30 s by
             # default, for load balancers). Tests have none: 30 s per app teardown.

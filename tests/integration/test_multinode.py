@@ -42,6 +42,7 @@ import numpy as np
 import pytest
 import yaml
 
+from app.bench.targets import free_port
 from app.cli.serve_cmd import sample_request
 from app.config import ServiceConfig, load_config_file
 from app.security.api_keys import ApiKeyStore
@@ -62,12 +63,6 @@ WORKER_DRAIN_S = 10  # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S of the worker (Ray:
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 PREDICTOR = "cnn_lstm_predictor"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_taken(port: int) -> bool:
@@ -127,12 +122,12 @@ class Cluster:
 
     def _node_ports(self) -> list[str]:
         return [
-            f"--node-manager-port={_free_port()}",
-            f"--object-manager-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
         ]
 
     def start_head(self) -> None:
@@ -146,7 +141,7 @@ class Cluster:
                 "--resources=" + json.dumps({"cnnlstm_gateway": 1}),
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard_port}",
-                f"--ray-client-server-port={_free_port()}",
+                f"--ray-client-server-port={free_port()}",
                 f"--temp-dir={self.temp_dir}",
                 "--disable-usage-stats",
                 *self._node_ports(),
@@ -296,7 +291,7 @@ def _write_config(root: Path) -> tuple[Path, ServiceConfig, Path]:
             "autoscaling_enabled": False,
             "http_port": HTTP_PORT,
             "http_host": "127.0.0.1",
-            "proxy_port": _free_port(),
+            "proxy_port": free_port(),
             # Both nodes share one IP here: one proxy (a second would want the same port).
             "proxy_location": "HeadOnly",
             "request_timeout_s": REQUEST_TIMEOUT_S,
@@ -334,8 +329,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         env={},
         marker=marker,
         token=token,
-        gcs_port=_free_port(),
-        dashboard_port=_free_port(),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
     )
     try:
         yield c

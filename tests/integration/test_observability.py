@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from app.bench.targets import free_port
 from app.cli.serve_cmd import sample_request
 from app.observability.dashboard import (
     RAY_METRICS_ALLOWLIST,
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 LATENCY_BOUNDS = {10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0, float("inf")}
 BATCH_BOUNDS = {1.0, 5.0, 10.0, 20.0, 32.0, float("inf")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +62,7 @@ def prometheus(
     token_file = root / "token"
     token_file.write_text(keys[1])
     token_file.chmod(0o600)
-    port = _free_port()
+    port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+from app.bench.targets import free_port
 from app.cli.serve_cmd import sample_request
 from model.export import make_random_artifact
 
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TARGET_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -57,7 +51,7 @@ def _config(root: Path, port: int) -> Path:
     serving = data.setdefault("serving", {})
     serving.update(
         http_port=port,
-        proxy_port=_free_port(),
+        proxy_port=free_port(),
         autoscaling_enabled=False,
         app_name="quickstop",
     )
@@ -108,7 +102,7 @@ def _accepted_ids(log_dir: Path) -> set[str]:
 
 
 def test_ctrl_c_under_load_stops_in_seconds_and_loses_nothing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = _config(tmp_path, port)
     make_random_artifact(tmp_path / ".local" / "models", version="1.0.0", seed=7)
     # Not this test process's Serve settings (the session's stack exported its own ports).
