@@ -25,6 +25,7 @@ from app.gateway.schemas import BatchPredictRequest, PredictRequest
 from app.gateway.state import GatewayState
 from app.observability.access_log import install_access_log, wrap_middleware_stack
 from app.observability.http_metrics import instrument_http
+from app.observability.refusal_lines import RefusalLines
 from app.security.dependencies import metrics_access
 from app.security.hardening import api_security_headers, install_security
 
@@ -90,6 +91,7 @@ def create_app(
             response_headers=api_security_headers(config),
             max_body_bytes=config.network_security.limits.max_body_bytes,
             access_log=config.logging.enable_access_logs,
+            refusal_lines=RefusalLines(config.logging.refusal_lines_per_s),
             set_request_id_header=not behind_serve_proxy,
         )
         app.state.fast_predict = fast  # the Serve gateway's edge guard asks it first

@@ -42,6 +42,7 @@ from app.observability.access_log import (
 )
 from app.observability.http_metrics import HttpMetrics
 from app.observability.logging import bind_request_id, clear_request_id
+from app.observability.refusal_lines import RefusalLines
 from app.security.context import PREDICT_SCOPE, SecurityContext
 from app.security.dependencies import authorize
 from app.security.hardening import STRIPPED_REQUEST_HEADERS, SUPPORTED_HTTP_VERSIONS
@@ -82,6 +83,7 @@ class FastPredict:
         max_body_bytes: int,
         access_log: bool,
         set_request_id_header: bool,
+        refusal_lines: RefusalLines | None = None,
     ) -> None:
         self.app = app
         self.state = state
@@ -90,17 +92,17 @@ class FastPredict:
         self.response_headers = response_headers
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.refusal_lines = refusal_lines  # None: every refusal gets its own line
         self.set_request_id_header = set_request_id_header
         self._api_key_header = security.api_key_header.lower().encode("latin-1")
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> int | None:
         """Answer a prediction whole and return its status; None: not one this path answers.
 
-        A refusal comes first (503 while the replica stops, 429 when overloaded), before
-        the key check and the body, for every prediction; then a plain request (see
-        :meth:`_plain`) is answered. Anything else returns None before the body is read.
-        In the Serve gateway the edge guard (:func:`app.serve.serve_patches.answer_at_the_edge`)
-        calls this ahead of Serve's own per-request work."""
+        A refusal comes first (:meth:`refuse`), then a plain request (see :meth:`_plain`)
+        is answered. Anything else returns None before the body is read. In the Serve
+        gateway the edge guard (:func:`app.serve.serve_patches.answer_at_the_edge`) calls
+        :meth:`refuse` and then this ahead of Serve's own per-request work."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         model = _ROUTES.get(scope["path"])
@@ -113,6 +115,13 @@ class FastPredict:
         if headers is None:
             return None
         return await self._predict(scope, receive, send, model, headers)
+
+    async def refuse(self, scope: Scope, send: Send) -> int | None:
+        """The status of a prediction refused at once (replica stopping, overloaded), sent;
+        None for anything else, a prediction this gateway takes included."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _ROUTES:
+            return None
+        return await self._refuse(scope, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await self.answer(scope, receive, send) is None:
@@ -135,8 +144,11 @@ class FastPredict:
             await self._send(
                 send, response.status_code, bytes(response.body), response.raw_headers, rid
             )
-            self._record(scope, rid, response.status_code, started)
-            return response.status_code
+            status = response.status_code
+            lines = self.refusal_lines
+            own_line = lines is None or lines.own_line(scope["path"], status)
+            self._record(scope, rid, status, started, line=own_line)
+            return status
         return None
 
     async def _predict(
@@ -202,11 +214,14 @@ class FastPredict:
         principal: Principal | None = None,
         version: str | None = None,
         batch_size: int | None = None,
+        *,
+        line: bool = True,
     ) -> None:
-        """What every answer of this path leaves behind: HTTP metrics and the access line."""
+        """What every answer of this path leaves behind: HTTP metrics and the access line
+        (``line`` False: a refusal counted by :class:`RefusalLines` instead)."""
         latency_s = time.perf_counter() - started
         self.http_metrics.observe(scope["path"], "POST", status, latency_s)
-        if self.access_log:
+        if self.access_log and line:
             write_access_line(
                 request_id=rid,
                 method="POST",

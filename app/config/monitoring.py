@@ -63,6 +63,10 @@ class Logging(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     format: Literal["json", "console"] = "json"
     enable_access_logs: bool = True
+    # Not in the spec: refusals at the edge (429 overloaded, 503 stopping) with an access
+    # line of their own per second; the rest are counted in one line per second
+    # (app/observability/refusal_lines.py). A flood's log then costs no flood of CPU.
+    refusal_lines_per_s: int = Field(20, ge=0, le=1_000_000)
     max_log_size_mb: float = Field(100, gt=0)
     retention_days: float = Field(7, gt=0)
     directory: Path | None = None  # not in the spec: where log files go (None = stderr only)

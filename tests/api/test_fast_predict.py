@@ -29,6 +29,7 @@ from app.gateway.cluster import StaticCluster
 from app.gateway.state import GatewayState, build_gateway_state
 from app.observability import fast_line
 from app.observability.logging import configure_logging
+from app.observability.refusal_lines import RefusalLines
 from app.security.api_keys import ApiKeyStore
 from model.export import make_random_artifact
 from tests.fakes import FakePredictor
@@ -371,3 +372,40 @@ async def test_a_refusal_at_the_edge_has_the_same_answer_and_the_rest_pass(
     assert headers[b"x-content-type-options"] == b"nosniff"
     error = json.loads(body["body"])["error"]
     assert (error["code"], error["request_id"]) == ("queue_full", "edge-1")
+
+
+async def test_a_flood_of_refusals_writes_a_few_lines_and_counts_every_one(pair: Pair) -> None:
+    fast = pair.fast.client.app.state.fast_predict  # type: ignore[attr-defined]
+    now = [1000.0]
+    saved_lines = fast.refusal_lines
+    fast.refusal_lines = RefusalLines(3, clock=lambda: now[0])
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    before = _http_samples(pair.fast)
+    pair.log.seek(0)
+    pair.log.truncate()
+    lag = pair.fast.state.loop_lag
+    saved = (lag.max_lag_s, lag.lag_s)
+    lag.max_lag_s, lag.lag_s = 0.1, 1.0
+    try:
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+        results = [await fast.refuse(scope, send) for _ in range(10)]
+        now[0] += 1.5
+        results.append(await fast.refuse(scope, send))  # the next second: a line of its own
+    finally:
+        lag.max_lag_s, lag.lag_s = saved
+        fast.refusal_lines = saved_lines
+    assert results == statuses == [429] * 11, "every refusal answered"
+    lines = [json.loads(x) for x in pair.log.getvalue().splitlines() if x.startswith("{")]
+    own = [x for x in lines if x["event"] == "access"]
+    assert [(x["status"], x["route"]) for x in own] == [(429, "/predict")] * 4
+    counted = [x for x in lines if x["event"] == "access_suppressed"]
+    assert [(x["route"], x["status"], x["count"]) for x in counted] == [("/predict", 429, 7)]
+    key = ("http_requests_total", ("handler", "/predict"), ("method", "POST"), ("status", "4xx"))
+    assert _http_samples(pair.fast)[key] - before.get(key, 0.0) == 11, "the metrics count all"
+    # A prediction the gateway takes is no refusal: refuse() leaves it to answer().
+    assert await fast.refuse(scope, send) is None

@@ -307,13 +307,16 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
     assert health_p99["/healthz"] < 1000
     assert health_p99["/ready"] < 1000
     assert server_p99 < 1000
-    # Issue 12's bar: probes under 100 ms, admitted p99 inside the gateway within twice the
-    # spec's 100 ms. On this 2-core box, generator included, it straddles the bar from run
-    # to run (admitted p99 169 / 206 / 208 ms, probes 67-114 ms): the issue stays open on it.
+    # Issue 12's bar: probes under 100 ms, admitted p99 within twice the spec's 100 ms,
+    # inside the gateway and at the client. A speed on a shared box, so a miss is reported
+    # (xfail with the figures), not failed: in six runs on the 2-core box, generator
+    # included, gateway p99 110-177 ms, client p99 137-150 ms once the limit met the flood
+    # within a window, probes 37-94 ms (BENCHMARKS.md, session 6).
     missed = [
         f"{name} {value:.0f} ms > {bar} ms"
         for name, value, bar in (
             ("admitted p99 in the gateway", server_p99, 200),
+            ("admitted p99 at the client", admitted_p99, 200),
             ("/healthz p99", health_p99["/healthz"], 100),
             ("/ready p99", health_p99["/ready"], 100),
         )

@@ -94,7 +94,7 @@ class _Replica:
 @pytest.fixture
 def edge() -> Any:
     yield
-    serve_patches._edge_answer.clear()
+    serve_patches._edge.clear()
 
 
 def _http(path: str) -> dict[str, Any]:
@@ -109,6 +109,10 @@ async def _drop(message: Any) -> None:
     return None
 
 
+async def _no_refusal(scope: Any, send: Any) -> int | None:
+    return None
+
+
 async def test_an_edge_answer_counts_as_ongoing_and_is_recorded_as_serve_would(
     edge: None,
 ) -> None:
@@ -120,9 +124,9 @@ async def test_an_edge_answer_counts_as_ongoing_and_is_recorded_as_serve_would(
         if scope["path"] == "/healthz":
             return None
         seen_ongoing.append(books.ongoing)  # the drain and autoscaling see it in flight
-        return 200 if scope["path"] == "/predict" else 429
+        return 200 if scope["path"] == "/predict" else 422
 
-    serve_patches.answer_at_the_edge(answer)
+    serve_patches.answer_at_the_edge(answer, _no_refusal)
     guard = serve_patches._EdgeGuard(replica._direct_ingress_asgi)
     await guard(_http("/predict"), _nothing, _drop)
     await guard(_http("/predict/batch"), _nothing, _drop)
@@ -141,10 +145,36 @@ async def test_an_edge_answer_counts_as_ongoing_and_is_recorded_as_serve_would(
     ingress = [kw for kind, kw in books.recorded if kind == "ingress"]
     assert [(kw["status_code"], kw["is_error"]) for kw in ingress] == [
         ("200", False),
-        ("429", True),
+        ("422", True),
     ]
     assert {kw["app_name"] for kw in ingress} == {"cnnlstm"}
     assert {kw["deployment_name"] for kw in ingress} == {"gateway"}
+
+
+async def test_a_refusal_at_the_edge_stays_out_of_serves_books(edge: None) -> None:
+    books = _Books()
+    replica = _Replica(books)
+    answered: list[str] = []
+
+    async def refuse(scope: Any, send: Any) -> int | None:
+        return 429 if scope["path"] == "/predict" else None
+
+    async def answer(scope: Any, receive: Any, send: Any) -> int | None:
+        answered.append(scope["path"])
+        return 200
+
+    serve_patches.answer_at_the_edge(answer, refuse)
+    guard = serve_patches._EdgeGuard(replica._direct_ingress_asgi)
+    await guard(_http("/predict"), _nothing, _drop)
+    await guard(_http("/predict/batch"), _nothing, _drop)
+
+    assert answered == ["/predict/batch"], "a refused request is not answered again"
+    assert replica.served == []
+    assert [(kind, kw["route"]) for kind, kw in books.recorded] == [
+        ("request", "/predict/batch"),
+        ("ingress", "/predict/batch"),
+    ]
+    assert books.ongoing == 0
 
 
 async def test_the_count_is_given_back_when_the_answer_fails(edge: None) -> None:
@@ -153,7 +183,7 @@ async def test_the_count_is_given_back_when_the_answer_fails(edge: None) -> None
     async def answer(scope: Any, receive: Any, send: Any) -> int | None:
         raise ConnectionResetError("the client left mid-answer")
 
-    serve_patches.answer_at_the_edge(answer)
+    serve_patches.answer_at_the_edge(answer, _no_refusal)
     guard = serve_patches._EdgeGuard(_Replica(books)._direct_ingress_asgi)
     with pytest.raises(ConnectionResetError):
         await guard(_http("/predict"), _nothing, _drop)
@@ -168,7 +198,7 @@ async def test_without_serves_books_the_guard_stays_out(edge: None) -> None:
         called.append(scope["path"])
         return 200
 
-    serve_patches.answer_at_the_edge(answer)
+    serve_patches.answer_at_the_edge(answer, _no_refusal)
     replica = _Replica(None)  # a Ray that moved the metrics manager
     guard = serve_patches._EdgeGuard(replica._direct_ingress_asgi)
     await guard(_http("/predict"), _nothing, _drop)
