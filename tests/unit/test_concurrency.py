@@ -51,11 +51,11 @@ def test_target_zero_turns_it_off() -> None:
     assert limit.refusal(-5) is None
 
 
-def test_a_flood_from_a_standing_start_is_met_within_a_window() -> None:
+def test_a_flood_from_a_standing_start_is_met_within_two_windows() -> None:
     limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=1000)
     for _ in range(100):  # a hundred in flight, none answered yet
         limit.enter()
-    for _ in range(WINDOW):
+    for _ in range(2 * WINDOW):
         limit.leave(0.5)  # ten times the target
         limit.enter()  # the next one takes its place
     # From the hundred actually in flight, halved (the ratio 0.1, bounded at a half).
@@ -63,8 +63,19 @@ def test_a_flood_from_a_standing_start_is_met_within_a_window() -> None:
     assert limit.refusal(0) == 1.0
 
 
+def test_one_slow_window_alone_is_a_hiccup() -> None:
+    limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=100, limit=60)
+    _answer(limit, WINDOW, 0.01)
+    _answer(limit, WINDOW, 0.5)  # a collection, a replica starting
+    _answer(limit, WINDOW, 0.01)
+    _answer(limit, WINDOW, 0.5)
+    assert limit.limit == 62, "neither slow window cut it; the two fast ones grew it"
+    _answer(limit, WINDOW, 0.5)  # the second slow window in a row: an overload
+    assert limit.limit < 62
+
+
 def test_a_window_just_over_target_shrinks_by_a_tenth_of_the_peak() -> None:
     limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=1000, limit=40)
     limit.in_flight = 60  # more than the limit, admitted before it shrank
-    _answer(limit, WINDOW, 0.052)
+    _answer(limit, 2 * WINDOW, 0.052)
     assert limit.limit == 40 * 0.9  # the limit, not the larger peak, is what shrinks
