@@ -54,6 +54,9 @@ _ROUTES: dict[str, type[PredictRequest] | type[BatchPredictRequest]] = {
 }
 _SCOPES = (PREDICT_SCOPE,)
 _JSON = (b"content-type", b"application/json")
+_RID_MARK = "request-id-mark.7f3a9c"  # a sane request id no client id collides with here
+_MAX_REFUSALS = 64
+_Refusal = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class FastPredict:
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
         self.refusal_lines = refusal_lines  # None: every refusal gets its own line
+        self._refusals: dict[tuple[Any, ...], _Refusal] = {}
         self.set_request_id_header = set_request_id_header
         self._api_key_header = security.api_key_header.lower().encode("latin-1")
 
@@ -139,17 +143,29 @@ class FastPredict:
             started = time.perf_counter()
             rid = request_id_from(scope)
             self.state.metrics.observe_failure(exc.rule.metric_status)
-            response = known_error_response(exc, rid)
-            assert response is not None
-            await self._send(
-                send, response.status_code, bytes(response.body), response.raw_headers, rid
-            )
-            status = response.status_code
+            status, head, tail, headers = self._refusal(exc)
+            await self._send(send, status, head + rid.encode() + tail, headers, rid)
             lines = self.refusal_lines
             own_line = lines is None or lines.own_line(scope["path"], status)
             self._record(scope, rid, status, started, line=own_line)
             return status
         return None
+
+    def _refusal(self, exc: PredictionFailure) -> _Refusal:
+        """The error renderer's answer to ``exc``, rendered once per kind, message and
+        Retry-After and split around the request id (a sane id needs no JSON escaping):
+        a flood repeats the same few refusals, so rendering each one again was waste."""
+        key = (exc.kind, exc.message, exc.retry_after_s, repr(exc.details))
+        refusal = self._refusals.get(key)
+        if refusal is None:
+            response = known_error_response(exc, _RID_MARK)
+            assert response is not None
+            head, tail = bytes(response.body).split(_RID_MARK.encode())
+            refusal = (response.status_code, head, tail, response.raw_headers)
+            if len(self._refusals) >= _MAX_REFUSALS:
+                self._refusals.clear()  # bounded, whatever Retry-After values come
+            self._refusals[key] = refusal
+        return refusal
 
     async def _predict(
         self,

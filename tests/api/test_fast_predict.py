@@ -363,9 +363,16 @@ async def test_a_refusal_at_the_edge_has_the_same_answer_and_the_rest_pass(
     try:
         assert await fast.answer(scope("GET", "/healthz"), receive, send) is None  # probes pass
         assert await fast.answer(scope("POST", "/predict/batch"), receive, send) == 429
+        again = {**scope("POST", "/predict"), "headers": [(b"x-request-id", b"edge-2")]}
+        assert await fast.refuse(again, send) == 429  # rendered once, its own id each time
     finally:
         lag.max_lag_s, lag.lag_s = saved
-    start, body = sent
+    start, body, start_2, body_2 = sent
+    assert json.loads(body_2["body"])["error"]["request_id"] == "edge-2"
+    assert body_2["body"].replace(b"edge-2", b"edge-1") == body["body"]
+    assert [h for h in start_2["headers"] if h[0] != b"x-request-id"] == [
+        h for h in start["headers"] if h[0] != b"x-request-id"
+    ]
     assert start["status"] == 429
     headers = dict(start["headers"])
     assert headers[b"retry-after"] == b"1"
