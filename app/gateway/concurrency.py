@@ -10,17 +10,16 @@ control fires there, so nothing is refused and every request is late.
 So the number in flight is capped, and the cap follows the latency it produces
 (additive increase, multiplicative decrease, as TCP does with its window): every
 ``WINDOW`` answers, if their mean time in the gateway was over ``target_s`` in this
-window and the one before, the limit shrinks, else it grows by one, within
-``[min_limit, max_limit]``. One slow window alone is a hiccup (a collection, a replica
-starting), not an overload: at 500 req/s on the 2-core box isolated windows over target
-came every few seconds and cut the limit below the bursts it must let through. A shrink
-starts from
-the most that were in flight during the window (a limit of 1000 with 100 in flight
-refuses nothing, so shrinking it by a tenth changes nothing) and cuts it by the ratio of
-target to mean, between ``DECREASE`` and ``MAX_DECREASE``: a flood from a standing start
-is met within a window or two, not after the ~30 windows that a tenth per window took
+window and the one before, the limit shrinks; after a window under target it grows by
+one, within ``[min_limit, max_limit]``. One slow window alone is a hiccup (a collection,
+a replica starting), not an overload: at 500 req/s on the 2-core box single windows over
+target came twice in 20 s and each cut the limit towards the bursts it must let through.
+A shrink starts from the most that were in flight during the window (a limit of 1000 with
+100 in flight refuses nothing, so shrinking it by a tenth changes nothing) and cuts it by
+the ratio of target to mean, between ``DECREASE`` and ``MAX_DECREASE``: a flood from a
+standing start is met within two windows, not after the ~30 that a tenth per window took
 from ``max_limit`` (in the overload drill ~4 s, while a backlog of seconds built up in the
-sockets: client p99 1.0-1.2 s against 137-150 ms now). A
+sockets: client p99 1.0-1.2 s, against 137-159 ms now). A
 prediction that arrives at the limit is refused at once (429 + ``Retry-After``, before
 it is authenticated or parsed: the cheapest answer there is); below the default priority
 at half the limit, so low priority goes first. Light load never meets the limit: answers
