@@ -63,18 +63,20 @@ async def test_a_stalled_server_shows_as_latency_of_every_request_due_meanwhile(
     local_server: StartServer,
 ) -> None:
     gate = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.4, gate.set)
 
     async def handler(request: web.Request) -> web.Response:
         await request.read()
-        await gate.wait()  # nothing is answered for the first 400 ms
+        await gate.wait()  # nothing is answered for the first 400 ms of the schedule
         return web.json_response({"prob_up": 0.5})
 
     url = await local_server(handler)
     host = url.removeprefix("http://")
     plan = _plan(url, n=20, connections=2, max_connections=64)
     sender = Sender(plan, encode_requests(host, "/predict", _bodies(1), None))
-    out = await asyncio.to_thread(sender.run, time.monotonic() + 0.05)
+    t0 = time.monotonic() + 0.05
+    # From the schedule's start, not the test's: the server's start-up must not eat into it.
+    asyncio.get_running_loop().call_later(t0 + 0.4 - time.monotonic(), gate.set)
+    out = await asyncio.to_thread(sender.run, t0)
     assert out["outcome"] == [200] * 20
     assert max(out["lag"]) < 0.1  # the schedule held
     assert out["latency"][0] >= 0.35  # due at 0, answered after the stall
