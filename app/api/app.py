@@ -91,7 +91,11 @@ def create_app(
             response_headers=api_security_headers(config),
             max_body_bytes=config.network_security.limits.max_body_bytes,
             access_log=config.logging.enable_access_logs,
-            refusal_lines=RefusalLines(config.logging.refusal_lines_per_s),
+            refusal_lines=(
+                RefusalLines(config.logging.refusal_lines_per_s)
+                if config.logging.enable_access_logs
+                else None  # no access lines at all: no counts of the ones left out either
+            ),
             set_request_id_header=not behind_serve_proxy,
         )
         app.state.fast_predict = fast  # the Serve gateway's edge guard asks it first

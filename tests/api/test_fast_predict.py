@@ -416,3 +416,32 @@ async def test_a_flood_of_refusals_writes_a_few_lines_and_counts_every_one(pair:
     assert _http_samples(pair.fast)[key] - before.get(key, 0.0) == 11, "the metrics count all"
     # A prediction the gateway takes is no refusal: refuse() leaves it to answer().
     assert await fast.refuse(scope, send) is None
+
+
+async def test_without_access_lines_refusals_leave_no_counts_either(tmp_path: Any) -> None:
+    ref = make_random_artifact(tmp_path / "models", version="1.0.0", seed=3)
+    config = write_security_material(
+        tmp_path,
+        overrides={
+            "model_registry": {"path": str(tmp_path / "models")},
+            "logging": {"enable_access_logs": False, "refusal_lines_per_s": 0},
+        },
+    ).config
+    fake = FakePredictor(ref=ref)
+    state = build_gateway_state(
+        config, dispatch=fake.dispatch, probe=fake.status, cluster=StaticCluster()
+    )
+    fast = create_app(config, state, metrics_registry=state.metrics.registry).state.fast_predict
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    log = io.StringIO()
+    state.loop_lag.max_lag_s, state.loop_lag.lag_s = 0.1, 1.0
+    with _json_logging_to(log):
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+        assert [await fast.refuse(scope, send) for _ in range(5)] == [429] * 5
+        assert fast.refusal_lines is None
+    events = [json.loads(x)["event"] for x in log.getvalue().splitlines() if x.startswith("{")]
+    assert "access" not in events
+    assert "access_suppressed" not in events
