@@ -59,6 +59,13 @@ _MAX_REFUSALS = 64
 _Refusal = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]
 
 
+def _route(scope: Scope) -> type[PredictRequest] | type[BatchPredictRequest] | None:
+    """The body model of a prediction route, or None for any other request."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    return _ROUTES.get(scope["path"])
+
+
 @dataclass(slots=True)
 class _Headers:
     """The request headers the prediction routes read, from one pass over the scope."""
@@ -103,29 +110,31 @@ class FastPredict:
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> int | None:
         """Answer a prediction whole and return its status; None: not one this path answers.
 
-        A refusal comes first (:meth:`refuse`), then a plain request (see :meth:`_plain`)
-        is answered. Anything else returns None before the body is read. In the Serve
-        gateway the edge guard (:func:`app.serve.serve_patches.answer_at_the_edge`) calls
-        :meth:`refuse` and then this ahead of Serve's own per-request work."""
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return None
-        model = _ROUTES.get(scope["path"])
-        if model is None:
-            return None
-        refused = await self._refuse(scope, send)
+        A refusal comes first (:meth:`refuse`), then the request is taken (:meth:`take`).
+        In the Serve gateway the edge guard (:func:`app.serve.serve_patches.answer_at_the_edge`)
+        calls the two itself, ahead of Serve's own per-request work."""
+        refused = await self.refuse(scope, send)
         if refused is not None:
             return refused
-        headers = self._plain(scope)
-        if headers is None:
-            return None
-        return await self._predict(scope, receive, send, model, headers)
+        return await self.take(scope, receive, send)
 
     async def refuse(self, scope: Scope, send: Send) -> int | None:
         """The status of a prediction refused at once (replica stopping, overloaded), sent;
         None for anything else, a prediction this gateway takes included."""
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in _ROUTES:
+        if _route(scope) is None:
             return None
         return await self._refuse(scope, send)
+
+    async def take(self, scope: Scope, receive: Receive, send: Send) -> int | None:
+        """Answer a prediction :meth:`refuse` let through if it is a plain request (see
+        :meth:`_plain`) and return its status; None (before the body is read) otherwise."""
+        model = _route(scope)
+        if model is None:
+            return None
+        headers = self._plain(scope)
+        if headers is None:
+            return None
+        return await self._predict(scope, receive, send, model, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await self.answer(scope, receive, send) is None:

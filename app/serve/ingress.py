@@ -125,7 +125,7 @@ class Gateway:
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
         fast = getattr(app.state, "fast_predict", None)
         if fast is not None and config.serving.gateway.answer_at_edge:
-            answer_at_the_edge(fast.answer, fast.refuse)
+            answer_at_the_edge(fast.take, fast.refuse)
         # Objects built so far live as long as the replica; keep the collector off them.
         gc.collect()
         gc.freeze()

@@ -38,7 +38,7 @@ path. Flooded at three times capacity, the gateway spent its CPU there and answe
 requests a second. The same server start (2.) puts a thin guard in front of that handler
 (``answer_at_the_edge``) which lets the app refuse a prediction at once
 (``FastPredict.refuse``: stopping, overloaded) and otherwise answer it whole
-(``FastPredict.answer``: the plain requests); anything else, and every other route, goes
+(``FastPredict.take``: the plain requests); anything else, and every other route, goes
 through Serve as before. What Serve's handler kept for an answered request the guard
 keeps too (:class:`_ServeBooks`): the replica's ongoing-request count, which autoscaling
 reads and the drain waits on, and Serve's request and ingress metrics; refusals stay out

@@ -240,6 +240,18 @@ def _normalized(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def _loop_behind(state: GatewayState) -> Iterator[None]:
+    """The gateway's loop a second behind (past every priority's budget), then restored."""
+    lag = state.loop_lag
+    saved = (lag.max_lag_s, lag.lag_s)
+    lag.max_lag_s, lag.lag_s = 0.1, 1.0
+    try:
+        yield
+    finally:
+        lag.max_lag_s, lag.lag_s = saved
+
+
 def _access_lines(log: io.StringIO) -> list[dict[str, Any]]:
     lines = [json.loads(x) for x in log.getvalue().splitlines() if x.startswith("{")]
     return [x for x in lines if x.get("event") == "access"]
@@ -324,13 +336,8 @@ def test_a_stopping_gateway_refuses_new_predictions_and_closes_the_connection(
 def test_the_fast_path_sheds_before_it_authenticates_when_the_loop_is_behind(
     pair: Pair,
 ) -> None:
-    lag = pair.fast.state.loop_lag
-    saved = (lag.max_lag_s, lag.lag_s)
-    lag.max_lag_s, lag.lag_s = 0.1, 1.0  # a second behind: past every priority's budget
-    try:
+    with _loop_behind(pair.fast.state):
         no_key = _send(pair.fast, {"content": b"{}", "headers": {}})
-    finally:
-        lag.max_lag_s, lag.lag_s = saved
     assert no_key.status_code == 429  # the cheapest answer: no key check, no body parse
     assert no_key.json()["error"]["code"] == "queue_full"
     assert int(no_key.headers["retry-after"]) >= 1
@@ -357,16 +364,11 @@ async def test_a_refusal_at_the_edge_has_the_same_answer_and_the_rest_pass(
         }
 
     assert await fast.answer(scope("POST", "/predict"), receive, send) is None  # to the stack
-    lag = pair.fast.state.loop_lag
-    saved = (lag.max_lag_s, lag.lag_s)
-    lag.max_lag_s, lag.lag_s = 0.1, 1.0
-    try:
+    with _loop_behind(pair.fast.state):
         assert await fast.answer(scope("GET", "/healthz"), receive, send) is None  # probes pass
         assert await fast.answer(scope("POST", "/predict/batch"), receive, send) == 429
         again = {**scope("POST", "/predict"), "headers": [(b"x-request-id", b"edge-2")]}
         assert await fast.refuse(again, send) == 429  # rendered once, its own id each time
-    finally:
-        lag.max_lag_s, lag.lag_s = saved
     start, body, start_2, body_2 = sent
     assert json.loads(body_2["body"])["error"]["request_id"] == "edge-2"
     assert body_2["body"].replace(b"edge-2", b"edge-1") == body["body"]
@@ -395,16 +397,13 @@ async def test_a_flood_of_refusals_writes_a_few_lines_and_counts_every_one(pair:
     before = _http_samples(pair.fast)
     pair.log.seek(0)
     pair.log.truncate()
-    lag = pair.fast.state.loop_lag
-    saved = (lag.max_lag_s, lag.lag_s)
-    lag.max_lag_s, lag.lag_s = 0.1, 1.0
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
     try:
-        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
-        results = [await fast.refuse(scope, send) for _ in range(10)]
-        now[0] += 1.5
-        results.append(await fast.refuse(scope, send))  # the next second: a line of its own
+        with _loop_behind(pair.fast.state):
+            results = [await fast.refuse(scope, send) for _ in range(10)]
+            now[0] += 1.5
+            results.append(await fast.refuse(scope, send))  # the next second: its own line
     finally:
-        lag.max_lag_s, lag.lag_s = saved
         fast.refusal_lines = saved_lines
     assert results == statuses == [429] * 11, "every refusal answered"
     lines = [json.loads(x) for x in pair.log.getvalue().splitlines() if x.startswith("{")]
@@ -414,7 +413,7 @@ async def test_a_flood_of_refusals_writes_a_few_lines_and_counts_every_one(pair:
     assert [(x["route"], x["status"], x["count"]) for x in counted] == [("/predict", 429, 7)]
     key = ("http_requests_total", ("handler", "/predict"), ("method", "POST"), ("status", "4xx"))
     assert _http_samples(pair.fast)[key] - before.get(key, 0.0) == 11, "the metrics count all"
-    # A prediction the gateway takes is no refusal: refuse() leaves it to answer().
+    # A prediction the gateway takes is no refusal: refuse() leaves it to take().
     assert await fast.refuse(scope, send) is None
 
 
@@ -437,8 +436,7 @@ async def test_without_access_lines_refusals_leave_no_counts_either(tmp_path: An
         return None
 
     log = io.StringIO()
-    state.loop_lag.max_lag_s, state.loop_lag.lag_s = 0.1, 1.0
-    with _json_logging_to(log):
+    with _loop_behind(state), _json_logging_to(log):
         scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
         assert [await fast.refuse(scope, send) for _ in range(5)] == [429] * 5
         assert fast.refusal_lines is None
