@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_seconds": round(load_s, 3),
         "golden_max_deviation_fp32": model.golden_deviation(),
         "golden_max_deviation_serving": float(serving_dev.max()),
+        # Batch sizes `predict` replays from CUDA graphs captured at warm-up (empty: eager).
+        "serving_graph_buckets": list(model.graph_buckets),
         "results": _bench(model, batch_sizes, args.iters, args.warmup),
     }
     if not cuda:

@@ -24,6 +24,7 @@ from model.common.errors import ArtifactValidationError
 from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
+from model.cuda_graphs import DEFAULT_BUCKETS, Capture, GraphedForward, capture_cuda
 from model.engine import TIMING_BATCH, EngineChoice, OnnxForward, choose_engine, compare_ms
 from model.network import CNNLSTM, build_network
 from model.numerics import NumericsChoice, autocast, choose_numerics, cpu_has_native_bf16
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 
 _FALLBACK_WARNED = False
 _FALLBACK_LOCK = threading.Lock()
+# CUDA work from another thread while a graph is being captured would break the capture
+# or fail itself (a new version's graphs are captured while the old one serves), so on
+# CUDA captures, forwards and cache releases take turns. Reentrant: a capture runs the
+# eager forward it checks against.
+_CUDA_TURN = threading.RLock()
+
+
+def _cuda_turn(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    return _CUDA_TURN if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _warn_cpu_fallback(requested: str) -> None:
@@ -152,6 +162,7 @@ class LoadedModel:
         self.numerics = NumericsChoice()  # fp32 until load_model settles it
         self.engine = EngineChoice()  # torch until load_model settles it
         self._onnx: OnnxForward | None = None
+        self._graphs: GraphedForward | None = None  # CUDA graphs, captured at warm-up
         self._opts = gpu_options or GpuOptions()
         self._net = network.to(device).eval().requires_grad_(False)
         self._mean, self._inv_std = normalisation_tensors(manifest.normalization, device)
@@ -191,7 +202,64 @@ class LoadedModel:
         return self._torch_forward(features, dtype)
 
     def _torch_forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
-        return run_network(self._net, features, self._mean, self._inv_std, self._return_std, dtype)
+        with _cuda_turn(self.device):
+            if self._graphs is not None and dtype == self.numerics.autocast_dtype:
+                x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+                raw = self._graphs.run(x.to(self.device, non_blocking=True))
+                if raw is not None:  # else larger than the largest bucket: eager below
+                    return network_outputs(raw, self._return_std)
+            return run_network(
+                self._net, features, self._mean, self._inv_std, self._return_std, dtype
+            )
+
+    @property
+    def graph_buckets(self) -> tuple[int, ...]:
+        """The batch sizes replayed from CUDA graphs; empty when forwards run eagerly."""
+        return self._graphs.buckets if self._graphs is not None else ()
+
+    def capture_graphs(
+        self, buckets: Sequence[int] = DEFAULT_BUCKETS, capture: Capture = capture_cuda
+    ) -> bool:
+        """Capture the serving forward (this model's numerics) once per bucket and serve
+        from the graphs once their golden outputs match the eager forward's within the
+        artifact's tolerance; else keep eager forwards, with a warning. True when serving
+        from graphs."""
+        self._graphs = None
+        dtype = self.numerics.autocast_dtype
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, dtype):
+                return self._net((x - self._mean) * self._inv_std)
+
+        golden = np.asarray(self.manifest.golden.inputs, dtype=np.float32)
+        try:
+            with _cuda_turn(self.device):
+                eager = self._torch_forward(golden, dtype)
+                graphs = GraphedForward(forward, self._row_shape, self.device, buckets, capture)
+                replayed = graphs.run(torch.from_numpy(golden).to(self.device))
+            if replayed is None:
+                raise ValueError(f"no bucket holds the {len(golden)} golden rows")
+            diff = np.abs(network_outputs(replayed, self._return_std) - eager)
+        except (RuntimeError, ValueError) as exc:
+            log.warning(
+                "%s: CUDA graph capture failed (%s); forwards stay eager", self.ref.key, exc
+            )
+            return False
+        diff[:, 0] /= self._return_std
+        deviation = float(diff.max()) if np.isfinite(diff).all() else float("inf")
+        if not deviation <= self.manifest.golden.atol:
+            log.warning(
+                "%s: CUDA graphs deviate %.3g from eager (atol %g); forwards stay eager",
+                self.ref.key,
+                deviation,
+                self.manifest.golden.atol,
+            )
+            return False
+        self._graphs = graphs
+        log.info(
+            "%s: forwards of up to %d rows replay CUDA graphs", self.ref.key, graphs.buckets[-1]
+        )
+        return True
 
     def _onnx_forward(self, session: OnnxForward, features: np.ndarray) -> np.ndarray:
         return network_outputs(torch.from_numpy(session(features)), self._return_std)
@@ -220,8 +288,15 @@ class LoadedModel:
         return in units of return_std, prob_up as is."""
         golden = self.manifest.golden
         dtype = NumericsChoice(numerics).autocast_dtype
-        with _strict_fp32():
-            actual = self._torch_forward(np.asarray(golden.inputs, dtype=np.float32), dtype)
+        with _strict_fp32():  # eager, never a captured graph: those kernels ran at capture
+            actual = run_network(
+                self._net,
+                np.asarray(golden.inputs, dtype=np.float32),
+                self._mean,
+                self._inv_std,
+                self._return_std,
+                dtype,
+            )
         return self._deviation(actual)
 
     def onnx_golden_deviation(self, session: OnnxForward) -> float:
@@ -248,12 +323,15 @@ class LoadedModel:
             )
 
     def warmup(self, batch_sizes: Sequence[int] = (1, 8, 32)) -> None:
-        """Run each batch size once so allocator and cudnn.benchmark choices happen now."""
+        """Run each batch size once so allocator and cudnn.benchmark choices happen now;
+        then, on CUDA (``gpu_optimization.cuda_graphs``), capture the forward's graphs."""
         sample = np.asarray(self.manifest.golden.inputs, dtype=np.float32)
         for size in batch_sizes:
             reps = -(-size // len(sample))
             self.predict(np.concatenate([sample] * reps)[:size])
         if self.device.type == "cuda":
+            if self._opts.cuda_graphs and self._graphs is None:
+                self.capture_graphs()
             torch.cuda.synchronize(self.device)
         self.warmed = True
 
@@ -264,7 +342,8 @@ class LoadedModel:
         now = time.monotonic() if now is None else now
         if now - self._last_cleanup < self._opts.cleanup_interval_s:
             return False
-        torch.cuda.empty_cache()
+        with _CUDA_TURN:
+            torch.cuda.empty_cache()
         self._last_cleanup = now
         return True
 
