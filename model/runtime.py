@@ -288,7 +288,8 @@ class LoadedModel:
         return in units of return_std, prob_up as is."""
         golden = self.manifest.golden
         dtype = NumericsChoice(numerics).autocast_dtype
-        with _strict_fp32():  # eager, never a captured graph: those kernels ran at capture
+        # Eager, never a captured graph: those kernels were fixed at capture.
+        with _cuda_turn(self.device), _strict_fp32():
             actual = run_network(
                 self._net,
                 np.asarray(golden.inputs, dtype=np.float32),
