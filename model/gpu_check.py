@@ -29,6 +29,7 @@ import torch
 from model.common.artifact import read_manifest
 from model.common.gpu import GpuOptions
 from model.common.registry import ModelRegistry
+from model.cuda_graphs import capture_cuda
 from model.export import make_random_artifact
 from model.runtime import LoadedModel, load_model
 
@@ -65,22 +66,14 @@ def _graph_forward(net: torch.nn.Module, x: torch.Tensor) -> tuple[Callable[[], 
     static_x = x.clone()
     with torch.no_grad():
         eager = net(static_x)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the capture stream, as the docs require
-            for _ in range(3):
-                net(static_x)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = net(static_x)
-    graph.replay()
+    replay_graph, static_out = capture_cuda(net, static_x)  # the serving path's capture
+    replay_graph()
     torch.cuda.synchronize()
     deviation = float((static_out - eager).abs().max())
 
     def replay() -> None:
         static_x.copy_(x)  # a real caller has to copy its batch into the captured buffer
-        graph.replay()
+        replay_graph()
 
     return replay, deviation
 
