@@ -12,6 +12,13 @@ class Batching(Section):
     max_batch_size: int = Field(32, ge=1, le=4096)
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=10)
     priority_queue_size: int = Field(1000, ge=1)
+    # Not in the spec: batches one gateway keeps in flight per predictor replica
+    # (app/gateway/batcher.py). Two: one computing, the next on its way or waiting; rows
+    # beyond that wait in the gateway's queue, where they join the next batch in priority
+    # order, instead of in the predictor's. At 500 req/s on 2 cores, 2 measured a lower
+    # mean and p99 than 4 in four alternated runs each (BENCHMARKS.md, session 8); 1
+    # leaves the predictor idle during every hop and halved what a flood admitted.
+    batches_in_flight_per_replica: int = Field(2, ge=1, le=64)
     # Not in the spec: latency-aware admission (app/gateway/admission.py). A row whose
     # expected queue wait exceeds this is refused with 429 + Retry-After (rows below the
     # default priority get half), so admitted requests keep the p99 target of spec 12.1

@@ -14,8 +14,9 @@ sends rows to the predictor in batches of up to ``max_batch_size``:
 - when the queue holds ``capacity`` rows, or a row's expected queue wait would exceed
   the latency budget (:mod:`app.gateway.admission`), new rows are refused (``queue_full``,
   429 + ``Retry-After``);
-- at most ``max_in_flight`` batches are outstanding; while they are, rows pile up and the
-  next batch is fuller, which is what keeps throughput up under load.
+- at most ``max_in_flight`` batches are outstanding (the gateway sets it from the
+  predictor's replica count, :meth:`set_max_in_flight`); while they are, rows pile up and
+  the next batch is fuller, which is what keeps throughput up under load.
 
 The batcher owns each row's features: it looks the window up in the feature cache when
 the row arrives, computes the misses of a whole batch in one vectorised call when the
@@ -90,7 +91,8 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the queue is empty
         self._drained.set()
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self._slot_free = asyncio.Event()  # set whenever a batch in flight comes back
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._sending: dict[int, list[QueuedRow]] = {}  # rows of each batch in flight
@@ -173,6 +175,11 @@ class Batcher:
             self._wakeup.set()
         return future
 
+    def set_max_in_flight(self, n: int) -> None:
+        """Allow ``n`` batches in flight from now on (batches already out stay out)."""
+        self.max_in_flight = max(1, n)
+        self._slot_free.set()
+
     def abandon(self, failure: PredictionFailure) -> int:
         """Fail every row queued or in flight with ``failure`` (the predictor is gone, so
         none of them can be answered); returns how many rows that released."""
@@ -212,10 +219,11 @@ class Batcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
                         await self._wakeup.wait()
-            await self._slots.acquire()
+            while self._busy >= self.max_in_flight:
+                self._slot_free.clear()
+                await self._slot_free.wait()
             batch = self._take()
             if not batch:
-                self._slots.release()
                 continue
             self._busy += 1
             task = asyncio.get_running_loop().create_task(self._send(batch))
@@ -253,7 +261,7 @@ class Batcher:
         finally:
             del self._sending[id(batch)]
             self._busy -= 1
-            self._slots.release()
+            self._slot_free.set()
             if self._heap:
                 self._wakeup.set()
 

@@ -6,6 +6,7 @@ gauges by a slow background loop (the regime changes a few times a day).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -40,14 +41,22 @@ def serving_view(config: ServiceConfig) -> dict[str, Any]:
 
 
 async def keep_gauges_current(
-    config: ServiceConfig, metrics: GatewayMetrics, cluster: ClusterView, period_s: float = 10.0
+    config: ServiceConfig,
+    metrics: GatewayMetrics,
+    cluster: ClusterView,
+    period_s: float = 10.0,
+    on_replicas: Callable[[dict[str, int]], None] = lambda _: None,
 ) -> None:
+    """``on_replicas`` hears each fresh count (the batcher sizes its batches in flight)."""
+
     async def update() -> None:
         profile = current_profile(config)
         if profile is not None:
             metrics.set_profile(profile)
-        for deployment, n in (await cluster.replicas()).items():
+        counts = await cluster.replicas()
+        for deployment, n in counts.items():
             metrics.set_replicas(deployment, n)
+        on_replicas(counts)
 
     # A calendar or controller hiccup is logged and tried again next period.
     await run_every(period_s, update, log=log, event="serving_gauges_update_failed")

@@ -77,12 +77,21 @@ class GatewayState:
         self.loop_lag.start()
         self.readiness.start()
         self._gauges = asyncio.get_running_loop().create_task(
-            keep_gauges_current(self.config, self.metrics, self.cluster)
+            keep_gauges_current(
+                self.config, self.metrics, self.cluster, on_replicas=self._size_batches_in_flight
+            )
         )
         if self.rollout is not None:
             self.rollout.start()
             await self.rollout.refresh()
         await self.readiness.refresh()
+
+    def _size_batches_in_flight(self, counts: dict[str, int]) -> None:
+        # Per predictor replica; a count of 0 (all restarting) keeps one replica's worth.
+        replicas = max(1, counts.get(self.config.deployment.deployment_name, 1))
+        self.batcher.set_max_in_flight(
+            self.config.batching.batches_in_flight_per_replica * replicas
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._gauges)
@@ -127,6 +136,7 @@ def build_gateway_state(
         retry_timeout_s=config.serving.predictor_call_timeout_s,
         features=features,
         metrics=metrics,
+        max_in_flight=batching.batches_in_flight_per_replica,  # one replica until counted
     )
     router = _rollout_router(config, metrics, rollout, push_shadow) if rollout else None
     readiness = Readiness(

@@ -30,7 +30,11 @@ class Harness:
 
 
 def _build(
-    root: Path, fake: FakePredictor, *, capacity: int = 1000
+    root: Path,
+    fake: FakePredictor,
+    *,
+    capacity: int = 1000,
+    predictors: int = 1,
 ) -> tuple[GatewayState, object, str]:
     material = write_security_material(
         root,
@@ -50,7 +54,7 @@ def _build(
         config,
         dispatch=fake.dispatch,
         probe=fake.status,
-        cluster=StaticCluster({"cnn_lstm_predictor": 1, "gateway": 1}),
+        cluster=StaticCluster({"cnn_lstm_predictor": predictors, "gateway": 1}),
     )
     state.batcher.capacity = capacity
     return state, create_app(config, state, metrics_registry=state.metrics.registry), key
@@ -101,6 +105,28 @@ def test_repeated_window_is_served_from_the_feature_cache(harness: Harness) -> N
     changed["high"][-1] += 0.5
     _predict(harness, changed)
     assert (harness.state.features.hits, harness.state.features.misses) == (1, 2)
+
+
+@pytest.mark.parametrize(("predictors", "limit"), [(1, 2), (3, 6), (0, 2)])
+def test_batches_in_flight_follow_the_predictors_replica_count(
+    registry_ref: tuple[Path, object], predictors: int, limit: int
+) -> None:
+    root, ref = registry_ref
+    state, app, _ = _build(root, FakePredictor(ref=ref), predictors=predictors)  # type: ignore[arg-type]
+    auth = state.config.security.authentication
+    from tests.support.tokens import token_for
+
+    token = token_for(auth, "ops", ["model:stats"])
+    with TestClient(app) as client:  # the lifespan starts counting the replicas
+        for _ in range(40):
+            stats = client.get("/stats", headers={"Authorization": f"Bearer {token}"}).json()
+            if stats["queue"]["batches_in_flight_limit"] == limit:
+                break
+            time.sleep(0.05)
+    # Two per predictor replica (batching.batches_in_flight_per_replica); none counted
+    # (all restarting) keeps one replica's worth.
+    assert state.batcher.max_in_flight == limit
+    assert stats["queue"]["batches_in_flight_limit"] == limit
 
 
 def test_predict_is_503_until_the_predictor_is_ready(registry_ref: tuple[Path, object]) -> None:

@@ -219,15 +219,25 @@ def drill_key(serve_stack: ServeStack, live_target: LiveTarget) -> str:
 # -- d. overload ------------------------------------------------------------------------
 
 
-# Three times what this stack answers on the 2-core box (~600 req/s at p99 <= 100 ms with
-# the prediction fast path, BENCHMARKS.md), from a pool of 64 keep-alive connections like a
-# trading platform's: the excess must be refused, not queued.
-OVERLOAD_RPS = 1800.0
+# Issue 12: overload at three times capacity, measured on this box in the same run (the
+# VM's speed drifts by a fifth between hours, so a fixed rate is 3x in one hour and 4-5x in
+# another). Capacity is the bench's find-max: the highest rate, in steps of 50 req/s, with
+# p99 <= the spec's 100 ms and not one error (a 429 is one), in short steps of its own.
+# The flood comes from a pool of 128 keep-alive connections like a trading platform's:
+# the excess must be refused, not queued.
+OVERLOAD_FACTOR = 3.0
 OVERLOAD_CONNECTIONS = 128
+CAPACITY_START_RPS, CAPACITY_STEP_RPS, CAPACITY_LIMIT_RPS = 200.0, 50.0, 1000.0
+CAPACITY_STEP_S = 4.0
 
 
-def _overload(
-    stack: ServeStack, key: str, token: str, rate: float, duration_s: float
+def _load(
+    stack: ServeStack,
+    key: str,
+    token: str,
+    rate: float,
+    duration_s: float,
+    connections: int,
 ) -> dict[str, Any]:
     """Open loop at ``rate`` req/s from the bench's own generator (sender processes over
     keep-alive TLS sockets, latency from each scheduled send): an asyncio Python client
@@ -242,15 +252,31 @@ def _overload(
         rate=rate,
         duration_s=duration_s,
         warmup_s=1.0,
-        connections=OVERLOAD_CONNECTIONS,
-        max_connections=OVERLOAD_CONNECTIONS,
+        connections=connections,
+        max_connections=connections,
         ca_file=str(stack.ca_file),
         api_key=key,
         stats_token=token,  # /stats before and after: the gateway's own latency figures
         timeout_s=CLIENT_TIMEOUT_S,
-        label="overload",
+        label=f"{rate:g} req/s",
     )
     return run_load(spec, predict_payloads(256))
+
+
+def _capacity(stack: ServeStack, key: str, token: str) -> tuple[float, str]:
+    """The stack's capacity now (req/s at p99 <= 100 ms, no errors) and why the climb
+    stopped; below the first step, half of it (the flood is then 1.5x that step)."""
+    from app.bench import plan
+
+    found = plan.find_max(
+        ["serve"],
+        lambda _name, rate: _load(stack, key, token, rate, CAPACITY_STEP_S, 64),
+        start=CAPACITY_START_RPS,
+        step=CAPACITY_STEP_RPS,
+        limit=CAPACITY_LIMIT_RPS,
+        p99_limit_ms=100.0,
+    )["serve"]
+    return found["max_passing_rps"] or CAPACITY_START_RPS / 2, found["stopped_because"]
 
 
 def _probe_health(stack: ServeStack, stop: threading.Event, out: dict[str, list[float]]) -> None:
@@ -270,14 +296,20 @@ def _probe_health(stack: ServeStack, stop: threading.Event, out: dict[str, list[
 def test_d_overload_is_shed_with_429_and_health_stays_fast(
     serve_stack: ServeStack, drill_key: str, live_target: LiveTarget
 ) -> None:
-    rate = OVERLOAD_RPS
+    token = live_target.mint(["model:stats"], ttl_s=600)
+    capacity, stopped = _capacity(serve_stack, drill_key, token)
+    rate = OVERLOAD_FACTOR * capacity
+    print(f"DRILL d capacity: {capacity:g} req/s ({stopped}); offering {rate:g} req/s")
+    _wait_healthy(serve_stack, drill_key)
     health: dict[str, list[float]] = {"/healthz": [], "/ready": []}
     stop = threading.Event()
     prober = threading.Thread(target=_probe_health, args=(serve_stack, stop, health))
     prober.start()
+    # A few requests of a client that reads every answer whole: the refusals' shape.
+    reader = Load(serve_stack, drill_key, workers=2, interval_s=0.1, max_requests=150)
     try:
-        token = live_target.mint(["model:stats"], ttl_s=600)
-        result = _overload(serve_stack, drill_key, token, rate, 10.0)
+        with reader:
+            result = _load(serve_stack, drill_key, token, rate, 10.0, OVERLOAD_CONNECTIONS)
     finally:
         stop.set()
         prober.join(timeout=10)
@@ -304,6 +336,14 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
     # Never: server errors, a hang, or an overload that nothing refuses.
     assert server_errors <= 0.01 * requests["scheduled"]
     assert refused > 0, "three times capacity and not one request shed"
+    read = reader.snapshot()
+    refusals = [o for o in read if o.status == 429]
+    assert refusals, f"the reading client saw no refusal: {[o.status for o in read]}"
+    assert {o.status for o in read} <= {200, 429}, [o.status for o in read]
+    for o in refusals:  # the one JSON error shape, and when to come back
+        assert o.code is not None
+        assert o.retry_after is not None
+        assert int(o.retry_after) >= 1
     assert health_p99["/healthz"] < 1000
     assert health_p99["/ready"] < 1000
     assert server_p99 < 1000

@@ -239,6 +239,26 @@ async def test_the_window_bounds_the_wait_behind_a_slow_forward() -> None:
     await batcher.stop()
 
 
+async def test_batches_in_flight_stop_at_the_limit_and_follow_a_new_one() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, batch_wait_timeout_s=0.01, max_in_flight=2)
+    futures = [batcher.submit(FAKE_REF, _row(0))]
+    for i in (1, 2):  # each leaves after the 10 ms window while the first is held
+        await asyncio.sleep(0.05)
+        futures.append(batcher.submit(FAKE_REF, _row(i)))
+    await asyncio.sleep(0.1)
+    assert [c.rows for c in fake.calls] == [1, 1], "a third batch left past the limit of two"
+    batcher.set_max_in_flight(3)  # a second predictor replica came up, say
+    await asyncio.sleep(0.05)
+    assert [c.rows for c in fake.calls] == [1, 1, 1]
+    fake.gate.set()  # type: ignore[union-attr]
+    rows = await asyncio.wait_for(asyncio.gather(*futures), 2.0)
+    assert [r.expected_return for r in rows] == pytest.approx(
+        fake_outputs(np.stack([_feat(i) for i in range(3)]))[:, 0].tolist()
+    )
+    await batcher.stop()
+
+
 class _FlakyDispatch:
     """A handle whose first ``failures`` calls raise (the replica died under them), then
     answer like :class:`FakePredictor`; ``hang`` makes every failing call after the first

@@ -56,6 +56,7 @@ async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
             "gateway_batches": b.batches,
             "gateway_rows": b.rows,
             "mean_gateway_batch": round(b.rows / b.batches, 3) if b.batches else None,
+            "batches_in_flight_limit": state.batcher.max_in_flight,
         },
         # The three overload controls: queue-wait admission, event-loop lag, in flight.
         "overload": {
