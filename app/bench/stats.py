@@ -60,6 +60,8 @@ _QUEUE_COUNTERS = (
     "gateway_batches",
     "gateway_rows",
 )
+# Refusals by the overload control that made them (the gateway's ``/stats`` "overload").
+_REFUSAL_COUNTERS = ("refused_queue_wait", "refused_in_flight")
 
 
 def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +84,7 @@ def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
     batches = queue["gateway_batches"]
     queue["mean_gateway_batch"] = round(queue["gateway_rows"] / batches, 3) if batches else None
     queue["depth_at_end"] = q1.get("depth")
+    o0, o1 = before.get("overload", {}), after.get("overload", {})
     f0 = before.get("cache", {}).get("feature", {})
     f1 = after.get("cache", {}).get("feature", {})
     hits = int(f1.get("hits", 0)) - int(f0.get("hits", 0))
@@ -98,6 +101,7 @@ def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
             "misses": misses,
             "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
         },
+        "refusals": {k: int(o1.get(k, 0) or 0) - int(o0.get(k, 0) or 0) for k in _REFUSAL_COUNTERS},
         "server_latency_ms": after.get("latency_ms"),
         "queue_wait_ms": after.get("queue_wait_ms"),
         "model_time_ms": after.get("model_time_ms"),

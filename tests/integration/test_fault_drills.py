@@ -221,14 +221,16 @@ def drill_key(serve_stack: ServeStack, live_target: LiveTarget) -> str:
 
 # Issue 12: overload at three times capacity, measured on this box in the same run (the
 # VM's speed drifts by a fifth between hours, so a fixed rate is 3x in one hour and 4-5x in
-# another). Capacity is the bench's find-max: the highest rate, in steps of 50 req/s, with
-# p99 <= the spec's 100 ms and not one error (a 429 is one), in short steps of its own.
-# The flood comes from a pool of 128 keep-alive connections like a trading platform's:
-# the excess must be refused, not queued.
+# another). Capacity is the bench's find-max: the highest rate, in 8 s steps of 50 req/s,
+# with p99 <= the spec's 100 ms and not one error (a 429 is one). The session stack keeps
+# its feature cache on and the load repeats 256 windows, so it measures higher than the
+# bench's cache-off figure (650-750 against 450-500 req/s, session 8). The flood comes
+# from a pool of 128 keep-alive connections like a trading platform's: the excess must be
+# refused, not queued.
 OVERLOAD_FACTOR = 3.0
 OVERLOAD_CONNECTIONS = 128
-CAPACITY_START_RPS, CAPACITY_STEP_RPS, CAPACITY_LIMIT_RPS = 200.0, 50.0, 1000.0
-CAPACITY_STEP_S = 4.0
+CAPACITY_START_RPS, CAPACITY_STEP_RPS, CAPACITY_LIMIT_RPS = 300.0, 50.0, 1200.0
+CAPACITY_STEP_S = 8.0
 
 
 def _load(
@@ -238,6 +240,7 @@ def _load(
     rate: float,
     duration_s: float,
     connections: int,
+    max_connections: int,
 ) -> dict[str, Any]:
     """Open loop at ``rate`` req/s from the bench's own generator (sender processes over
     keep-alive TLS sockets, latency from each scheduled send): an asyncio Python client
@@ -253,7 +256,7 @@ def _load(
         duration_s=duration_s,
         warmup_s=1.0,
         connections=connections,
-        max_connections=connections,
+        max_connections=max_connections,
         ca_file=str(stack.ca_file),
         api_key=key,
         stats_token=token,  # /stats before and after: the gateway's own latency figures
@@ -268,9 +271,19 @@ def _capacity(stack: ServeStack, key: str, token: str) -> tuple[float, str]:
     stopped; below the first step, half of it (the flood is then 1.5x that step)."""
     from app.bench import plan
 
+    def step(_name: str, rate: float) -> dict[str, Any]:
+        # The bench's defaults: 64 connections, more opened (up to 512) when all are busy.
+        # A step the generator itself fell behind in (it shares the two cores) is run
+        # once more before it counts: a stall of the client is not the server's capacity.
+        run = _load(stack, key, token, rate, CAPACITY_STEP_S, 64, 512)
+        if not run["generator"]["kept_up"]:
+            run = _load(stack, key, token, rate, CAPACITY_STEP_S, 64, 512)
+        return run
+
+    step("warm-up", CAPACITY_START_RPS)  # the first seconds of a new stack, not counted
     found = plan.find_max(
         ["serve"],
-        lambda _name, rate: _load(stack, key, token, rate, CAPACITY_STEP_S, 64),
+        step,
         start=CAPACITY_START_RPS,
         step=CAPACITY_STEP_RPS,
         limit=CAPACITY_LIMIT_RPS,
@@ -309,7 +322,15 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
     reader = Load(serve_stack, drill_key, workers=2, interval_s=0.1, max_requests=150)
     try:
         with reader:
-            result = _load(serve_stack, drill_key, token, rate, 10.0, OVERLOAD_CONNECTIONS)
+            result = _load(
+                serve_stack,
+                drill_key,
+                token,
+                rate,
+                10.0,
+                OVERLOAD_CONNECTIONS,
+                OVERLOAD_CONNECTIONS,
+            )
     finally:
         stop.set()
         prober.join(timeout=10)
@@ -327,7 +348,7 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
         f"conn_errors={sum(errors['connection'].values())} recovery=- "
         f"offered={rate:.0f}/s achieved={result['achieved_rps']}/s "
         f"admitted_p50={result['latency_ms']['p50']}ms admitted_p99={admitted_p99}ms "
-        f"server_p99={server_p99}ms "
+        f"server_p99={server_p99}ms refusals={result['server']['stats'].get('refusals')} "
         f"healthz_p99={health_p99['/healthz']:.0f}ms ready_p99={health_p99['/ready']:.0f}ms "
         f"generator_kept_up={result['generator']['kept_up']} "
         f"generator_us_per_req={result['generator'].get('cpu_us_per_request')}"

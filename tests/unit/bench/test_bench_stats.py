@@ -62,7 +62,10 @@ def _stats(dist: dict[str, int], submitted: int, batches: int, rows: int, hits: 
 def test_server_window_reports_deltas_for_the_run_only() -> None:
     before = _stats({"1": 5}, submitted=5, batches=5, rows=5, hits=0)
     after = _stats({"1": 5, "4": 40, "8": 80}, submitted=125, batches=25, rows=125, hits=20)
+    before["overload"] = {"refused_queue_wait": 2, "refused_in_flight": 7, "in_flight": 3}
+    after["overload"] = {"refused_queue_wait": 5, "refused_in_flight": 7, "in_flight": 9}
     w = server_window(before, after)
+    assert w["refusals"] == {"refused_queue_wait": 3, "refused_in_flight": 0}
     assert w["batch_size"] == {"count": 120, "mean": 6.667, "distribution": {"4": 40, "8": 80}}
     assert w["queue"]["submitted"] == 120
     assert w["queue"]["mean_gateway_batch"] == pytest.approx(6.0)
