@@ -23,7 +23,9 @@ sockets: client p99 1.0-1.2 s, against 137-159 ms now). A
 prediction that arrives at the limit is refused at once (429 + ``Retry-After``, before
 it is authenticated or parsed: the cheapest answer there is); below the default priority
 at half the limit, so low priority goes first. Light load never meets the limit: answers
-are fast, so it sits at ``max_limit``. Constant memory.
+are fast, so it sits at ``max_limit``. A prediction the batcher's queue refuses
+(:meth:`queue_refused`) brings the limit down to what is in flight at once. Constant
+memory.
 """
 
 from __future__ import annotations
@@ -70,6 +72,19 @@ class ConcurrencyLimit:
         self.in_flight += 1
         if self.in_flight > self._peak:
             self._peak = self.in_flight
+
+    def queue_refused(self) -> None:
+        """A prediction taken in was refused by the batcher's queue (its wait would break
+        the target) and leaves now, unanswered.
+
+        What is in flight already fills the latency budget, so the limit comes down to it
+        (not below ``min_limit``) and the next excess is refused here, at the edge, for a
+        fraction of the cost. The refusal stays out of the window's mean: counted as a
+        fast answer it would hide the overload from the limit (in the overload drill such
+        refusals took the gateway's whole core while the limit never moved: admitted
+        136-214 a second at p99 0.6-0.7 s, session 8)."""
+        self.in_flight -= 1
+        self.limit = max(float(self.min_limit), min(self.limit, float(self.in_flight + 1)))
 
     def leave(self, elapsed_s: float) -> None:
         """One prediction done after ``elapsed_s`` in the gateway."""

@@ -45,10 +45,17 @@ async def predict_rows(
         state.metrics.observe_failure(failure.rule.metric_status)
         raise
     state.concurrency.enter()
+    queue_refused = False
     try:
         return await _predict(state, items, priority, deadline, request_id, principal_id, started)
+    except PredictionFailure as failure:
+        queue_refused = failure.kind is FailureKind.QUEUE_FULL  # the batcher's queue said no
+        raise
     finally:
-        state.concurrency.leave(time.perf_counter() - started)
+        if queue_refused:
+            state.concurrency.queue_refused()
+        else:
+            state.concurrency.leave(time.perf_counter() - started)
 
 
 async def _predict(

@@ -152,12 +152,16 @@ def test_predict_is_503_until_the_predictor_is_ready(registry_ref: tuple[Path, o
 def test_full_queue_answers_429_with_retry_after(registry_ref: tuple[Path, object]) -> None:
     root, ref = registry_ref
     fake = FakePredictor(ref=ref, gate=None)  # type: ignore[arg-type]
-    _state, app, key = _build(root, fake, capacity=0)
+    state, app, key = _build(root, fake, capacity=0)
     with TestClient(app) as client:
         r = client.post("/predict", json=columnar_bars(), headers={"X-API-Key": key})
     assert r.status_code == 429
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["error"]["code"] == "queue_full"
+    # The queue's refusal also brings the in-flight limit down (to its floor, with
+    # nothing else in flight), so the next excess is refused before it is parsed.
+    assert state.concurrency.in_flight == 0
+    assert state.concurrency.limit == state.concurrency.min_limit < state.concurrency.max_limit
 
 
 def test_past_deadline_is_refused_before_the_model(harness: Harness) -> None:

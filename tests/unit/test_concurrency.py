@@ -79,3 +79,23 @@ def test_a_window_just_over_target_shrinks_by_a_tenth_of_the_peak() -> None:
     limit.in_flight = 60  # more than the limit, admitted before it shrank
     _answer(limit, 2 * WINDOW, 0.052)
     assert limit.limit == 40 * 0.9  # the limit, not the larger peak, is what shrinks
+
+
+def test_a_queue_refusal_brings_the_limit_down_to_what_is_in_flight() -> None:
+    limit = ConcurrencyLimit(target_s=0.05, min_limit=8, max_limit=1000)
+    for _ in range(40):
+        limit.enter()
+    limit.queue_refused()  # the 40th: the queue's wait would break the target
+    assert limit.in_flight == 39
+    assert limit.limit == 40
+    limit.enter()  # one more fits where the refused one was...
+    assert limit.refusal(0) == 1.0  # ...and the next is refused at the edge
+    for _ in range(39):
+        limit.leave(0.01)
+    limit.queue_refused()  # with one in flight: not below the floor
+    assert limit.limit == 8
+    # Neither refusal counts as an answer: the window closes at the 64th fast one.
+    _answer(limit, WINDOW - 40, 0.01)
+    assert limit.limit == 8
+    _answer(limit, 1, 0.01)
+    assert limit.limit == 9
