@@ -224,7 +224,7 @@ def drill_key(serve_stack: ServeStack, live_target: LiveTarget) -> str:
 # another). Capacity is the bench's find-max: the highest rate, in 8 s steps of 50 req/s,
 # with p99 <= the spec's 100 ms and not one error (a 429 is one). The session stack keeps
 # its feature cache on and the load repeats 256 windows, so it measures higher than the
-# bench's cache-off figure (650-750 against 450-500 req/s, session 8). The flood comes
+# bench's cache-off figure (500-750 against 450-500 req/s, session 8). The flood comes
 # from a pool of 128 keep-alive connections like a trading platform's: the excess must be
 # refused, not queued.
 OVERLOAD_FACTOR = 3.0
