@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import ray
 import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -35,8 +36,10 @@ from model.common.protocol import (
     as_predict_error,
 )
 from model.common.refs import ModelRef
+from model.common.wire import socket_directory
 from model.follower import RoutingFollower
 from model.service import PredictorService, PredictorSettings
+from model.socket_server import SocketServer
 
 log = logging.getLogger("model.deployment")
 batch_log = structlog.get_logger("model.batches")
@@ -65,6 +68,7 @@ class PredictorDeployment:
         self.service = PredictorService(PredictorSettings.from_dict(settings))
         self.controller = controller
         self.follower: RoutingFollower | None = None
+        self.socket: SocketServer | None = None
         in_service = await self._in_service_ref()
         try:
             await asyncio.to_thread(self.service.load_default, in_service)
@@ -86,6 +90,27 @@ class PredictorDeployment:
                 poll_s=self.service.settings.routing_poll_s,
             )
             self.follower.start()
+        if self.service.settings.same_node_socket:
+            await self._open_socket()
+
+    async def _open_socket(self) -> None:
+        """Gateways on this node call ``predict`` over a Unix socket (model.socket_server);
+        opened last, so no call arrives before the model is loaded and warm."""
+        ctx = serve.get_replica_context()
+        directory = socket_directory(ray.get_runtime_context().get_node_id(), ctx.app_name)
+        server = SocketServer(directory / f"{ctx.replica_id.unique_id}.sock", self.predict)
+        try:
+            await server.start()
+        except OSError as exc:  # gateways use the handle then
+            log.warning("socket_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.socket = server
+
+    async def __del__(self) -> None:
+        # Serve calls this once the handle calls are drained: the socket's calls next.
+        if self.socket is not None:
+            await self.socket.stop(self.service.settings.socket_drain_s)
+            self.socket = None
 
     async def _sync_routing(
         self, replica: str, loaded: list[str], failed: dict[str, str]
@@ -146,7 +171,12 @@ class PredictorDeployment:
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Rows served so far: the market-hours policy turns this into requests/s for
         ``target_throughput_per_replica``."""
-        return {"requests_total": float(self.service.rows)}
+        stats = {"requests_total": float(self.service.rows)}
+        if self.socket is not None:
+            # Calls in flight on the socket are invisible to Serve's ongoing-request count;
+            # the autoscaling policy adds them (app.scaling.autoscaling_policy).
+            stats["socket_ongoing"] = float(self.socket.in_flight)
+        return stats
 
     async def status(self) -> PredictorStatus:
         return self.service.status()

@@ -57,6 +57,9 @@ class PredictorSettings:
     fault_injection: dict[str, float] = field(default_factory=dict)
     # How often the replica asks the rollout controller which versions to hold.
     routing_poll_s: float = 2.0
+    # Serve replicas only (model.deployment): also answer calls on a same-node Unix socket.
+    same_node_socket: bool = False
+    socket_drain_s: float = 5.0  # how long a stopping replica answers its socket's calls
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PredictorSettings:

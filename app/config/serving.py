@@ -94,6 +94,11 @@ class Serving(Section):
     # default). gRPC is the default because it has not been slower than actor calls in
     # our measurements, and often faster (see BENCHMARKS.md).
     handle_transport: Literal["grpc", "actor"] = "grpc"
+    # A gateway sends its batches to the predictor replicas on its own node over their
+    # Unix sockets (model/socket_server.py: the same call and answer, ~4 ms less CPU per
+    # call than a handle call, BENCHMARKS.md session 9), and through the handle to the
+    # rest or when none is up. False: every call goes through the handle.
+    same_node_socket: bool = True
     # Scheduling priority of Ray's worker processes (every replica): Ray's default is
     # nice 15, so on a shared machine any ordinary process (a log shipper, a load
     # generator) takes the CPU from the replicas first. Serving replicas are the

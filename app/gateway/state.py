@@ -23,6 +23,7 @@ from app.gateway.concurrency import ConcurrencyLimit
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.loop_lag import LoopLag
+from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, PushShadow, RolloutRouter
 from app.gateway.serving_view import keep_gauges_current
@@ -63,6 +64,9 @@ class GatewayState:
     # get 503 + Retry-After + Connection: close, so keep-alive clients stop reusing this
     # replica and the drain ends as soon as the requests already taken are answered.
     stopping: bool = False
+    # The predictor replicas' sockets on this node (app.gateway.predictor_socket), when
+    # the Serve gateway uses them; the batcher's dispatch goes through them then.
+    predictor_sockets: PredictorSockets | None = None
     _gauges: asyncio.Task[None] | None = None
 
     def begin_stop(self) -> None:
@@ -73,6 +77,9 @@ class GatewayState:
     async def start(self) -> None:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.start)  # claims and repairs its files
+        if self.predictor_sockets is not None:
+            self.predictor_sockets.start()
+            await self.predictor_sockets.scan()  # the first batch need not wait a scan
         self.batcher.start()
         self.loop_lag.start()
         self.readiness.start()
@@ -100,6 +107,8 @@ class GatewayState:
         await self.batcher.stop()
         if self.shadow is not None:
             await self.shadow.stop()
+        if self.predictor_sockets is not None:
+            await self.predictor_sockets.stop()
         if self.rollout is not None:
             await self.rollout.stop()
         if self.audit is not None:

@@ -30,6 +30,9 @@ from typing import Any, Protocol
 from app.scaling.market_calendar import MarketSchedule, ProfileName, to_epoch
 
 REQUESTS_TOTAL_METRIC = "requests_total"
+# Calls in flight on a replica's same-node socket (model.socket_server): Serve counts only
+# handle calls as ongoing, so the queue-based count adds these.
+SOCKET_ONGOING_METRIC = "socket_ongoing"
 # The throughput estimate is an EWMA with this time constant; samples closer than
 # RATE_MIN_INTERVAL_S are skipped so 0.1 s ticks do not divide noise by tiny intervals.
 RATE_TAU_S = 10.0
@@ -135,7 +138,8 @@ class MarketHoursPolicy:
         current = ctx.current_num_replicas
         target = ctx.target_num_replicas
         rps = _update_rate(state, _requests_total(ctx), now)
-        desired = _desired(regime, ctx.total_num_requests, rps)
+        ongoing = ctx.total_num_requests + _summed(ctx, SOCKET_ONGOING_METRIC)
+        desired = _desired(regime, ongoing, rps)
         base = current if current > 0 else target
         smoothed = _smooth(desired, base, regime)
         bounded = _clamp(smoothed, regime)
@@ -156,6 +160,13 @@ def _requests_total(ctx: ContextLike) -> float | None:
     if not per_replica:
         return None
     return float(sum(per_replica.values()))
+
+
+def _summed(ctx: ContextLike, name: str) -> float:
+    """A replica stat summed over the replicas (each its mean over the look-back); 0
+    when no replica reports it."""
+    per_replica = (ctx.aggregated_metrics or {}).get(name)
+    return float(sum(per_replica.values())) if per_replica else 0.0
 
 
 def _update_rate(state: dict[str, Any], total: float | None, now: float) -> float | None:

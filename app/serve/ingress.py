@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from pathlib import Path
 from typing import Any
 
+import ray
 import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.api.app import create_app
 from app.config import ServiceConfig
+from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
 from app.serve.serve_patches import (
@@ -27,6 +30,7 @@ from app.serve.serve_patches import (
     reuse_address_on_restart,
 )
 from model.common.protocol import BatchResult, PredictBatch, PredictError, PredictorStatus, Routing
+from model.common.wire import socket_directory
 
 log = structlog.get_logger("app.serve.ingress")
 
@@ -110,16 +114,26 @@ class Gateway:
         assert self.controller is not None
         await self.controller.report_shadow.remote(green_key, report)
 
+    def _socket_directory(self) -> Path | None:
+        if not self.config.serving.same_node_socket:
+            return None
+        return socket_directory(ray.get_runtime_context().get_node_id(), self.app_name)
+
     def __serve_build_asgi_app__(self) -> Any:
         config = self.config
+        # Batches go to a predictor replica on this node over its socket when there is
+        # one, through the handle otherwise (app/gateway/predictor_socket.py).
+        sockets = PredictorSockets(self._socket_directory(), self._dispatch)
         state = build_gateway_state(
             config,
-            dispatch=self._dispatch,
+            dispatch=sockets.dispatch,
             probe=self._status,
             cluster=ServeCluster(self.app_name),
             rollout=(self._routing, self._report) if self.controller is not None else None,
             push_shadow=self._report_shadow,
         )
+        state.predictor_sockets = sockets
+        state.extra_stats["predictor_socket"] = sockets.view
         self._state = state
         registry = state.metrics.registry
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)

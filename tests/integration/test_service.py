@@ -130,6 +130,11 @@ def test_concurrent_requests_are_batched(
     assert any(float(k) > 1 and v > 0 for k, v in sizes.items()), sizes
     assert s["model"]["version"] == serve_stack.ref.version
     assert s["replicas"].get("cnn_lstm_predictor", 0) >= 1
+    # Gateway and predictor share this node: the batches went over the predictor's socket.
+    sock = s["predictor_socket"]
+    assert len(sock["connected"]) == 1, sock
+    assert sock["calls"]["socket"] >= 1, sock
+    assert sock["calls"]["handle"] == 0, sock
 
 
 def _mutate(body: dict[str, Any], how: str) -> dict[str, Any] | str:

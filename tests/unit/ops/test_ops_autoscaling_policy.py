@@ -11,7 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.config import ServiceConfig
-from app.scaling.autoscaling_policy import REQUESTS_TOTAL_METRIC, MarketHoursPolicy
+from app.scaling.autoscaling_policy import (
+    REQUESTS_TOTAL_METRIC,
+    SOCKET_ONGOING_METRIC,
+    MarketHoursPolicy,
+)
 from app.scaling.market_calendar import MarketSchedule, SessionTable
 from app.serve.options import market_policy
 
@@ -159,3 +163,19 @@ def test_regime_with_unknown_key_is_rejected() -> None:
     kwargs["off_hours"] = {**kwargs["off_hours"], "target_num_ongoing_requests_per_replica": 3}
     with pytest.raises(ValueError, match="unknown"):
         MarketHoursPolicy(**kwargs)
+
+
+def test_calls_in_flight_on_the_predictor_sockets_count_as_ongoing() -> None:
+    # Serve's count holds the handle calls only; a gateway on the predictor's node sends
+    # its batches over the replica's socket (model.socket_server), reported beside it.
+    policy = make_policy(upscale_delay_s=0.0, upscaling_factor=1.0)
+    handle_only = FakeContext(5, 5, total_num_requests=10.0, current_time=TUESDAY_NOON)
+    assert run(policy, handle_only) == 5  # 10 ongoing fit five replicas
+    both = FakeContext(
+        5,
+        5,
+        total_num_requests=10.0,
+        current_time=TUESDAY_NOON,
+        aggregated_metrics={SOCKET_ONGOING_METRIC: {"r1": 12.0, "r2": 8.0}},
+    )
+    assert run(make_policy(upscale_delay_s=0.0, upscaling_factor=1.0), both) == 10

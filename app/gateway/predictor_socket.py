@@ -1,0 +1,220 @@
+"""The gateway's way to the predictor replicas on its own node: their Unix sockets.
+
+Each predictor replica listens on a socket in its node's directory
+(:mod:`model.socket_server`, :func:`model.common.wire.socket_directory`). This gateway
+scans that directory every ``scan_s``, keeps one connection per socket, and sends each
+batch down the connection with the fewest calls waiting; several calls share a
+connection (each frame carries its call id). With no socket connected (a replica on
+another node, a replica still loading, the setting off) a batch goes through the
+deployment handle as before, so the handle stays the way to every replica and the socket
+is a shortcut to the ones next door.
+
+A connection that breaks fails the calls waiting on it with ``ConnectionError``; the
+batcher's delivery retries such a call once (:mod:`app.gateway.delivery`), and the retry
+takes another socket or the handle. A replica that stops says goodbye on each
+connection first (:mod:`model.socket_server`): from then on, and from when its file is
+gone, the connection takes no new calls; it stays open until the replica has answered
+what it read and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.gateway.delivery import Dispatch
+from model.common.protocol import BatchResult, PredictBatch, PredictError
+from model.common.tasks import cancel_and_wait, run_every
+from model.common.wire import (
+    GOODBYE_ID,
+    PREFIX_BYTES,
+    WireError,
+    decode_answer,
+    encode_call,
+    frame_length,
+)
+
+log = structlog.get_logger("app.gateway.predictor_socket")
+
+RETRY_REFUSED_S = 10.0  # a socket file nobody answers (a replica killed) is tried again after
+
+
+class _Connection:
+    def __init__(
+        self,
+        path: Path,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_closed: Callable[[_Connection], None],
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._pending: dict[int, asyncio.Future[BatchResult | PredictError]] = {}
+        self._ids = itertools.count()
+        self._on_closed = on_closed
+        self.open = True
+        self.draining = False  # its file is gone: no new calls
+        self._reader = asyncio.get_running_loop().create_task(self._read(reader))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    async def call(self, batch: PredictBatch) -> BatchResult | PredictError:
+        if not self.open:
+            raise ConnectionError(f"socket {self.path.name} is closed")
+        call_id = next(self._ids)
+        future: asyncio.Future[BatchResult | PredictError] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[call_id] = future
+        try:
+            self._writer.write(encode_call(call_id, batch))
+            return await future
+        finally:
+            self._pending.pop(call_id, None)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        reason = "closed by the replica"
+        try:
+            while True:
+                prefix = await reader.readexactly(PREFIX_BYTES)
+                call_id, answer = decode_answer(await reader.readexactly(frame_length(prefix)))
+                if call_id == GOODBYE_ID:
+                    self.draining = True
+                    continue
+                future = self._pending.get(call_id)
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            reason = type(exc).__name__
+        except WireError as exc:
+            reason = str(exc)
+            log.warning("predictor_socket_bad_answer", socket=self.path.name, error=reason)
+        finally:
+            self._close(reason)
+
+    def _close(self, reason: str) -> None:
+        if not self.open:
+            return
+        self.open = False
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"socket {self.path.name}: {reason}"))
+        self._writer.close()
+        self._on_closed(self)
+
+    async def aclose(self) -> None:
+        self._close("closed by the gateway")
+        await cancel_and_wait(self._reader)
+
+
+class PredictorSockets:
+    """A :data:`Dispatch` that prefers the predictor sockets of this node over ``fallback``
+    (the deployment handle)."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        fallback: Dispatch,
+        *,
+        scan_s: float = 1.0,
+        connect_timeout_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self._fallback = fallback
+        self.scan_s = scan_s
+        self.connect_timeout_s = connect_timeout_s
+        self._clock = clock
+        self._connections: dict[Path, _Connection] = {}
+        self._refused: dict[Path, float] = {}  # path -> when connecting last failed
+        self._task: asyncio.Task[None] | None = None
+        self.calls = {"socket": 0, "handle": 0}
+        self.broken = 0  # connections that closed with calls or under use
+
+    # -- hot path ----------------------------------------------------------------------
+
+    async def dispatch(self, batch: PredictBatch) -> BatchResult | PredictError:
+        best: _Connection | None = None
+        for conn in self._connections.values():
+            if conn.open and not conn.draining and (best is None or conn.waiting < best.waiting):
+                best = conn
+        if best is None:
+            self.calls["handle"] += 1
+            return await self._fallback(batch)
+        self.calls["socket"] += 1
+        return await best.call(batch)
+
+    # -- background --------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.directory is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                run_every(self.scan_s, self.scan, log=log, event="predictor_socket_scan_failed"),
+                name="predictor-socket-scan",
+            )
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        for conn in list(self._connections.values()):
+            await conn.aclose()
+        self._connections.clear()
+
+    async def scan(self) -> None:
+        """Connect to new sockets; stop sending to those whose file is gone."""
+        if self.directory is None:
+            return
+        try:
+            present = set(self.directory.glob("*.sock"))
+        except OSError:
+            present = set()
+        for path, conn in self._connections.items():
+            if path not in present and not conn.draining:
+                conn.draining = True
+                log.info("predictor_socket_draining", socket=path.name)
+        now = self._clock()
+        for path in sorted(present - self._connections.keys()):
+            refused_at = self._refused.get(path)
+            if refused_at is not None and now - refused_at < RETRY_REFUSED_S:
+                continue
+            await self._connect(path)
+
+    async def _connect(self, path: Path) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                reader, writer = await asyncio.open_unix_connection(str(path))
+        except (OSError, TimeoutError) as exc:
+            self._refused[path] = self._clock()
+            log.info("predictor_socket_refused", socket=path.name, error=type(exc).__name__)
+            return
+        self._refused.pop(path, None)
+        self._connections[path] = _Connection(path, reader, writer, self._forget)
+        log.info("predictor_socket_connected", socket=path.name)
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._connections.get(conn.path) is conn:
+            del self._connections[conn.path]
+        if not conn.draining:
+            self.broken += 1
+            # Not again at once: a replica that closed on us may be stopping or dying.
+            self._refused[conn.path] = self._clock()
+        log.info("predictor_socket_closed", socket=conn.path.name, draining=conn.draining)
+
+    def view(self) -> dict[str, Any]:
+        """For ``/stats``: which sockets this gateway uses and how its calls went."""
+        return {
+            "directory": str(self.directory) if self.directory is not None else None,
+            "connected": sorted(
+                p.name for p, c in self._connections.items() if c.open and not c.draining
+            ),
+            "calls": dict(self.calls),
+            "broken_connections": self.broken,
+        }
