@@ -137,6 +137,8 @@ class PredictorSockets:
         self._refused: dict[Path, float] = {}  # path -> when connecting last failed
         self._task: asyncio.Task[None] | None = None
         self.calls = {"socket": 0, "handle": 0}
+        # Told of every call with its way (the gateway's predictor_calls_total counter).
+        self.on_call: Callable[[str], None] = lambda _transport: None
         self.broken = 0  # connections that closed with calls or under use
 
     # -- hot path ----------------------------------------------------------------------
@@ -146,10 +148,11 @@ class PredictorSockets:
         for conn in self._connections.values():
             if conn.open and not conn.draining and (best is None or conn.waiting < best.waiting):
                 best = conn
+        transport = "handle" if best is None else "socket"
+        self.calls[transport] += 1
+        self.on_call(transport)
         if best is None:
-            self.calls["handle"] += 1
             return await self._fallback(batch)
-        self.calls["socket"] += 1
         return await best.call(batch)
 
     # -- background --------------------------------------------------------------------

@@ -18,6 +18,8 @@ PREDICTION_STATUSES = ("ok", "client_error", "rejected", "timeout", "error")
 SLO_BAD_STATUSES = ("rejected", "timeout", "error")
 CACHES = ("feature", "model")
 PROFILES = ("market_hours", "off_hours", "prescale")
+# How a gateway's batch reached the predictor (app.gateway.predictor_socket).
+TRANSPORTS = ("socket", "handle")
 
 # Not in the spec, so defaults live here; a ``metrics.custom_metrics`` entry of the same
 # name overrides them. Queue wait is bounded by the 10 ms batch window plus handle hops;

@@ -23,6 +23,7 @@ from app.observability.metric_schema import (
     CACHES,
     PREDICTION_STATUSES,
     SLO_BAD_STATUSES,
+    TRANSPORTS,
     MetricsMirror,
     buckets_for,
     canonical_status,
@@ -87,6 +88,13 @@ class GatewayMetrics(ServiceStateMetrics):
             "Prediction audit records lost: writer queue full or write failed (app.audit)",
             registry=r,
         )
+        self.predictor_calls = Counter(
+            "predictor_calls",
+            "Gateway calls to the predictor by way: socket (a replica on this node, "
+            "app.gateway.predictor_socket) or handle (Serve's deployment handle)",
+            ["transport"],
+            registry=r,
+        )
         self.predictor = PredictorInfo(r)  # from the predictor's status reports
         self.shadow = ShadowMetrics(r, config)  # green scored beside blue (app.gateway.shadow)
         # Pre-create every fixed label value so rate() and absent() see zeros, not gaps.
@@ -99,6 +107,7 @@ class GatewayMetrics(ServiceStateMetrics):
             for hit in (True, False)
         }
         self._latency_children: dict[str, Any] = {}
+        self._call_children = {t: self.predictor_calls.labels(t) for t in TRANSPORTS}
 
         self._latency = SampleWindow(config.latency_window)
         self._queue_wait = SampleWindow(config.latency_window)
@@ -169,6 +178,10 @@ class GatewayMetrics(ServiceStateMetrics):
             model_ms=None,
             status=status,
         )
+
+    def observe_predictor_call(self, transport: str) -> None:
+        """One batch sent to the predictor, ``transport`` one of :data:`TRANSPORTS`."""
+        self._call_children[transport].inc()
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         cache = cache if cache in CACHES else "other"

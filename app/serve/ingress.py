@@ -133,6 +133,7 @@ class Gateway:
             push_shadow=self._report_shadow,
         )
         state.predictor_sockets = sockets
+        sockets.on_call = state.metrics.observe_predictor_call
         state.extra_stats["predictor_socket"] = sockets.view
         self._state = state
         registry = state.metrics.registry

@@ -135,6 +135,17 @@ def test_concurrent_requests_are_batched(
     assert len(sock["connected"]) == 1, sock
     assert sock["calls"]["socket"] >= 1, sock
     assert sock["calls"]["handle"] == 0, sock
+    with serve_stack.client() as client:
+        # the test stack's metrics_auth is bearer
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {stats_token}"}).text
+    socket_calls = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('predictor_calls_total{transport="socket"}')
+    ]
+    assert socket_calls, "no predictor_calls_total series for the socket"
+    assert socket_calls[0] >= sock["calls"]["socket"]
+    assert 'predictor_calls_total{transport="handle"} 0.0' in metrics
 
 
 def _mutate(body: dict[str, Any], how: str) -> dict[str, Any] | str:

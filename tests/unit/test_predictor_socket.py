@@ -135,6 +135,8 @@ async def test_batches_go_over_the_socket_when_a_replica_listens_here(directory:
     replica, handle = FakePredictor(), FakePredictor()
     server = await _server(directory, replica)
     sockets = await _client(directory, handle)
+    seen: list[str] = []
+    sockets.on_call = seen.append  # the gateway wires its predictor_calls_total here
     try:
         batch = _batch(4)
         answer = await sockets.dispatch(batch)
@@ -144,6 +146,7 @@ async def test_batches_go_over_the_socket_when_a_replica_listens_here(directory:
         assert handle.calls == []
         assert replica.calls[0].request_ids == batch.request_ids
         assert sockets.view()["calls"] == {"socket": 1, "handle": 0}
+        assert seen == ["socket"]
         assert sockets.view()["connected"] == ["r1.sock"]
         assert server.calls == 1
     finally:
@@ -217,7 +220,10 @@ async def test_an_exception_in_the_replica_comes_back_as_a_typed_error(directory
 async def test_no_socket_means_the_handle(directory: Path) -> None:
     handle = FakePredictor()
     sockets = await _client(directory, handle)  # the directory does not even exist
+    seen: list[str] = []
+    sockets.on_call = seen.append
     answer = await sockets.dispatch(_batch(2))
+    assert seen == ["handle"]
     assert isinstance(answer, BatchResult)
     assert len(handle.calls) == 1
     assert sockets.view()["calls"] == {"socket": 0, "handle": 1}
