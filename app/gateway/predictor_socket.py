@@ -183,6 +183,9 @@ class PredictorSockets:
             if path not in present and not conn.draining:
                 conn.draining = True
                 log.info("predictor_socket_draining", socket=path.name)
+        # Files gone for good are forgotten (a killed replica's stays until its node's
+        # directory goes; a replica id never comes back).
+        self._refused = {p: t for p, t in self._refused.items() if p in present}
         now = self._clock()
         for path in sorted(present - self._connections.keys()):
             refused_at = self._refused.get(path)
@@ -195,8 +198,9 @@ class PredictorSockets:
             async with asyncio.timeout(self.connect_timeout_s):
                 reader, writer = await asyncio.open_unix_connection(str(path))
         except (OSError, TimeoutError) as exc:
+            if path not in self._refused:  # one line per file, not one per retry
+                log.info("predictor_socket_refused", socket=path.name, error=type(exc).__name__)
             self._refused[path] = self._clock()
-            log.info("predictor_socket_refused", socket=path.name, error=type(exc).__name__)
             return
         self._refused.pop(path, None)
         self._connections[path] = _Connection(path, reader, writer, self._forget)
