@@ -95,9 +95,10 @@ class Serving(Section):
     # our measurements, and often faster (see BENCHMARKS.md).
     handle_transport: Literal["grpc", "actor"] = "grpc"
     # A gateway sends its batches to the predictor replicas on its own node over their
-    # Unix sockets (model/socket_server.py: the same call and answer, ~4 ms less CPU per
-    # call than a handle call, BENCHMARKS.md session 9), and through the handle to the
-    # rest or when none is up. False: every call goes through the handle.
+    # Unix sockets (model/socket_server.py: the same call and answer for ~1 ms of predictor
+    # CPU outside the forward instead of a handle call's ~4, BENCHMARKS.md session 9), and
+    # through the handle to the rest or when none is up. False: every call goes through
+    # the handle.
     same_node_socket: bool = True
     # Scheduling priority of Ray's worker processes (every replica): Ray's default is
     # nice 15, so on a shared machine any ordinary process (a log shipper, a load
