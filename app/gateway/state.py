@@ -78,8 +78,10 @@ class GatewayState:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.start)  # claims and repairs its files
         if self.predictor_sockets is not None:
+            # Connected before the batcher starts; the background scan starts after, so
+            # the two never connect to one socket twice.
+            await self.predictor_sockets.scan()
             self.predictor_sockets.start()
-            await self.predictor_sockets.scan()  # the first batch need not wait a scan
         self.batcher.start()
         self.loop_lag.start()
         self.readiness.start()
