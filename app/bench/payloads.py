@@ -12,11 +12,7 @@ imports :class:`Payloads` and must stay lean (no Ray, numpy or pydantic in it).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from unittest import mock
 
 import orjson
 
@@ -34,19 +30,6 @@ class Payloads:
         return self.bodies[i % len(self.bodies)]
 
 
-@contextmanager
-def _sample_request() -> Iterator[Callable[..., dict[str, object]]]:
-    """``app.cli.serve_cmd.sample_request``, with its CSV read memoised while in use."""
-    from app.cli import serve_cmd
-
-    # sample_request() re-reads the 5000-row CSV on every call (~20 ms); thousands of
-    # windows would take a minute. It stays the one definition of a request body; only
-    # its CSV read is memoised, and only while the bodies are built.
-    cached = functools.cache(serve_cmd.load_bars)
-    with mock.patch.object(serve_cmd, "load_bars", cached):
-        yield serve_cmd.sample_request
-
-
 def window_offsets(distinct: int) -> list[int]:
     """``distinct`` window start offsets spread evenly over the series."""
     last = EURUSD_BARS - WINDOW
@@ -61,8 +44,9 @@ def window_offsets(distinct: int) -> list[int]:
 
 def predict_payloads(distinct: int = 2048) -> Payloads:
     """Bodies for ``POST /predict``, one distinct window each."""
-    with _sample_request() as sample_request:
-        bodies = tuple(orjson.dumps(sample_request(offset=o)) for o in window_offsets(distinct))
+    from app.cli.serve_cmd import sample_request
+
+    bodies = tuple(orjson.dumps(sample_request(offset=o)) for o in window_offsets(distinct))
     return Payloads("/predict", bodies, 1)
 
 
@@ -70,11 +54,12 @@ def batch_payloads(symbols: int, distinct: int = 2048) -> Payloads:
     """Bodies for ``POST /predict/batch`` with ``symbols`` items each, windows rotating."""
     if symbols < 1:
         raise ValueError("symbols must be >= 1")
-    with _sample_request() as sample_request:
-        items = [
-            sample_request(symbol=f"EURUSD.{i % 997}", offset=o)
-            for i, o in enumerate(window_offsets(distinct))
-        ]
+    from app.cli.serve_cmd import sample_request
+
+    items = [
+        sample_request(symbol=f"EURUSD.{i % 997}", offset=o)
+        for i, o in enumerate(window_offsets(distinct))
+    ]
     n_bodies = max(1, len(items) // symbols)
     bodies = tuple(
         orjson.dumps({"items": [items[(b * symbols + j) % len(items)] for j in range(symbols)]})

@@ -31,3 +31,19 @@ def test_synthetic_bars_are_seeded_and_consistent() -> None:
 def test_load_bars_rejects_an_unknown_source() -> None:
     with pytest.raises(ValueError, match="unknown data source"):
         load_bars("ftse")  # type: ignore[arg-type]
+
+
+def test_a_bundled_csv_is_parsed_once_and_every_caller_gets_its_own_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Parsed once per process: a client building a body per request must not re-read it.
+    first = load_bars("eurusd")
+    opened: list[object] = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    second = load_bars("eurusd")
+    assert opened == []
+    np.testing.assert_array_equal(first, second)
+    # A caller that writes into its bars changes nobody else's.
+    first[:] = 0.0
+    assert load_bars("eurusd")[0, 3] == second[0, 3] != 0.0
