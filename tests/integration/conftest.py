@@ -32,6 +32,24 @@ from tests.support.webhook import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
+DRILL_PROPERTY = "drill"  # a fault drill's line (test_fault_drills.py), kept for the summary
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every fault drill's line, passed, failed or xfailed: CI runs without ``-s``."""
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == DRILL_PROPERTY
+    ]
+    if lines:
+        terminalreporter.section("fault drills")
+        for line in lines:
+            terminalreporter.write_line(str(line))
+
 
 @dataclass
 class ServeStack:

@@ -2,6 +2,8 @@
 
 Each drill runs a bounded load (several client threads, each pacing its own sends) while
 it breaks one thing, then prints one line: sent / ok / 429 / 5xx / timeouts / recovery.
+The lines also go to the run's summary ("fault drills", ``conftest.py``), so a CI log
+without ``-s`` still carries every drill's figures, met or not.
 The drills run in an order that leaves the session's stack healthy (each ends on
 ``/ready`` 200 and a successful prediction): overload, controller, predictor (the
 stack's one replica, then a second app with two), and the gateway's own process last.
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ import pytest
 
 from app.cli.serve_cmd import sample_request
 from app.config import ServiceConfig
-from tests.integration.conftest import ServeStack
+from tests.integration.conftest import DRILL_PROPERTY, ServeStack
 from tests.support.live import LiveTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,6 +41,17 @@ PAIR_APP = "cnnlstm-pair"  # a second app with two predictor replicas
 PAIR_PREFIX = "/pair"
 CLIENT_TIMEOUT_S = 10.0  # an answer slower than this counts as a timeout
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def drill_line(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Print a drill's line and keep it for the run's summary."""
+
+    def emit(line: str) -> None:
+        print(line)
+        record_property(DRILL_PROPERTY, line)
+
+    return emit
 
 
 @dataclass(frozen=True)
@@ -321,12 +334,15 @@ def _probing_health(stack: ServeStack) -> Iterator[dict[str, list[float]]]:
 
 
 def test_d_overload_is_shed_with_429_and_health_stays_fast(
-    serve_stack: ServeStack, drill_key: str, live_target: LiveTarget
+    serve_stack: ServeStack,
+    drill_key: str,
+    live_target: LiveTarget,
+    drill_line: Callable[[str], None],
 ) -> None:
     token = live_target.mint(["model:stats"], ttl_s=600)
     capacity, stopped = _capacity(serve_stack, drill_key, token)
     rate = OVERLOAD_FACTOR * capacity
-    print(f"DRILL d capacity: {capacity:g} req/s ({stopped}); offering {rate:g} req/s")
+    drill_line(f"DRILL d capacity: {capacity:g} req/s ({stopped}); offering {rate:g} req/s")
     _wait_healthy(serve_stack, drill_key)
     # A few requests of a client that reads every answer whole: the refusals' shape.
     reader = Load(serve_stack, drill_key, workers=2, interval_s=0.1, max_requests=150)
@@ -348,7 +364,7 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
     # figure also holds the generator's own lag once it falls behind the schedule.
     server_p99 = result["server"]["stats"]["server_latency_ms"]["p99"]
     health_p99 = {p: _p(v, 0.99) for p, v in health.items()}
-    print(
+    drill_line(
         f"DRILL d overload: sent={requests['scheduled']} ok={requests['ok']} 429={refused} "
         f"5xx={server_errors} timeouts={errors['timeouts']} "
         f"conn_errors={sum(errors['connection'].values())} recovery=- "
@@ -408,7 +424,7 @@ def test_d_overload_is_shed_with_429_and_health_stays_fast(
 
 
 def test_c_killing_the_serve_controller_loses_nothing(
-    serve_stack: ServeStack, drill_key: str
+    serve_stack: ServeStack, drill_key: str, drill_line: Callable[[str], None]
 ) -> None:
     import ray
     from ray import serve
@@ -429,7 +445,7 @@ def test_c_killing_the_serve_controller_loses_nothing(
         back = time.monotonic() - killed
         time.sleep(3)  # traffic after the restart too
     outs = load.snapshot()
-    print(_line("c controller", outs, back, "(recovery: the controller's status is back)"))
+    drill_line(_line("c controller", outs, back, "(recovery: the controller's status is back)"))
     assert [o for o in outs if o.status != 200] == [], "a request was lost"
     _wait_healthy(serve_stack, drill_key)
 
@@ -438,7 +454,7 @@ def test_c_killing_the_serve_controller_loses_nothing(
 
 
 def test_b_killing_the_one_predictor_fails_fast_and_recovers(
-    serve_stack: ServeStack, drill_key: str
+    serve_stack: ServeStack, drill_key: str, drill_line: Callable[[str], None]
 ) -> None:
     name = serve_stack.config.deployment.deployment_name
     victim = _alive_actor(f"SERVE_REPLICA::{APP}#{name}#")
@@ -455,7 +471,7 @@ def test_b_killing_the_one_predictor_fails_fast_and_recovers(
     slowest = max((o.done - o.sent for o in failed), default=0.0)
     codes = sorted({str(o.code) for o in failed})
     slowest_any = max((o.done - o.sent for o in outs if o.sent >= killed - 1), default=0.0)
-    print(
+    drill_line(
         _line(
             "b predictor x1",
             outs,
@@ -507,7 +523,7 @@ def pair_app(serve_stack: ServeStack, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_b_with_two_predictor_replicas_no_request_is_lost(
-    serve_stack: ServeStack, drill_key: str, pair_app: None
+    serve_stack: ServeStack, drill_key: str, pair_app: None, drill_line: Callable[[str], None]
 ) -> None:
     name = serve_stack.config.deployment.deployment_name
     prefix = f"SERVE_REPLICA::{PAIR_APP}#{name}#"
@@ -532,7 +548,7 @@ def test_b_with_two_predictor_replicas_no_request_is_lost(
         time.sleep(8)
     outs = load.snapshot()
     after = [o for o in outs if o.sent >= killed - 1]
-    print(_line("b predictor x2", outs, 0.0, f"sent_around_kill={len(after)}"))
+    drill_line(_line("b predictor x2", outs, 0.0, f"sent_around_kill={len(after)}"))
     assert [o for o in outs if o.status != 200] == [], "a request was lost"
 
 
@@ -540,7 +556,7 @@ def test_b_with_two_predictor_replicas_no_request_is_lost(
 
 
 def test_a_killing_the_gateway_process_gets_the_same_port_back(
-    serve_stack: ServeStack, drill_key: str
+    serve_stack: ServeStack, drill_key: str, drill_line: Callable[[str], None]
 ) -> None:
     victim = _alive_actor(f"SERVE_REPLICA::{APP}#gateway#")
     with Load(serve_stack, drill_key, max_requests=6000) as load:
@@ -555,7 +571,7 @@ def test_a_killing_the_gateway_process_gets_the_same_port_back(
         recovery = time.monotonic() - killed
         time.sleep(3)  # traffic after the recovery too
     outs = load.snapshot()
-    print(_line("a gateway", outs, recovery, f"port={serve_stack.base_url.rsplit(':', 1)[1]}"))
+    drill_line(_line("a gateway", outs, recovery, f"port={serve_stack.base_url.rsplit(':', 1)[1]}"))
     late = [o for o in outs if o.status != 200 and not killed - 0.5 <= o.sent <= killed + recovery]
     assert late == [], f"requests failed outside the outage window: {late[:5]}"
     # Target 15 s: measured 2.4 s with Serve checking the gateway every 2 s (17-25 s when
