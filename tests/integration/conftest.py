@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,17 @@ from tests.support.webhook import WebhookReceiver, webhook_receiver
 pytestmark = pytest.mark.integration
 
 DRILL_PROPERTY = "drill"  # a fault drill's line (test_fault_drills.py), kept for the summary
+
+
+@pytest.fixture
+def drill_line(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Print a fault drill's line and keep it for the run's summary."""
+
+    def emit(line: str) -> None:
+        print(line)
+        record_property(DRILL_PROPERTY, line)
+
+    return emit
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
