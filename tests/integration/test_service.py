@@ -108,18 +108,31 @@ def test_concurrent_requests_are_batched(
 ) -> None:
     bodies = [sample_request(f"C{i}", offset=50 * i) for i in range(64)]
 
-    async def fire() -> list[int]:
+    async def fire() -> tuple[list[int], list[int]]:
+        """The burst's statuses, then those after one retry of each refusal."""
+        headers = {"X-API-Key": predict_key}
         async with serve_stack.async_client() as client:
             rs = await asyncio.gather(
-                *(
-                    client.post("/predict", json=b, headers={"X-API-Key": predict_key})
-                    for b in bodies
-                )
+                *(client.post("/predict", json=b, headers=headers) for b in bodies)
             )
-        return [r.status_code for r in rs]
+            refused = [i for i, r in enumerate(rs) if r.status_code == 429]
+            # Admission may refuse part of a burst when its estimated queue wait breaks
+            # the latency budget (on a slow CI machine it refused 2 of 64): that answer
+            # must be the typed one a client can act on, and the retry must succeed.
+            for i in refused:
+                assert rs[i].json()["error"]["code"] == "queue_full", rs[i].text
+                assert int(rs[i].headers["Retry-After"]) >= 1
+            if refused:
+                await asyncio.sleep(max(int(rs[i].headers["Retry-After"]) for i in refused))
+            retried = [
+                (await client.post("/predict", json=bodies[i], headers=headers)).status_code
+                for i in refused
+            ]
+        return [r.status_code for r in rs], retried
 
-    codes = asyncio.run(fire())
-    assert codes == [200] * 64
+    codes, retried = asyncio.run(fire())
+    assert set(codes) <= {200, 429}, codes
+    assert retried == [200] * codes.count(429)
     with serve_stack.client() as client:
         stats = client.get("/stats", headers={"Authorization": f"Bearer {stats_token}"})
     assert stats.status_code == 200, stats.text
