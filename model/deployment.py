@@ -66,6 +66,7 @@ class PredictorDeployment:
             unique = serve.get_replica_context().replica_id.unique_id
             log_setup(component=f"predictor-{unique}")
         self.service = PredictorService(PredictorSettings.from_dict(settings))
+        self._queued = 0  # calls in the batch queue or its forward (the idle fast path's gauge)
         self.controller = controller
         self.follower: RoutingFollower | None = None
         self.socket: SocketServer | None = None
@@ -148,6 +149,11 @@ class PredictorDeployment:
         # The forward runs on a worker thread so this replica's event loop keeps taking
         # calls (and health checks) while torch computes.
         results = await asyncio.to_thread(self.service.predict_batches, batches)
+        return self._answers(batches, results)
+
+    def _answers(
+        self, batches: list[PredictBatch], results: list[BatchResult | Exception]
+    ) -> list[BatchResult | PredictError]:
         done = [r for r in results if isinstance(r, BatchResult)]
         # One line per forward, carrying the gateway's request ids so a request can be
         # followed from its access line to the batch that computed it.
@@ -165,8 +171,26 @@ class PredictorDeployment:
     async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
         if not self.service.ready:
             return PredictError(FailureKind.NOT_READY, "model is not loaded yet")
-        result: BatchResult | PredictError = await self.predict_batch(batch)
+        if self._inline(batch):
+            return self._answers([batch], self.service.predict_batches([batch]))[0]
+        self._queued += 1
+        try:
+            result: BatchResult | PredictError = await self.predict_batch(batch)
+        finally:
+            self._queued -= 1
         return result
+
+    def _inline(self, batch: PredictBatch) -> bool:
+        """Run ``batch`` on this event loop, now? Only on an idle CPU replica, for a small
+        call to a model already loaded: there is nothing to batch it with, and the queue
+        and the worker thread cost a lone call ~1 ms of hand-offs (BENCHMARKS.md, session
+        11). The loop is held for one small forward (a few ms at most); calls that arrive
+        meanwhile find it busy and take the batch queue. GPU replicas keep the queue (their
+        CUDA graphs were captured from the worker threads; not measured on the loop)."""
+        if self._queued or not 0 < batch.rows <= self.service.settings.inline_idle_rows:
+            return False
+        model = self.service.versions.get(batch.ref)
+        return model is not None and str(model.device) == "cpu"
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Rows served so far: the market-hours policy turns this into requests/s for

@@ -60,6 +60,10 @@ class PredictorSettings:
     # Serve replicas only (model.deployment): also answer calls on a same-node Unix socket.
     same_node_socket: bool = False
     socket_drain_s: float = 5.0  # how long a stopping replica answers its socket's calls
+    # Serve replicas only (model.deployment): an idle CPU replica runs a call of at most
+    # this many rows on its event loop at once, skipping the batch queue and the worker
+    # thread; 0: every call takes the queue.
+    inline_idle_rows: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PredictorSettings:

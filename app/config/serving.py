@@ -100,6 +100,11 @@ class Serving(Section):
     # through the handle to the rest or when none is up. False: every call goes through
     # the handle.
     same_node_socket: bool = True
+    # An idle CPU predictor replica runs a call of at most this many rows at once on its
+    # event loop, skipping its batch queue and worker thread (model/deployment.py): ~1 ms
+    # less for a lone request (BENCHMARKS.md, session 11). Busy replicas batch as before.
+    # 0: every call takes the batch queue.
+    predictor_inline_idle_rows: int = Field(8, ge=0, le=4096)
     # Scheduling priority of Ray's worker processes (every replica): Ray's default is
     # nice 15, so on a shared machine any ordinary process (a log shipper, a load
     # generator) takes the CPU from the replicas first. Serving replicas are the

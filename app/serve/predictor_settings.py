@@ -30,4 +30,5 @@ def predictor_settings(config: ServiceConfig, settings: Settings) -> dict[str, A
         "routing_poll_s": config.blue_green_deployment.predictor_poll_interval_s,
         "gpu": config.gpu_optimization.model_dump(),
         "same_node_socket": config.serving.same_node_socket,
+        "inline_idle_rows": config.serving.predictor_inline_idle_rows,
     }

@@ -1,0 +1,112 @@
+"""The predictor replica's idle fast path (``model.deployment``): which calls skip the
+batch queue and its worker thread, and that they get the same answer as the queue gives."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model.common.features import NUM_FEATURES, WINDOW
+from model.common.protocol import BatchResult, PredictBatch, PredictError
+from model.common.refs import ModelRef
+from model.deployment import PredictorDeployment
+from model.service import PredictorService, PredictorSettings
+
+
+class _Replica:
+    """A predictor replica without Serve: the deployment's class, its service loaded,
+    and ``predict_batch`` (Serve's batch queue) replaced by a recorder."""
+
+    def __init__(self, registry_root: Path, inline_rows: int) -> None:
+        base: Any = PredictorDeployment.func_or_class
+
+        class Unserved(base):  # type: ignore[misc,valid-type]
+            def __del__(self) -> None:  # the replica's is a coroutine for Serve to await
+                pass
+
+        self.deployment = object.__new__(Unserved)
+        self.deployment.service = PredictorService(
+            PredictorSettings(
+                registry_path=str(registry_root),
+                inline_idle_rows=inline_rows,
+                warmup_batch_sizes=(1,),
+            )
+        )
+        self.deployment.service.load_default()
+        self.deployment._queued = 0
+        self.queued_calls: list[PredictBatch] = []
+
+        async def through_the_queue(batch: PredictBatch) -> BatchResult | PredictError:
+            self.queued_calls.append(batch)
+            results = self.deployment.service.predict_batches([batch])
+            return self.deployment._answers([batch], results)[0]  # type: ignore[no-any-return]
+
+        self.deployment.predict_batch = through_the_queue
+
+    def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
+        result: BatchResult | PredictError = asyncio.run(self.deployment.predict(batch))
+        return result
+
+
+def _batch(ref: ModelRef, rows: int) -> PredictBatch:
+    rng = np.random.default_rng(rows)
+    features = rng.normal(size=(rows, WINDOW, NUM_FEATURES)).astype(np.float32)
+    return PredictBatch(ref=ref, features=features, request_ids=tuple(f"r{i}" for i in range(rows)))
+
+
+@pytest.fixture
+def replica(registry_root: Path, random_ref: ModelRef) -> _Replica:
+    return _Replica(registry_root, inline_rows=8)
+
+
+def test_an_idle_replica_answers_a_small_call_without_the_queue_and_with_the_same_result(
+    replica: _Replica, random_ref: ModelRef
+) -> None:
+    batch = _batch(random_ref, 3)
+    inline = replica.predict(batch)
+    assert replica.queued_calls == []
+    assert isinstance(inline, BatchResult)
+    assert (inline.ref, inline.forward_rows) == (random_ref, 3)
+    replica.deployment._queued = 1  # busy now: the same call takes the queue
+    queued = replica.predict(batch)
+    assert replica.queued_calls == [batch]
+    assert isinstance(queued, BatchResult)
+    np.testing.assert_array_equal(inline.outputs, queued.outputs)
+
+
+def test_a_busy_replica_queues_every_call_so_it_joins_a_batch(
+    replica: _Replica, random_ref: ModelRef
+) -> None:
+    replica.deployment._queued = 2
+    batch = _batch(random_ref, 1)
+    replica.predict(batch)
+    assert replica.queued_calls == [batch]
+    assert replica.deployment._queued == 2  # the queued call's count came back down
+
+
+def test_a_call_above_the_row_limit_takes_the_queue(
+    replica: _Replica, random_ref: ModelRef
+) -> None:
+    big = _batch(random_ref, 9)
+    assert isinstance(replica.predict(big), BatchResult)
+    assert replica.queued_calls == [big]
+    assert replica.deployment._queued == 0
+
+
+def test_a_call_for_a_model_not_loaded_never_loads_on_the_event_loop(
+    replica: _Replica, random_ref: ModelRef
+) -> None:
+    elsewhere = ModelRef(random_ref.name, "9.9.9", "0" * 64)
+    replica.predict(_batch(elsewhere, 1))
+    assert [b.ref for b in replica.queued_calls] == [elsewhere]
+
+
+def test_a_limit_of_zero_turns_the_fast_path_off(registry_root: Path, random_ref: ModelRef) -> None:
+    replica = _Replica(registry_root, inline_rows=0)
+    batch = _batch(random_ref, 1)
+    assert isinstance(replica.predict(batch), BatchResult)
+    assert replica.queued_calls == [batch]
