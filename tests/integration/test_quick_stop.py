@@ -161,7 +161,15 @@ def test_ctrl_c_under_load_stops_in_seconds_and_loses_nothing(tmp_path: Path) ->
     )
     assert ok > 100, "the load did not run"
     assert lost == [], lost[:5]
-    # Nothing cut off mid-request either: the only transport failures are refused connects.
-    assert set(errors) <= {"ConnectError"}, errors
+    # Nothing cut off mid-request either. Before the stop the only transport failures
+    # allowed are refused connects. After SIGINT a connection may also be closed before its
+    # request was read: the gateway closes its idle connections as it exits, and a client
+    # writing on one at that moment sees the close instead of an answer. That is HTTP/1.1's
+    # keep-alive race (RFC 9112, 9.6). It happened once in CI, at 1 of 756 requests. Such a
+    # request never reached the gateway (`lost` above checks the access log), so it is no
+    # loss, and a prediction is safe to retry.
+    before = Counter(o.error for o in everything if o.error and o.sent < sent_sigint)
+    assert set(before) <= {"ConnectError"}, before
+    assert set(errors) <= {"ConnectError", "RemoteProtocolError"}, errors
     assert all(o.status == 503 and o.retry_after for o in refused), refused[:5]
     assert stopped_s < STOP_TARGET_S, f"Ctrl-C took {stopped_s:.1f} s"
