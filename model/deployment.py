@@ -184,9 +184,12 @@ class PredictorDeployment:
         """Run ``batch`` on this event loop, now? Only on an idle CPU replica, for a small
         call to a model already loaded: there is nothing to batch it with, and the queue
         and the worker thread cost a lone call ~1 ms of hand-offs (BENCHMARKS.md, session
-        11). The loop is held for one small forward (a few ms at most); calls that arrive
-        meanwhile find it busy and take the batch queue. GPU replicas keep the queue (their
-        CUDA graphs were captured from the worker threads; not measured on the loop)."""
+        11). Under load the rows were batched in the gateway before they came here
+        (``app.gateway.batcher``). The loop is held for one small forward (a few ms at
+        most): calls that arrive meanwhile wait for it unread and then take this path one by
+        one, while a call that arrives during a queued forward joins the queue. GPU replicas
+        keep the queue (their CUDA graphs were captured from the worker threads; not
+        measured on the loop)."""
         if self._queued or not 0 < batch.rows <= self.service.settings.inline_idle_rows:
             return False
         model = self.service.versions.get(batch.ref)
