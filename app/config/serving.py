@@ -110,6 +110,12 @@ class Serving(Section):
     # generator) takes the CPU from the replicas first. Serving replicas are the
     # latency-critical work of the node; 0 puts them level with Ray's own daemons.
     worker_niceness: int = Field(0, ge=0, le=19)
+    # Scheduling priority the gateway gives Ray's own processes on its node (GCS, agents,
+    # monitors, Serve's controller and proxy, the rollout controller): they still get
+    # every idle cycle but stop preempting the replicas (app/serve/node_priority.py;
+    # p99 at 950 req/s 81-174 ms against 98-231 ms at 0, BENCHMARKS.md session 12).
+    # 0: leave them as Ray starts them.
+    housekeeping_niceness: int = Field(10, ge=0, le=19)
     direct_port_span: int = Field(50, ge=1, le=1000)
     # How Serve stops a replica: drain for up to graceful_shutdown_timeout_s, polling every
     # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).

@@ -23,6 +23,7 @@ from app.config import ServiceConfig
 from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
+from app.serve.node_priority import keep_housekeeping_low
 from app.serve.serve_patches import (
     announce_drain,
     answer_at_the_edge,
@@ -88,6 +89,8 @@ class Gateway:
         self.predictor = predictor
         self.controller = controller
         self.app_name = ctx.app_name
+        # Ray's housekeeping on this node yields the CPU to the replicas.
+        keep_housekeeping_low(self.config.serving.housekeeping_niceness, app_name=ctx.app_name)
 
     def _begin_stop(self) -> None:
         if self._state is not None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 from typing import Any
 
 import numpy as np
 import pytest
 
 from app.cli.serve_cmd import sample_request
+from app.serve.node_priority import read_processes
 from model.common.features import compute_features
 from model.common.registry import ModelRegistry
 from model.runtime import load_model
@@ -272,3 +274,32 @@ def test_openapi_describes_every_route(serve_stack: ServeStack) -> None:
         "/token",
     } <= paths
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
+
+
+def test_rays_housekeeping_yields_the_cpu_to_the_serving_replicas(serve_stack: ServeStack) -> None:
+    """The gateway raises the nice value of Ray's own processes on its node
+    (``serving.housekeeping_niceness``) and of nothing that serves."""
+    app = serve_stack.config.serving.app_name
+    niceness = serve_stack.config.serving.housekeeping_niceness
+    assert niceness > 0
+
+    def nice(pid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+
+    procs = read_processes()
+    gateways = [p for p in procs if p.title == f"ray::ServeReplica:{app}:gateway"]
+    assert gateways, "no gateway replica process on this machine"
+    raylet = gateways[0].ppid
+    on_node = {p.title: p.pid for p in procs if p.ppid == raylet}
+    # Ray's controller and agents, and the GCS beside the raylet: lowered.
+    for title in ("ray::ServeController", "ray::DashboardAgent"):
+        assert nice(on_node[title]) >= niceness, title
+    gcs = [p.pid for p in procs if p.argv and p.argv[0].endswith("/gcs_server")]
+    assert gcs
+    assert all(nice(pid) >= niceness for pid in gcs)
+    # What serves, and the raylet that starts (and restarts) replicas: untouched.
+    worker_nice = serve_stack.config.serving.worker_niceness
+    assert nice(on_node[f"ray::ServeReplica:{app}:gateway"]) == worker_nice
+    assert nice(on_node[f"ray::ServeReplica:{app}:cnn_lstm_predictor"]) == worker_nice
+    assert nice(raylet) < niceness
+    assert nice(os.getpid()) < niceness  # the driver (this test process)

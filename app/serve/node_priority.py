@@ -1,0 +1,162 @@
+"""Ray's own processes on a node yield the CPU to the serving replicas there.
+
+A node that serves also runs Ray's housekeeping: the GCS, the dashboard and metrics agent,
+the runtime-env agent, the log and autoscaler monitors, Serve's controller and proxy, and
+our rollout controller. At 850-950 req/s on two cores they take ~10 % of a core between
+them, in bursts (a metrics export, a control-loop pass); each burst preempts the gateway or
+the predictor for a few milliseconds, and those are the moments a prediction queue builds.
+At nice 10 (``serving.housekeeping_niceness``) they still get every idle cycle, but the
+kernel no longer lets them preempt the replicas. Measured on one stack, five alternated
+pairs of 20 s at 950 req/s: p99 81-174 ms against 98-231 ms at nice 0, 40 against 256
+refusals (BENCHMARKS.md, session 12).
+
+What is lowered is a positive list, found from the calling replica's own raylet: its
+children that are one of Ray's housekeeping actors, and its siblings that are one of Ray's
+daemons. Never the raylet itself (the workers it starts would inherit its nice value, so a
+restarted replica would come up low), never a serving replica or an idle worker (which
+may become one), never a process outside Ray (a load generator beside the driver). Only
+ever raised: a process an operator set lower stays where it is.
+
+Linux only (``/proc``); elsewhere nothing is found. Raising the nice value of one's own
+processes needs no privilege.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("app.serve.node_priority")
+
+# The titles Ray gives its housekeeping actor processes (children of the raylet).
+HOUSEKEEPING_ACTORS = frozenset(
+    {"ray::ServeController", "ray::ProxyActor", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+)
+# Ray's daemons started beside the raylet: an executable, or a script of the ray package.
+HOUSEKEEPING_DAEMONS = (
+    "/ray/core/src/ray/gcs/gcs_server",
+    "/ray/_private/log_monitor.py",
+    "/ray/dashboard/dashboard.py",
+    "/ray/autoscaler/_private/monitor.py",
+)
+REAPPLY_S = 30.0  # a restarted controller or agent is caught on the next pass
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    ppid: int
+    argv: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return self.argv[0] if self.argv else ""
+
+    @property
+    def label(self) -> str:
+        """The actor's title, or the daemon's executable or script name."""
+        for arg in self.argv[:3]:
+            if arg.endswith(HOUSEKEEPING_DAEMONS):
+                return f"{os.path.basename(arg)}[{self.pid}]"
+        return f"{self.title}[{self.pid}]"
+
+
+def read_processes(proc: Path = Path("/proc")) -> list[Process]:
+    """Every process ``proc`` lists with its parent and arguments; ones that vanish or
+    cannot be read while scanning are skipped."""
+    out = []
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) < 2:
+            continue
+        args = tuple(a.decode(errors="replace") for a in argv if a)
+        out.append(Process(int(entry.name), int(fields[1]), args))
+    return out
+
+
+def housekeeping(processes: list[Process], raylet_pid: int, app_name: str) -> list[Process]:
+    """The housekeeping processes of the node whose raylet is ``raylet_pid``."""
+    by_pid = {p.pid: p for p in processes}
+    raylet = by_pid.get(raylet_pid)
+    if raylet is None:
+        return []
+    actors = HOUSEKEEPING_ACTORS | {f"ray::ServeReplica:{app_name}:rollout_controller"}
+    return [
+        p
+        for p in processes
+        if (p.ppid == raylet_pid and p.title in actors)
+        or (p.ppid == raylet.ppid and p.pid != raylet_pid and _is_daemon(p))
+    ]
+
+
+def _is_daemon(p: Process) -> bool:
+    # The executable is argv[0]; a script runs as "python [-u] .../script.py ...".
+    return any(arg.endswith(HOUSEKEEPING_DAEMONS) for arg in p.argv[:3])
+
+
+Renice = Callable[[int, int], bool]
+
+
+def _renice(pid: int, niceness: int) -> bool:
+    """Raise ``pid``'s nice value to ``niceness``; False if it is already there or higher."""
+    if os.getpriority(os.PRIO_PROCESS, pid) >= niceness:
+        return False
+    os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    return True
+
+
+def lower_housekeeping(
+    niceness: int,
+    *,
+    app_name: str,
+    raylet_pid: int | None = None,
+    proc: Path = Path("/proc"),
+    renice: Renice = _renice,
+) -> list[str]:
+    """Raise the nice value of this node's housekeeping processes to ``niceness``.
+
+    ``raylet_pid`` defaults to this process's parent (a Serve replica is the raylet's
+    child). Returns the titles of the processes changed on this pass."""
+    if niceness <= 0:
+        return []
+    raylet = os.getppid() if raylet_pid is None else raylet_pid
+    changed = []
+    for p in housekeeping(read_processes(proc), raylet, app_name):
+        try:
+            if renice(p.pid, niceness):
+                changed.append(p.label)
+        except OSError as exc:  # gone, or not ours to change
+            log.warning("housekeeping_renice_failed", pid=p.pid, error=type(exc).__name__)
+    return changed
+
+
+def keep_housekeeping_low(niceness: int, *, app_name: str) -> threading.Thread | None:
+    """Lower this node's housekeeping now and again every ``REAPPLY_S`` on a daemon thread
+    (a restarted controller starts at the raylet's nice value). None when turned off."""
+    if niceness <= 0:
+        return None
+
+    def run() -> None:
+        while True:
+            changed = lower_housekeeping(niceness, app_name=app_name)
+            if changed:
+                log.info("housekeeping_niceness", niceness=niceness, processes=changed)
+            time.sleep(REAPPLY_S)
+
+    thread = threading.Thread(target=run, name="housekeeping-niceness", daemon=True)
+    thread.start()
+    return thread
