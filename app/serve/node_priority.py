@@ -17,7 +17,9 @@ restarted replica would come up low), never a serving replica or an idle worker 
 may become one), never a process outside Ray (a load generator beside the driver). Only
 ever raised: a process an operator set lower stays where it is.
 
-Linux only (``/proc``); elsewhere nothing is found. Raising the nice value of one's own
+Linux only (``/proc``); elsewhere nothing is found. The nice value is per thread: every
+thread of a chosen process is raised, a thread started later inherits the value of the one
+that starts it, and the next pass catches any other. Raising the nice value of one's own
 processes needs no privilege.
 """
 
@@ -112,11 +114,18 @@ Renice = Callable[[int, int], bool]
 
 
 def _renice(pid: int, niceness: int) -> bool:
-    """Raise ``pid``'s nice value to ``niceness``; False if it is already there or higher."""
-    if os.getpriority(os.PRIO_PROCESS, pid) >= niceness:
-        return False
-    os.setpriority(os.PRIO_PROCESS, pid, niceness)
-    return True
+    """Raise the nice value of every thread of ``pid`` to ``niceness`` (on Linux it is
+    per thread: the GCS's and the agents' work runs off their main threads, the Serve
+    controller's on its actor loop's thread). False if none was below it."""
+    changed = False
+    for tid in (int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+                os.setpriority(os.PRIO_PROCESS, tid, niceness)
+                changed = True
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    return changed
 
 
 def lower_housekeeping(
