@@ -113,7 +113,7 @@ class Serving(Section):
     # Scheduling priority the gateway gives Ray's own processes on its node (GCS, agents,
     # monitors, Serve's controller and proxy, the rollout controller): they still get
     # every idle cycle but stop preempting the replicas (app/serve/node_priority.py;
-    # p99 at 950 req/s 81-174 ms against 98-231 ms at 0, BENCHMARKS.md session 12).
+    # p99 at 850 req/s 50-55 ms against 109-111 at 0, BENCHMARKS.md session 12).
     # 0: leave them as Ray starts them.
     housekeeping_niceness: int = Field(10, ge=0, le=19)
     direct_port_span: int = Field(50, ge=1, le=1000)

@@ -6,9 +6,10 @@ our rollout controller. At 850-950 req/s on two cores they take ~10 % of a core 
 them, in bursts (a metrics export, a control-loop pass); each burst preempts the gateway or
 the predictor for a few milliseconds, and those are the moments a prediction queue builds.
 At nice 10 (``serving.housekeeping_niceness``) they still get every idle cycle, but the
-kernel no longer lets them preempt the replicas. Measured on one stack, five alternated
-pairs of 20 s at 950 req/s: p99 81-174 ms against 98-231 ms at nice 0, 40 against 256
-refusals (BENCHMARKS.md, session 12).
+kernel no longer lets them preempt the replicas. Measured A/B/A/B on fresh stacks (the
+bench, 20 s per rate): p99 at 850 req/s 55 / 50 ms against 111 / 109 at nice 0, at 950
+req/s 147 / 61 against 187 / 171; refusals 0 / 0 and 108 / 0 against 36 / 73 and 433 / 193
+(BENCHMARKS.md, session 12).
 
 What is lowered is a positive list, found from the calling replica's own raylet: its
 children that are one of Ray's housekeeping actors, and its siblings that are one of Ray's
