@@ -35,6 +35,8 @@ from pathlib import Path
 
 import structlog
 
+from app.control.rollout_settings import CONTROLLER_NAME
+
 log = structlog.get_logger("app.serve.node_priority")
 
 # The titles Ray gives its housekeeping actor processes (children of the raylet).
@@ -97,7 +99,7 @@ def housekeeping(processes: list[Process], raylet_pid: int, app_name: str) -> li
     raylet = by_pid.get(raylet_pid)
     if raylet is None:
         return []
-    actors = HOUSEKEEPING_ACTORS | {f"ray::ServeReplica:{app_name}:rollout_controller"}
+    actors = HOUSEKEEPING_ACTORS | {f"ray::ServeReplica:{app_name}:{CONTROLLER_NAME}"}
     return [
         p
         for p in processes
@@ -140,7 +142,7 @@ def lower_housekeeping(
     """Raise the nice value of this node's housekeeping processes to ``niceness``.
 
     ``raylet_pid`` defaults to this process's parent (a Serve replica is the raylet's
-    child). Returns the titles of the processes changed on this pass."""
+    child). Returns the labels of the processes changed on this pass."""
     if niceness <= 0:
         return []
     raylet = os.getppid() if raylet_pid is None else raylet_pid
@@ -162,9 +164,13 @@ def keep_housekeeping_low(niceness: int, *, app_name: str) -> threading.Thread |
 
     def run() -> None:
         while True:
-            changed = lower_housekeeping(niceness, app_name=app_name)
-            if changed:
-                log.info("housekeeping_niceness", niceness=niceness, processes=changed)
+            try:
+                changed = lower_housekeeping(niceness, app_name=app_name)
+            except Exception as exc:  # an odd /proc entry must not end the thread
+                log.warning("housekeeping_niceness_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                if changed:
+                    log.info("housekeeping_niceness", niceness=niceness, processes=changed)
             time.sleep(REAPPLY_S)
 
     thread = threading.Thread(target=run, name="housekeeping-niceness", daemon=True)
