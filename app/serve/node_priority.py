@@ -64,12 +64,16 @@ class Process:
         return self.argv[0] if self.argv else ""
 
     @property
+    def daemon(self) -> str | None:
+        """The executable or script of Ray's daemon this process runs, if it is one (the
+        executable is argv[0]; a script runs as "python [-u] .../script.py ...")."""
+        return next((a for a in self.argv[:3] if a.endswith(HOUSEKEEPING_DAEMONS)), None)
+
+    @property
     def label(self) -> str:
         """The actor's title, or the daemon's executable or script name."""
-        for arg in self.argv[:3]:
-            if arg.endswith(HOUSEKEEPING_DAEMONS):
-                return f"{os.path.basename(arg)}[{self.pid}]"
-        return f"{self.title}[{self.pid}]"
+        daemon = self.daemon
+        return f"{os.path.basename(daemon) if daemon else self.title}[{self.pid}]"
 
 
 def read_processes(proc: Path = Path("/proc")) -> list[Process]:
@@ -104,13 +108,8 @@ def housekeeping(processes: list[Process], raylet_pid: int, app_name: str) -> li
         p
         for p in processes
         if (p.ppid == raylet_pid and p.title in actors)
-        or (p.ppid == raylet.ppid and p.pid != raylet_pid and _is_daemon(p))
+        or (p.ppid == raylet.ppid and p.pid != raylet_pid and p.daemon is not None)
     ]
-
-
-def _is_daemon(p: Process) -> bool:
-    # The executable is argv[0]; a script runs as "python [-u] .../script.py ...".
-    return any(arg.endswith(HOUSEKEEPING_DAEMONS) for arg in p.argv[:3])
 
 
 Renice = Callable[[int, int], bool]
