@@ -64,6 +64,14 @@ class Process:
         return self.argv[0] if self.argv else ""
 
     @property
+    def actor(self) -> str:
+        """The title without the method it is running: Ray titles a worker
+        ``ray::Class.method`` during a call (the Serve controller nearly always has a
+        long poll in flight) and ``ray::Class`` between calls."""
+        head, dot, method = self.title.rpartition(".")
+        return head if dot and head.startswith("ray::") and method.isidentifier() else self.title
+
+    @property
     def daemon(self) -> str | None:
         """The executable or script of Ray's daemon this process runs, if it is one (the
         executable is argv[0]; a script runs as "python [-u] .../script.py ...")."""
@@ -73,7 +81,7 @@ class Process:
     def label(self) -> str:
         """The actor's title, or the daemon's executable or script name."""
         daemon = self.daemon
-        return f"{os.path.basename(daemon) if daemon else self.title}[{self.pid}]"
+        return f"{os.path.basename(daemon) if daemon else self.actor}[{self.pid}]"
 
 
 def read_processes(proc: Path = Path("/proc")) -> list[Process]:
@@ -107,7 +115,7 @@ def housekeeping(processes: list[Process], raylet_pid: int, app_name: str) -> li
     return [
         p
         for p in processes
-        if (p.ppid == raylet_pid and p.title in actors)
+        if (p.ppid == raylet_pid and p.actor in actors)
         or (p.ppid == raylet.ppid and p.pid != raylet_pid and p.daemon is not None)
     ]
 

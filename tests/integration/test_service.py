@@ -296,7 +296,7 @@ def test_rays_housekeeping_yields_the_cpu_to_the_serving_replicas(serve_stack: S
     # may still be exiting, orphaned): its raylet is this process's child.
     beside_raylet = os.getpid()
     raylet = next(p.pid for p in procs if p.ppid == beside_raylet and p.title.endswith("/raylet"))
-    on_node = {p.title: p.pid for p in procs if p.ppid == raylet}
+    on_node = {p.actor: p.pid for p in procs if p.ppid == raylet}
     # Ray's controller and agents, and the GCS beside the raylet: lowered.
     for title in ("ray::ServeController", "ray::DashboardAgent"):
         assert nice(on_node[title]) >= niceness, title

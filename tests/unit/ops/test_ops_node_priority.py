@@ -35,10 +35,12 @@ TREE: dict[int, tuple[int, list[str], str]] = {
     107: (DRIVER, [PY, "-m", "app.bench.baseline", "--port", "9000"], "python"),
     110: (RAYLET, ["ray::DashboardAgent", "", ""], "ray::DashboardAg"),
     111: (RAYLET, ["ray::RuntimeEnvAgent", ""], "ray::RuntimeEnvA"),
-    112: (RAYLET, ["ray::ServeController", ""], "ray::ServeContro"),
+    # Ray titles a worker "ray::Class.method" while a call runs (the controller nearly
+    # always has a long poll in flight).
+    112: (RAYLET, ["ray::ServeController.listen_for_change", ""], "ray::ServeContro"),
     113: (RAYLET, ["ray::ProxyActor", ""], "ray::ProxyActor"),
     114: (RAYLET, ["ray::ServeReplica:cnnlstm:rollout_controller", ""], "ray::ServeRepli"),
-    115: (RAYLET, ["ray::ServeReplica:cnnlstm:gateway", ""], "ray::ServeRepli"),
+    115: (RAYLET, ["ray::ServeReplica:cnnlstm:gateway.handle_request", ""], "ray::ServeRepli"),
     116: (RAYLET, ["ray::ServeReplica:cnnlstm:cnn_lstm_predictor", ""], "ray::ServeRepli"),
     117: (RAYLET, ["ray::IDLE", ""], "ray::IDLE"),
     118: (RAYLET, ["ray::ServeReplica:other:rollout_controller", ""], "ray::ServeRepli"),
@@ -77,7 +79,10 @@ def test_the_scan_reads_parents_and_arguments_and_skips_what_it_cannot_read(proc
     assert by_pid[7].argv == ("a) b (c",)
     assert by_pid[3].argv == ()
     assert by_pid[3].title == ""
-    assert by_pid[112].title == "ray::ServeController"
+    assert by_pid[112].title == "ray::ServeController.listen_for_change"
+    assert by_pid[112].actor == "ray::ServeController"
+    assert by_pid[114].actor == "ray::ServeReplica:cnnlstm:rollout_controller"
+    assert by_pid[GCS].actor == by_pid[GCS].title  # not an actor: left as it is
     assert read_processes(proc / "missing") == []
 
 
