@@ -1,4 +1,4 @@
-"""Which engine runs a CPU forward: torch, or the same network in ONNX Runtime.
+"""Which engine runs each CPU forward: torch, or the same network in ONNX Runtime.
 
 On this project's 2-vCPU AVX2 box, one thread, fp32, the same weights (``/tmp`` script
 timing ``network(x)`` against ``InferenceSession.run``; BENCHMARKS.md, session 5):
@@ -9,14 +9,25 @@ timing ``network(x)`` against ``InferenceSession.run``; BENCHMARKS.md, session 5
 
 with outputs equal to 2e-8. ONNX Runtime fuses the convolutions with their BatchNorm and
 runs the LSTM as one kernel; torch dispatches each op and step from Python-visible code.
+On a Xeon with AMX, torch's bf16 autocast turns that round at the larger sizes (session
+13, one thread):
+
+    batch        1       2       4       8      32
+    torch bf16 1.04    1.12    1.25    1.64    3.49  ms
+    onnxrt fp32 0.52   0.62    1.10    2.06    8.00  ms
+
+So the choice is made per forward size: ``auto`` times both engines on the golden rows at
+1, 2, 4, ... 32 rows at load and runs forwards up to the largest size where ONNX Runtime
+was faster (at that size and every smaller one) on it, larger ones on torch in the model's
+numerics. ONNX Runtime forwards are fp32 whatever the numerics (it has no bf16 LSTM here):
+the more exact of the two, held to the artifact's fp32 golden tolerance.
 
 The network (with the manifest's normalisation folded in front) is exported in memory at
 load time with torch's TorchScript-based exporter: 0.08 s, no file, so every artifact in
 the registry gets it without a new format. (The newer ``torch.export`` exporter took 9 s
-and its graph ran slower here.) ``auto`` serves it only where it is worth it and right:
-fp32 numerics on a CPU (ONNX Runtime has no bf16 LSTM; where the CPU has native bf16 torch
-runs bf16), the artifact's golden sample within the fp32 tolerance, and measured faster
-than torch at load on this machine. Anything else keeps torch and says why
+and its graph ran slower here.) ``auto`` serves it only where it is right and faster: a
+CPU, the artifact's golden sample within the fp32 tolerance, and measured faster than
+torch at load on this machine. Anything else keeps torch and says why
 (:attr:`EngineChoice.fallback`, in ``/stats`` and ``/metrics``).
 """
 
@@ -37,18 +48,37 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 ENGINE_SETTINGS = ("auto", "torch", "onnxruntime")
-TIMING_BATCH = 8  # mid-size: what a busy predictor forwards most
+# Forward sizes timed at load, smallest first: a lone request to a full batch (spec 4.1).
+TIMING_SIZES = (1, 2, 4, 8, 16, 32)
+TIMING_ROWS = 8  # each timed sample runs at least this many rows (8 calls of 1 row)
 TIMING_ROUNDS = 3
-TIMING_CALLS = 4
+ALL_ROWS = 1 << 30  # onnx_max_rows of "every forward on ONNX Runtime"
 
 
 @dataclass(frozen=True)
 class EngineChoice:
-    """The engine a model's forward runs on, and why it is torch where ONNX Runtime was
-    wanted (None when nothing was given up)."""
+    """Which engine runs a forward of N rows, and why it is torch where ONNX Runtime was
+    wanted (None when nothing was given up).
 
-    name: str = "torch"  # "torch" | "onnxruntime"
+    Forwards of up to ``onnx_max_rows`` rows run on ONNX Runtime (fp32), larger ones on
+    torch: 0 is torch only, :data:`ALL_ROWS` ONNX Runtime only."""
+
+    onnx_max_rows: int = 0
     fallback: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What ``/stats`` and ``model_engine_info`` show: "torch", "onnxruntime", or
+        "onnxruntime<=N+torch" (up to N rows on ONNX Runtime, torch above)."""
+        if self.onnx_max_rows <= 0:
+            return "torch"
+        if self.onnx_max_rows >= ALL_ROWS:
+            return "onnxruntime"
+        return f"onnxruntime<={self.onnx_max_rows}+torch"
+
+    def onnx_serves(self, rows: int) -> bool:
+        """True when a forward of ``rows`` rows runs on ONNX Runtime."""
+        return rows <= self.onnx_max_rows
 
 
 def onnxruntime_available() -> bool:
@@ -124,19 +154,37 @@ class OnnxForward:
         return out
 
 
-def compare_ms(onnx_call: Callable[[], Any], torch_call: Callable[[], Any]) -> tuple[float, float]:
-    """(onnx ms, torch ms) per call: the best of a few rounds each, alternated so that a
-    busy moment on the machine falls on both."""
+def compare_ms(
+    onnx_call: Callable[[], Any], torch_call: Callable[[], Any], calls: int = 1
+) -> tuple[float, float]:
+    """(onnx ms, torch ms) per call: the best of a few rounds of ``calls`` calls each,
+    alternated so that a busy moment on the machine falls on both."""
     onnx_call()
     torch_call()  # warm both
     best = [float("inf"), float("inf")]
     for _ in range(TIMING_ROUNDS):
         for i, call in enumerate((onnx_call, torch_call)):
             started = time.perf_counter()
-            for _ in range(TIMING_CALLS):
+            for _ in range(calls):
                 call()
-            best[i] = min(best[i], (time.perf_counter() - started) * 1000.0 / TIMING_CALLS)
+            best[i] = min(best[i], (time.perf_counter() - started) * 1000.0 / calls)
     return best[0], best[1]
+
+
+def onnx_split(speeds: Callable[[int], tuple[float, float]]) -> tuple[int, str]:
+    """The largest of :data:`TIMING_SIZES` up to which ONNX Runtime was faster at every
+    size (0: not even at 1 row; :data:`ALL_ROWS`: at all of them), and what was timed.
+    ``speeds(rows)`` gives (onnx ms, torch ms); sizes past the first loss are not timed."""
+    split, timed = 0, []
+    for rows in TIMING_SIZES:
+        onnx_ms, torch_ms = speeds(rows)
+        timed.append(f"{rows}: {onnx_ms:.2f}/{torch_ms:.2f}")
+        if not onnx_ms < torch_ms:
+            break
+        split = rows
+    if split == TIMING_SIZES[-1]:
+        split = ALL_ROWS
+    return split, "rows: onnxruntime/torch ms " + ", ".join(timed)
 
 
 def choose_engine(
@@ -147,29 +195,31 @@ def choose_engine(
     build: Callable[[], OnnxForward],
     golden_deviation: Callable[[OnnxForward], float],
     atol: float,
-    speeds: Callable[[OnnxForward], tuple[float, float]],
+    speeds: Callable[[OnnxForward, int], tuple[float, float]],
     available: Callable[[], bool] = onnxruntime_available,
     label: str = "model",
 ) -> tuple[EngineChoice, OnnxForward | None]:
-    """The engine to serve ``label`` on, and the session when it is ONNX Runtime.
+    """The engine to serve ``label`` on, and the session when ONNX Runtime runs any forward.
 
-    ``setting`` "torch" keeps torch; "onnxruntime" takes it whenever it can run the model
-    correctly; "auto" also asks it to be faster: ``speeds(session)`` gives (onnx ms,
-    torch ms) for the same batch (:func:`compare_ms`). Every refusal is logged as a warning when
-    ONNX Runtime was asked for by name, at info level under "auto"."""
+    ``setting`` "torch" keeps torch; "onnxruntime" runs every forward on it whenever it
+    can run the model correctly (fp32 numerics only: it has no bf16); "auto" runs it for
+    the forward sizes where it measured faster: ``speeds(session, rows)`` gives (onnx ms,
+    torch ms in the model's numerics) for ``rows`` rows (:func:`compare_ms`,
+    :func:`onnx_split`). Every refusal is logged as a warning when ONNX Runtime was asked
+    for by name, at info level under "auto"."""
     if setting not in ENGINE_SETTINGS:
         raise ValueError(f"unknown engine {setting!r}; use one of {ENGINE_SETTINGS}")
     if setting == "torch":
-        return EngineChoice("torch"), None
+        return EngineChoice(), None
 
     def keep_torch(reason: str) -> tuple[EngineChoice, None]:
         level = logging.WARNING if setting == "onnxruntime" else logging.INFO
         log.log(level, "%s: %s; serving on torch", label, reason)
-        return EngineChoice("torch", fallback=reason), None
+        return EngineChoice(fallback=reason), None
 
     if device.type != "cpu":
         return keep_torch(f"onnxruntime serves the CPU only, the model is on {device}")
-    if numerics != "fp32":
+    if setting == "onnxruntime" and numerics != "fp32":
         return keep_torch(f"onnxruntime runs fp32 only, the numerics are {numerics}")
     if not available():
         return keep_torch("onnxruntime is not installed")
@@ -183,19 +233,11 @@ def choose_engine(
             f"golden check under onnxruntime failed: max deviation {deviation:.3g} > "
             f"tolerance {atol:g}"
         )
-    if setting == "auto":
-        onnx_ms, torch_ms = speeds(session)
-        if not onnx_ms < torch_ms:
-            return keep_torch(
-                f"onnxruntime measured no faster here ({onnx_ms:.2f} ms against torch's "
-                f"{torch_ms:.2f} ms for a batch of {TIMING_BATCH})"
-            )
-        log.info(
-            "%s: onnxruntime %.2f ms against torch's %.2f ms for a batch of %d; serving on "
-            "onnxruntime",
-            label,
-            onnx_ms,
-            torch_ms,
-            TIMING_BATCH,
-        )
-    return EngineChoice("onnxruntime"), session
+    if setting == "onnxruntime":
+        return EngineChoice(ALL_ROWS), session
+    split, timed = onnx_split(lambda rows: speeds(session, rows))
+    if split == 0:
+        return keep_torch(f"onnxruntime measured no faster here ({timed})")
+    choice = EngineChoice(split)
+    log.info("%s: serving on %s against torch %s (%s)", label, choice.name, numerics, timed)
+    return choice, session

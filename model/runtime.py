@@ -25,7 +25,7 @@ from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.cuda_graphs import DEFAULT_BUCKETS, Capture, GraphedForward, capture_cuda
-from model.engine import TIMING_BATCH, EngineChoice, OnnxForward, choose_engine, compare_ms
+from model.engine import TIMING_ROWS, EngineChoice, OnnxForward, choose_engine, compare_ms
 from model.network import CNNLSTM, build_network
 from model.numerics import NumericsChoice, autocast, choose_numerics, cpu_has_native_bf16
 
@@ -197,8 +197,8 @@ class LoadedModel:
         return self._forward(features, self.numerics.autocast_dtype)
 
     def _forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
-        if self._onnx is not None and dtype is None:
-            return self._onnx_forward(self._onnx, features)
+        if self._onnx is not None and self.engine.onnx_serves(features.shape[0]):
+            return self._onnx_forward(self._onnx, features)  # fp32 whatever ``dtype``
         return self._torch_forward(features, dtype)
 
     def _torch_forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
@@ -267,18 +267,22 @@ class LoadedModel:
         return OnnxForward(self._net, self._mean, self._inv_std, self._row_shape, threads)
 
     def use_engine(self, choice: EngineChoice, session: OnnxForward | None) -> None:
-        """Serve forwards on ``choice`` (``session`` when it is ONNX Runtime)."""
-        if (choice.name == "onnxruntime") != (session is not None):
+        """Serve forwards on ``choice`` (``session`` runs those ONNX Runtime serves)."""
+        if (choice.onnx_max_rows > 0) != (session is not None):
             raise ValueError(f"engine {choice.name!r} with session {session!r}")
         self.engine, self._onnx = choice, session
 
-    def engine_speeds(self, session: OnnxForward) -> tuple[float, float]:
-        """(onnx ms, torch ms) per fp32 forward of a batch of TIMING_BATCH golden rows."""
+    def engine_speeds(self, session: OnnxForward, rows: int) -> tuple[float, float]:
+        """(onnx ms, torch ms) per forward of ``rows`` golden rows, torch in this model's
+        numerics."""
         sample = np.asarray(self.manifest.golden.inputs, dtype=np.float32)
-        reps = -(-TIMING_BATCH // len(sample))
-        batch = np.ascontiguousarray(np.concatenate([sample] * reps)[:TIMING_BATCH])
+        reps = -(-rows // len(sample))
+        batch = np.ascontiguousarray(np.concatenate([sample] * reps)[:rows])
+        dtype = self.numerics.autocast_dtype
         return compare_ms(
-            lambda: self._onnx_forward(session, batch), lambda: self._torch_forward(batch, None)
+            lambda: self._onnx_forward(session, batch),
+            lambda: self._torch_forward(batch, dtype),
+            calls=max(1, TIMING_ROWS // rows),
         )
 
     def golden_deviation(self, numerics: str = "fp32") -> float:
@@ -366,9 +370,11 @@ def load_model(
     once the golden sample agrees under it, even with ``validate`` off (it is the only
     evidence that this artifact survives the rounding); else fp32, with the reason kept in
     ``model.numerics.fallback``. ``cpu_bf16`` says whether the CPU has native bf16.
-    ``engine`` ("auto", "torch" or "onnxruntime", see :mod:`model.engine`) runs fp32 CPU
-    forwards on ONNX Runtime once its golden check agrees (and, for "auto", once it
-    measured faster than torch here); else torch, the reason in ``model.engine.fallback``.
+    ``engine`` ("auto", "torch" or "onnxruntime", see :mod:`model.engine`) runs CPU
+    forwards on ONNX Runtime (fp32) once its golden check agrees: every forward when named
+    (then "auto" numerics mean fp32, and bf16 keeps torch), under "auto" those of the sizes
+    where it measured faster than torch here; else torch, the reason in
+    ``model.engine.fallback``.
     """
     manifest = registry.verify(ref.name, ref.version)
     if manifest.weights_sha256 != ref.sha256:
@@ -397,6 +403,8 @@ def load_model(
     model = LoadedModel(ref, manifest, network, dev, opts)
     if validate:
         model.validate()
+    if engine == "onnxruntime" and numerics == "auto":
+        numerics = "fp32"  # ONNX Runtime named for every forward: it runs fp32 only
     model.numerics = choose_numerics(
         numerics, dev, model.golden_deviation, cpu_bf16=cpu_bf16, label=ref.key
     )

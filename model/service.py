@@ -49,8 +49,9 @@ class PredictorSettings:
     # "auto" | "fp32" | "bf16" (model.numerics): auto takes bf16 autocast on a CPU with
     # native bf16 once the golden sample agrees under it, fp32 otherwise.
     numerics: str = "auto"
-    # "auto" | "torch" | "onnxruntime" (model.engine): auto runs fp32 CPU forwards on ONNX
-    # Runtime once its golden check agrees and it measured faster than torch at load.
+    # "auto" | "torch" | "onnxruntime" (model.engine): auto runs the CPU forwards of the
+    # sizes where ONNX Runtime measured faster than torch at load on it (fp32), once its
+    # golden check agrees.
     engine: str = "auto"
     gpu: GpuOptions = field(default_factory=GpuOptions)
     # Chaos/testing switch (model.common.faults): "name:version" -> fraction of calls that fail.

@@ -69,10 +69,13 @@ class Serving(Section):
     # fp32 otherwise (on GPUs too: bf16 was slower there at these sizes). "fp32" and "bf16"
     # force a choice; a bf16 whose golden check fails still falls back to fp32.
     predictor_numerics: Literal["auto", "fp32", "bf16"] = "auto"
-    # The engine of the predictor's fp32 CPU forwards (model/engine.py): "auto" exports the
-    # network to ONNX Runtime at load (1.5-2x faster here) once its golden check agrees and
-    # it measured faster than torch on this machine; "torch" and "onnxruntime" force one
-    # (a failed golden check still keeps torch). GPUs and bf16 run on torch.
+    # The engine of the predictor's CPU forwards (model/engine.py): "auto" exports the
+    # network to ONNX Runtime at load once its golden check agrees, times it against torch
+    # (in the numerics above) at 1, 2, 4 ... 32 rows, and runs the sizes where it was faster
+    # on it, fp32: every size on an AVX2 CPU (1.5-2x faster), up to 4 rows beside torch bf16
+    # on an AMX Xeon (BENCHMARKS.md, session 13). "torch" and "onnxruntime" force one for
+    # every forward ("onnxruntime" with fp32 numerics only; a failed golden check still
+    # keeps torch). GPUs run on torch.
     predictor_engine: Literal["auto", "torch", "onnxruntime"] = "auto"
     request_timeout_s: float = Field(30, gt=0)
     # One handle call to the predictor: past this it counts as failed and is retried once

@@ -37,8 +37,10 @@ class PredictorInfo:
     """``model_numerics_info{numerics, fallback}``: 1 for the numerics the model in service
     runs in ("fp32" | "bf16"); ``fallback="true"`` when it runs fp32 because its golden
     check failed under bf16 (``/stats`` says why). ``model_engine_info{engine, fallback}``
-    likewise for the engine of its CPU forwards ("torch" | "onnxruntime"; ``fallback="true"``
-    when ONNX Runtime was wanted and torch runs). No series until a model is loaded."""
+    likewise for the engine of its CPU forwards ("torch" | "onnxruntime" |
+    "onnxruntime<=N+torch": forwards up to N rows on ONNX Runtime, torch above;
+    ``fallback="true"`` when ONNX Runtime was wanted and torch runs). No series until a
+    model is loaded."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._numerics = _OneSeries(
@@ -50,7 +52,8 @@ class PredictorInfo:
         self._engine = _OneSeries(
             registry,
             "model_engine_info",
-            "1 for the engine the predictor's model in service runs on (torch, onnxruntime)",
+            "1 for the engine the predictor's model in service runs on (torch, onnxruntime, "
+            "onnxruntime<=N+torch: up to N rows on onnxruntime)",
             "engine",
         )
 

@@ -55,8 +55,9 @@ class PredictorStatus:
     # it runs fp32 where bf16 was wanted (its golden check failed under bf16).
     numerics: str | None = None
     numerics_fallback: str | None = None
-    # The engine its CPU forwards run on ("torch" | "onnxruntime", model.engine) and why it
-    # is torch where ONNX Runtime was wanted.
+    # The engine its CPU forwards run on ("torch" | "onnxruntime" | "onnxruntime<=N+torch":
+    # up to N rows on ONNX Runtime, torch above; model.engine) and why it is torch where
+    # ONNX Runtime was wanted.
     engine: str | None = None
     engine_fallback: str | None = None
     error: str | None = None

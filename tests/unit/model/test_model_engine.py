@@ -17,7 +17,15 @@ from model.common.features import compute_features, sliding_windows
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.data import load_bars
-from model.engine import EngineChoice, OnnxForward, choose_engine, compare_ms
+from model.engine import (
+    ALL_ROWS,
+    TIMING_SIZES,
+    EngineChoice,
+    OnnxForward,
+    choose_engine,
+    compare_ms,
+    onnx_split,
+)
 from model.runtime import load_model
 from model.service import PredictorService, PredictorSettings
 
@@ -29,12 +37,17 @@ def _real_features(n: int) -> np.ndarray:
     return compute_features(sliding_windows(bars))
 
 
-def _faster(session: OnnxForward) -> tuple[float, float]:
-    return 1.0, 2.0
+def _faster(session: OnnxForward, rows: int) -> tuple[float, float]:
+    return 1.0 * rows, 2.0 * rows
 
 
-def _slower(session: OnnxForward) -> tuple[float, float]:
-    return 3.0, 2.0
+def _slower(session: OnnxForward, rows: int) -> tuple[float, float]:
+    return 3.0 * rows, 2.0 * rows
+
+
+def _faster_up_to_4(session: OnnxForward, rows: int) -> tuple[float, float]:
+    """ONNX Runtime 0.25 ms a row, torch 1 ms + 0.1 a row: about an AMX Xeon's bf16."""
+    return 0.25 * rows, 1.0 + 0.1 * rows
 
 
 def test_onnxruntime_serves_the_same_predictions_as_torch(
@@ -42,8 +55,9 @@ def test_onnxruntime_serves_the_same_predictions_as_torch(
 ) -> None:
     onnx = load_model(registry, random_ref, engine="onnxruntime")
     plain = load_model(registry, random_ref, engine="torch")
-    assert onnx.engine == EngineChoice("onnxruntime")
-    assert plain.engine == EngineChoice("torch")
+    assert onnx.engine == EngineChoice(ALL_ROWS)
+    assert (onnx.engine.name, plain.engine.name) == ("onnxruntime", "torch")
+    assert plain.engine == EngineChoice()
     for n in (1, 7, 32):  # any batch size: the exported graph has a dynamic batch axis
         x = _real_features(n)
         got, want = onnx.predict(x), plain.predict(x)
@@ -53,7 +67,7 @@ def test_onnxruntime_serves_the_same_predictions_as_torch(
     assert onnx.predict(np.zeros((0, 64, 16), dtype=np.float32)).shape == (0, 2)
 
 
-def test_auto_takes_onnxruntime_only_when_it_measured_faster(
+def test_auto_takes_onnxruntime_for_the_sizes_where_it_measured_faster(
     registry: ModelRegistry, random_ref: ModelRef, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = load_model(registry, random_ref, engine="torch")
@@ -70,16 +84,79 @@ def test_auto_takes_onnxruntime_only_when_it_measured_faster(
         )
 
     choice, session = choose(_faster)
-    assert choice == EngineChoice("onnxruntime")
+    assert choice == EngineChoice(ALL_ROWS)
     assert session is not None
+    choice, session = choose(_faster_up_to_4)
+    assert (choice.onnx_max_rows, choice.name, choice.fallback) == (4, "onnxruntime<=4+torch", None)
+    assert session is not None
+    assert [choice.onnx_serves(n) for n in (1, 4, 5, 32)] == [True, True, False, False]
     with caplog.at_level(logging.INFO, logger="model.engine"):
         choice, session = choose(_slower)
+    assert choice == EngineChoice(0, choice.fallback)
     assert choice.name == "torch"
     assert session is None
     assert choice.fallback is not None
     assert "no faster" in choice.fallback
-    assert "3.00 ms" in choice.fallback
+    assert "1: 3.00/2.00" in choice.fallback
     assert any("serving on torch" in r.getMessage() for r in caplog.records)
+
+
+def test_the_split_is_where_onnxruntime_first_stops_being_faster() -> None:
+    timed: list[int] = []
+
+    def speeds(rows: int) -> tuple[float, float]:
+        timed.append(rows)
+        # Faster at 1, 2 and 16 rows, not at 4: the split stops at the first loss.
+        return (1.0, 2.0) if rows in (1, 2, 16) else (2.0, 1.0)
+
+    split, described = onnx_split(speeds)
+    assert split == 2
+    assert timed == [1, 2, 4], "sizes past the first loss are not timed"
+    assert "4: 2.00/1.00" in described
+    assert onnx_split(lambda rows: (1.0, 2.0))[0] == ALL_ROWS
+    assert onnx_split(lambda rows: (2.0, 2.0))[0] == 0, "a tie is not faster"
+    assert TIMING_SIZES[0] == 1
+    assert list(TIMING_SIZES) == sorted(TIMING_SIZES)
+
+
+def test_a_split_engine_runs_small_forwards_on_onnxruntime_and_large_on_torch(
+    registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    model = load_model(registry, random_ref, engine="torch")
+    reference = load_model(registry, random_ref, engine="torch")
+    session = model.onnx_session(1)
+    rows_seen: list[int] = []
+
+    class Counting(OnnxForward):
+        def __init__(self) -> None:  # wraps the real session, no second export
+            pass
+
+        def __call__(self, features: np.ndarray) -> np.ndarray:
+            rows_seen.append(len(features))
+            return session(features)
+
+    model.use_engine(EngineChoice(4), Counting())
+    for n in (1, 4, 5, 32):
+        x = _real_features(n)
+        np.testing.assert_allclose(model.predict(x), reference.predict(x), rtol=0, atol=1e-6)
+    assert rows_seen == [1, 4], "only the forwards of up to 4 rows ran on onnxruntime"
+    with pytest.raises(ValueError, match="with session"):
+        model.use_engine(EngineChoice(4), None)
+
+
+def test_bf16_numerics_run_the_small_forwards_on_onnxruntime_in_fp32(
+    registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    fp32 = load_model(registry, random_ref, engine="torch")
+    model = load_model(registry, random_ref, numerics="bf16", engine="auto", cpu_bf16=lambda: True)
+    assert model.numerics.name == "bf16"
+    # Whatever the split measured here, a forced one shows both paths: ONNX Runtime's is
+    # fp32 (equal to torch fp32), torch's is bf16 (within the bf16 golden tolerance only).
+    model.use_engine(EngineChoice(1), model.onnx_session(1))
+    one, many = _real_features(1), _real_features(16)
+    np.testing.assert_allclose(model.predict(one), fp32.predict(one), rtol=0, atol=1e-6)
+    bf16_gap = np.abs(model.predict(many) - fp32.predict(many)).max()
+    assert 0 < bf16_gap < 1e-1, "16 rows ran on torch in bf16"
 
 
 def test_a_session_that_misses_the_golden_sample_is_not_served(
@@ -136,7 +213,6 @@ def _no_export() -> OnnxForward:
     ("device", "numerics", "available", "reason"),
     [
         (torch.device("cuda"), "fp32", True, "CPU only"),
-        (CPU, "bf16", True, "fp32 only"),
         (CPU, "fp32", False, "not installed"),
     ],
 )
@@ -152,6 +228,13 @@ def test_torch_stays_where_onnxruntime_cannot_serve(
     assert reason in choice.fallback
 
 
+def test_onnxruntime_by_name_serves_fp32_numerics_only() -> None:
+    choice, session = _without_a_model("onnxruntime", _no_export, numerics="bf16")
+    assert session is None
+    assert choice.fallback is not None
+    assert "fp32 only" in choice.fallback
+
+
 def test_a_failed_export_keeps_torch_with_the_reason() -> None:
     def build() -> OnnxForward:
         raise RuntimeError("exporter removed")
@@ -163,7 +246,7 @@ def test_a_failed_export_keeps_torch_with_the_reason() -> None:
 
 
 def test_the_torch_setting_neither_exports_nor_reports_a_fallback() -> None:
-    assert _without_a_model("torch", _no_export) == (EngineChoice("torch"), None)
+    assert _without_a_model("torch", _no_export) == (EngineChoice(), None)
     with pytest.raises(ValueError, match="unknown engine"):
         _without_a_model("tensorrt", _no_export)
 
@@ -178,8 +261,8 @@ def test_compare_ms_times_both_calls_alike() -> None:
         calls["torch"] += 1
         sum(range(20_000))
 
-    onnx_ms, torch_ms = compare_ms(onnx, slow_torch)
-    assert calls["onnx"] == calls["torch"] > 1
+    onnx_ms, torch_ms = compare_ms(onnx, slow_torch, calls=2)
+    assert calls["onnx"] == calls["torch"] == 1 + 3 * 2, "one warm-up, then 3 rounds of 2"
     assert 0 <= onnx_ms < torch_ms
 
 
@@ -208,3 +291,16 @@ def test_config_engine_setting_reaches_the_predictor_settings(tmp_path: Path) ->
     assert PredictorSettings.from_dict(predictor_settings(config, Settings())).engine == "torch"
     default = ServiceConfig.model_validate({"model_registry": {"path": str(tmp_path)}})
     assert PredictorSettings.from_dict(predictor_settings(default, Settings())).engine == "auto"
+
+
+def test_onnxruntime_by_name_makes_auto_numerics_fp32(
+    registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    model = load_model(
+        registry, random_ref, numerics="auto", engine="onnxruntime", cpu_bf16=lambda: True
+    )
+    assert (model.numerics.name, model.engine.name) == ("fp32", "onnxruntime")
+    forced = load_model(
+        registry, random_ref, numerics="bf16", engine="onnxruntime", cpu_bf16=lambda: True
+    )
+    assert (forced.numerics.name, forced.engine.name) == ("bf16", "torch")
