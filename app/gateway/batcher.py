@@ -11,9 +11,9 @@ sends rows to the predictor in batches of up to ``max_batch_size``:
   arrived, whichever is first (the window is an upper bound, not a fixed delay);
 - higher priority rows are taken first, FIFO within a priority;
 - rows whose client deadline has passed are answered without reaching the model;
-- when the queue holds ``capacity`` rows, or a row's expected queue wait would exceed
-  the latency budget (:mod:`app.gateway.admission`), new rows are refused (``queue_full``,
-  429 + ``Retry-After``);
+- when a request's rows would not fit in the ``capacity`` rows of the queue, or its
+  expected queue wait would exceed the latency budget (:mod:`app.gateway.admission`),
+  it is refused whole (``queue_full``, 429 + ``Retry-After``);
 - at most ``max_in_flight`` batches are outstanding (the gateway sets it from the
   predictor's replica count, :meth:`set_max_in_flight`); while they are, rows pile up and
   the next batch is fuller, which is what keeps throughput up under load.
@@ -34,7 +34,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -136,7 +136,24 @@ class Batcher:
         Raises ``PredictionFailure(queue_full)`` when ``capacity`` rows already wait or
         the row's expected queue wait is over its priority's budget.
         """
-        if len(self._heap) >= self.capacity:
+        return self.submit_all(
+            [ref], [window], request_id=request_id, priority=priority, deadline=deadline
+        )[0]
+
+    def submit_all(
+        self,
+        refs: Sequence[ModelRef],
+        windows: Sequence[Window],
+        *,
+        request_id: str = "",
+        priority: int = 0,
+        deadline: float | None = None,
+    ) -> list[asyncio.Future[RowResult]]:
+        """Queue one request's rows, admitted or refused together: its expected wait is
+        that of its first row (its own rows are not ahead of it), and it is refused when
+        all of them would not fit in the queue. Nothing of a refused request is queued, so
+        no forward is spent on rows whose request fails anyway."""
+        if len(self._heap) + len(windows) > self.capacity:
             self.stats.rejected_full += 1
             raise PredictionFailure(FailureKind.QUEUE_FULL, retry_after_s=self._retry_after())
         retry_after = self.admission.refusal(priority)
@@ -148,9 +165,22 @@ class Batcher:
                 f"the queue is too long to answer within {budget_ms:.0f} ms; retry later",
                 retry_after_s=retry_after,
             )
+        self.start()
+        return [
+            self._queue(ref, window, request_id, priority, deadline)
+            for ref, window in zip(refs, windows, strict=True)
+        ]
+
+    def _queue(
+        self,
+        ref: ModelRef,
+        window: Window,
+        request_id: str,
+        priority: int,
+        deadline: float | None,
+    ) -> asyncio.Future[RowResult]:
         key, features = self._cache.lookup(window)
         self._metrics.observe_cache("feature", features is not None)
-        self.start()
         future: asyncio.Future[RowResult] = asyncio.get_running_loop().create_future()
         item = QueuedRow(
             sort_key=(-priority, next(self._seq)),

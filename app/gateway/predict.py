@@ -148,12 +148,9 @@ async def _run(
     futures: list[asyncio.Future[RowResult]] = []
     timed_out = False
     try:
-        for ref, window in zip(refs, windows, strict=True):
-            futures.append(
-                state.batcher.submit(
-                    ref, window, request_id=request_id, priority=priority, deadline=deadline
-                )
-            )
+        futures = state.batcher.submit_all(
+            refs, windows, request_id=request_id, priority=priority, deadline=deadline
+        )
         # asyncio.timeout rather than wait_for: no extra task per request on the hot path.
         async with asyncio.timeout(state.config.serving.request_timeout_s):
             if len(futures) == 1:

@@ -292,13 +292,13 @@ def test_priority_header_can_lower_but_never_raise_the_keys_priority(harness: Ha
     from app.api.body import PRIORITY_HEADER
 
     seen: list[int] = []
-    submit = harness.state.batcher.submit
+    submit_all = harness.state.batcher.submit_all
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(int(kwargs["priority"]))  # type: ignore[call-overload]
-        return submit(*args, **kwargs)  # type: ignore[arg-type]
+        return submit_all(*args, **kwargs)  # type: ignore[arg-type]
 
-    harness.state.batcher.submit = spy  # type: ignore[method-assign]
+    harness.state.batcher.submit_all = spy  # type: ignore[method-assign]
     for value in ("-7", "50"):
         assert _predict(harness, columnar_bars(), **{PRIORITY_HEADER: value}).status_code == 200
     assert seen == [-7, 5]  # the key's priority is 5

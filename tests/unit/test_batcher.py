@@ -98,6 +98,32 @@ async def test_full_queue_refuses_with_retry_after() -> None:
     await batcher.stop()
 
 
+async def test_a_requests_rows_are_admitted_or_refused_together() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, capacity=12, max_batch_size=1, max_queue_wait_s=0.05)
+    batcher.admission.rate_rows_per_s = 100.0  # measured: 5 rows ahead fit the 50 ms budget
+    blocker = batcher.submit(FAKE_REF, _row(0))
+    await asyncio.sleep(0.05)  # in flight behind the gate; the queue is empty
+    # 8 rows: row by row the 6th would see 5 of its own ahead (50 ms) and fail the request
+    # after queueing 5; a request's own rows are not ahead of it, so all 8 are taken.
+    first = batcher.submit_all([FAKE_REF] * 8, [_row(10 + i) for i in range(8)])
+    assert batcher.depth == 8
+    with pytest.raises(PredictionFailure) as late:  # 8 rows ahead of this one: 80 ms
+        batcher.submit_all([FAKE_REF] * 2, [_row(30), _row(31)])
+    assert "within 50 ms" in str(late.value)
+    batcher.admission.rate_rows_per_s = None  # unmeasured: only the capacity bounds it
+    with pytest.raises(PredictionFailure) as full:  # 8 + 5 > 12: none of the 5 queued
+        batcher.submit_all([FAKE_REF] * 5, [_row(40 + i) for i in range(5)])
+    assert full.value.kind is FailureKind.QUEUE_FULL
+    assert batcher.depth == 8, "nothing of a refused request was queued"
+    assert (batcher.stats.rejected_late, batcher.stats.rejected_full) == (1, 1)
+    fake.gate.set()  # type: ignore[union-attr]
+    assert len(await asyncio.gather(blocker, *first)) == 9, "every admitted row answered"
+    seen = sorted(float(c.features[0, 0, 0]) for c in fake.calls)
+    assert seen == [0.0, *[10.0 + i for i in range(8)]], "only the admitted rows ran"
+    await batcher.stop()
+
+
 async def test_expired_deadline_never_reaches_the_model() -> None:
     fake = FakePredictor(gate=asyncio.Event())
     batcher = _batcher(fake, max_batch_size=1)
