@@ -5,8 +5,15 @@ exclusive ``flock`` on its ``.lock`` (:func:`claim_stream`), so gateway replicas
 node write ``stream-0``, ``stream-1``, ... side by side, and a restarted replica takes a
 free one back and continues its chain.
 
+Records are compressed as they are written, into a hidden ``.audit-pending.tmp`` beside
+``current.jsonl``, so a seal has no burst of work: it finishes that gzip stream instead of
+compressing the whole file at once (a 64 MB file took ~1.3 s of CPU at once, beside the
+serving replicas on the same cores). Where the pending stream does not hold every byte of
+``current.jsonl`` (a restart part-way through a file, a failed write) the seal compresses
+the file itself, as it always did.
+
 Sealing is ordered so a crash at any point is repaired on the next start, never leaving a
-sealed file the chain does not know or a record twice: gzip ``current.jsonl`` into a
+sealed file the chain does not know or a record twice: the gzip of ``current.jsonl`` in a
 hidden temp file -> fsync -> append the ``seal`` entry -> rename into place -> delete
 ``current.jsonl``. Retention appends the ``retire`` entry first, then deletes.
 """
@@ -19,6 +26,7 @@ import gzip
 import hashlib
 import os
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +52,7 @@ log = structlog.get_logger("app.audit.store")
 
 MAX_STREAMS = 64
 _LOCK = ".lock"
+_PENDING = ".audit-pending.tmp"  # matches recover()'s ".audit-*.tmp": removed after a crash
 
 
 class AuditStream:
@@ -70,6 +79,7 @@ class AuditStream:
         self._first_ts = self._last_ts = ""
         self._first_at = 0.0  # _first_ts as epoch seconds, parsed once when it is set
         self._next_retention = 0.0
+        self._pending: _PendingGzip | None = None  # current.jsonl, compressed as written
 
     # -- start -------------------------------------------------------------------------
 
@@ -118,6 +128,8 @@ class AuditStream:
         if not entries:
             self._append_entry({"event": "open", "stream": self.directory.name})
         self._file = current.open("ab")
+        if not self._records:  # else the next seal compresses the file read back
+            self._pending = _PendingGzip.start(self.directory / _PENDING)
 
     # -- writer thread -----------------------------------------------------------------
 
@@ -129,6 +141,12 @@ class AuditStream:
         data = b"".join(lines)
         self._file.write(data)
         self._file.flush()
+        if self._pending is not None:
+            try:
+                self._pending.write(data)
+            except OSError:  # the seal compresses current.jsonl itself instead
+                self._pending.discard()
+                self._pending = None
         if not self._records:
             self._first_ts, self._first_at = first_ts, _epoch(first_ts)
         self._last_ts = last_ts
@@ -160,8 +178,14 @@ class AuditStream:
         stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
         name = f"audit-{self._next_seq:06d}-{stamp}.jsonl.gz"
         current, tmp = self.directory / CURRENT, self.directory / f".{name}.tmp"
+        pending, self._pending = self._pending, None
         try:
-            raw = _gzip_into(current, tmp)
+            if pending is not None and pending.size == self._size:
+                raw = pending.finish(tmp)
+            else:
+                if pending is not None:
+                    pending.discard()
+                raw = _gzip_into(current, tmp)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
@@ -187,6 +211,7 @@ class AuditStream:
         self._size = self._records = 0
         self._first_ts = self._last_ts = ""
         self._file = current.open("ab")
+        self._pending = _PendingGzip.start(self.directory / _PENDING)
         log.info(
             "audit_file_sealed", stream=self.directory.name, file=name, sha256=digest,
             chain_head=self._head,
@@ -220,6 +245,9 @@ class AuditStream:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+        if self._pending is not None:  # the next run compresses current.jsonl itself
+            self._pending.discard()
+            self._pending = None
         os.close(self._lock_fd)  # releases the flock
 
     def _append_entry(self, fields: dict[str, Any]) -> None:
@@ -266,6 +294,47 @@ def _epoch(ts: str) -> float:
 # session 13). Level 1 compresses the same JSON lines 4-5x faster to a file ~13 % larger
 # (6.5x instead of 7.4x smaller than the lines).
 GZIP_LEVEL = 1
+
+
+class _PendingGzip:
+    """The gzip of ``current.jsonl`` written as its records are (:data:`GZIP_LEVEL`), and
+    the SHA-256 of what went in."""
+
+    def __init__(self, path: Path, file: IO[bytes]) -> None:
+        self.path, self._file = path, file
+        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.raw = hashlib.sha256()
+        self.size = 0  # bytes of records taken
+
+    @classmethod
+    def start(cls, path: Path) -> _PendingGzip | None:
+        """A new pending file at ``path``; None when it cannot be created (the seal then
+        compresses current.jsonl itself)."""
+        try:
+            return cls(path, path.open("wb"))
+        except OSError:
+            return None
+
+    def write(self, data: bytes) -> None:
+        self.raw.update(data)
+        self._file.write(self._deflate.compress(data))
+        self.size += len(data)
+
+    def finish(self, target: Path) -> hashlib._Hash:
+        """End the gzip stream, fsync it and move it to ``target``; the raw digest."""
+        try:
+            self._file.write(self._deflate.flush())
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+        os.replace(self.path, target)
+        return self.raw
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _gzip_into(source: Path, target: Path) -> hashlib._Hash:

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.audit import store
 from app.audit.chain import CHAIN, read_chain, verify_trail
 from app.audit.reader import Query, query_records
 from app.audit.records import TS_FORMAT, format_ts
@@ -226,3 +227,47 @@ def test_query_filters_by_request_id_and_time(
     stream = _stream(tmp_path, clock)
     _write(stream, clock, 40)
     assert [r["request_id"] for r in query_records(tmp_path, query)] == expected
+
+
+def test_a_seal_finishes_the_gzip_written_with_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def at_once(source: Path, target: Path) -> object:
+        raise AssertionError("a file was compressed at once when it was sealed")
+
+    monkeypatch.setattr(store, "_gzip_into", at_once)
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 60)
+    sealed = _sealed(tmp_path / "stream-0")
+    assert len(sealed) >= 2
+    assert (tmp_path / "stream-0" / ".audit-pending.tmp").exists(), "the next file's stream"
+    stream.close()
+    assert not (tmp_path / "stream-0" / ".audit-pending.tmp").exists()
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == [f"r{i}" for i in range(60)]
+    assert _problems(tmp_path) == []
+
+
+def test_a_file_read_back_after_a_restart_is_compressed_whole_when_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    whole = store._gzip_into
+
+    def spy(source: Path, target: Path) -> object:
+        calls.append(source)
+        return whole(source, target)
+
+    monkeypatch.setattr(store, "_gzip_into", spy)
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 5)  # under rotate_bytes: stays in current.jsonl
+    stream.close()
+    again = _stream(tmp_path, clock)  # its pending stream would miss those 5 records
+    _write(again, clock, 40, start=5)
+    again.close()
+    assert len(calls) == 1, "only the file read back was compressed whole"
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == [f"r{i}" for i in range(45)]
+    assert _problems(tmp_path) == []
