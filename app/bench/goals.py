@@ -181,7 +181,7 @@ def _batch_check(batch_runs: list[Run], goals: Goals) -> Run:
         and not r["errors"]["total"]
     ]
     if not good:
-        return _v(what, False, f"no batch rate held p99 <= {goals.batch_p99_ms:g} ms")
+        return _v(what, False, f"no batch rate held p99 <= {goals.batch_p99_ms:g} ms with 0 errors")
     best = max(float(r["predictions_per_s"]) for r in good)
     gap = goals.batch_pred_per_s - best
     how = "met" if gap <= 0 else f"missed by {gap:g} pred/s"

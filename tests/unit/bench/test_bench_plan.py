@@ -111,6 +111,19 @@ def test_goal_verdicts_say_met_or_missed_by_how_much() -> None:
     assert idle.endswith("p50 4.5 ms, model 2 ms, +2.5 ms (met)")
 
 
+def test_a_batch_rate_with_errors_does_not_count_however_fast() -> None:
+    batch = [
+        _run(140, p99=90, rows_per_request=32, predictions_per_s=4400.0, errors={"total": 3}),
+        _run(100, p99=40, rows_per_request=32, predictions_per_s=3200.0),
+    ]
+    t = _texts(goals.check(_result(runs=[], batch_runs=batch)))
+    assert t["/predict/batch x32 >= 4000 pred/s"].endswith(
+        "3200 pred/s at p99 <= 200 ms (missed by 800 pred/s)"
+    )
+    t = _texts(goals.check(_result(runs=[], batch_runs=batch[:1])))
+    assert t["/predict/batch x32 >= 4000 pred/s"].endswith("held p99 <= 200 ms with 0 errors")
+
+
 def test_a_max_rate_at_the_find_max_limit_is_only_a_bound() -> None:
     limit = {"stopped_because": "reached --find-max-limit 900"}
     failed = {"stopped_because": "p99 114 ms > 100 ms at 550 req/s"}
