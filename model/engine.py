@@ -76,6 +76,18 @@ class EngineChoice:
             return "onnxruntime"
         return f"onnxruntime<={self.onnx_max_rows}+torch"
 
+    @classmethod
+    def named(cls, name: str) -> EngineChoice:
+        """The choice whose :attr:`name` is ``name`` (as ``/stats`` shows it)."""
+        if name == "torch":
+            return cls()
+        if name == "onnxruntime":
+            return cls(ALL_ROWS)
+        rows = name.removeprefix("onnxruntime<=").removesuffix("+torch")
+        if not rows.isdigit() or f"onnxruntime<={rows}+torch" != name or int(rows) < 1:
+            raise ValueError(f"not an engine name: {name!r}")
+        return cls(int(rows))
+
     def onnx_serves(self, rows: int) -> bool:
         """True when a forward of ``rows`` rows runs on ONNX Runtime."""
         return rows <= self.onnx_max_rows

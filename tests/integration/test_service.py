@@ -15,6 +15,7 @@ from app.cli.serve_cmd import sample_request
 from app.serve.node_priority import read_processes
 from model.common.features import compute_features
 from model.common.registry import ModelRegistry
+from model.engine import EngineChoice
 from model.runtime import load_model
 from tests.integration.conftest import ServeStack
 from tests.support.live import LiveTarget
@@ -57,22 +58,19 @@ def test_healthz_is_open_and_cheap(serve_stack: ServeStack) -> None:
 
 
 def test_prediction_matches_the_torch_runtime_called_directly(
-    serve_stack: ServeStack, predict_key: str
+    serve_stack: ServeStack, predict_key: str, stats_token: str
 ) -> None:
     body = sample_request("EURUSD", offset=2000)
     with serve_stack.client() as client:
         r = client.post("/predict", json=body, headers={"X-API-Key": predict_key})
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {stats_token}"})
     assert r.status_code == 200, r.text
+    assert stats.status_code == 200, stats.text
     got = r.json()
-    bars = np.stack(
-        [np.asarray(body[c], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")],
-        axis=1,
-    )
-    registry = ModelRegistry(serve_stack.registry_root)
-    # The same numerics choice the predictor made (bf16 on a CPU with native bf16).
-    numerics = serve_stack.config.serving.predictor_numerics
-    model = load_model(registry, serve_stack.ref, device="cpu", numerics=numerics)
-    expected = model.predict(compute_features(bars)[None, ...])[0]
+    # The same numerics and per-size engine the predictor chose (bf16 batches beside fp32
+    # lone rows on a CPU with AMX, model.engine), loaded here without Ray.
+    model = _served_like(serve_stack, stats.json()["predictor"]["engine"])
+    expected = model.predict(compute_features(_bars(body))[None, ...])[0]
     assert got["expected_return"] == pytest.approx(float(expected[0]), rel=1e-5, abs=1e-7)
     assert got["prob_up"] == pytest.approx(float(expected[1]), rel=1e-5, abs=1e-7)
     assert got["model"] == {
@@ -86,23 +84,40 @@ def test_prediction_matches_the_torch_runtime_called_directly(
     assert np.isfinite([got["expected_return"], got["prob_up"]]).all()
 
 
-def test_batch_endpoint_answers_in_request_order(serve_stack: ServeStack, predict_key: str) -> None:
+def test_batch_endpoint_answers_in_request_order(
+    serve_stack: ServeStack, predict_key: str, stats_token: str
+) -> None:
     items = [sample_request(f"SYM{i}", offset=100 + 37 * i) for i in range(12)]
     with serve_stack.client() as client:
         batch = client.post(
             "/predict/batch", json={"items": items}, headers={"X-API-Key": predict_key}
         )
-        singles = [
-            client.post("/predict", json=item, headers={"X-API-Key": predict_key}).json()
-            for item in items[:3]
-        ]
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {stats_token}"})
     assert batch.status_code == 200, batch.text
     preds = batch.json()["predictions"]
     assert [p["symbol"] for p in preds] == [f"SYM{i}" for i in range(12)]
-    for single, pred in zip(singles, preds[:3], strict=True):
-        assert pred["expected_return"] == pytest.approx(
-            single["expected_return"], rel=1e-5, abs=1e-7
-        )
+    # The 12 rows left as one forward: the same forward called directly, with the
+    # predictor's numerics and engine, gives each row's answer in the same place.
+    model = _served_like(serve_stack, stats.json()["predictor"]["engine"])
+    windows = [_bars(item) for item in items]
+    expected = model.predict(np.stack([compute_features(w) for w in windows]))
+    got = [[p["expected_return"], p["prob_up"]] for p in preds]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
+
+
+def _bars(body: dict[str, Any]) -> np.ndarray:
+    columns = ("open", "high", "low", "close", "volume")
+    return np.stack([np.asarray(body[c], dtype=np.float64) for c in columns], axis=1)
+
+
+def _served_like(serve_stack: ServeStack, engine_name: str) -> Any:
+    """The stack's model loaded here with the numerics and per-size engine it serves."""
+    registry = ModelRegistry(serve_stack.registry_root)
+    numerics = serve_stack.config.serving.predictor_numerics
+    model = load_model(registry, serve_stack.ref, device="cpu", numerics=numerics, engine="torch")
+    engine = EngineChoice.named(engine_name)
+    model.use_engine(engine, model.onnx_session(1) if engine.onnx_max_rows else None)
+    return model
 
 
 def test_concurrent_requests_are_batched(

@@ -304,3 +304,11 @@ def test_onnxruntime_by_name_makes_auto_numerics_fp32(
         registry, random_ref, numerics="bf16", engine="onnxruntime", cpu_bf16=lambda: True
     )
     assert (forced.numerics.name, forced.engine.name) == ("bf16", "torch")
+
+
+def test_an_engine_name_reads_back_into_the_same_choice() -> None:
+    for choice in (EngineChoice(), EngineChoice(ALL_ROWS), EngineChoice(4)):
+        assert EngineChoice.named(choice.name) == choice
+    for bad in ("onnxruntime<=0+torch", "onnxruntime<=x+torch", "tensorrt", "onnxruntime<=4"):
+        with pytest.raises(ValueError, match="not an engine name"):
+            EngineChoice.named(bad)
