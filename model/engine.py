@@ -10,11 +10,12 @@ timing ``network(x)`` against ``InferenceSession.run``; BENCHMARKS.md, session 5
 with outputs equal to 2e-8. ONNX Runtime fuses the convolutions with their BatchNorm and
 runs the LSTM as one kernel; torch dispatches each op and step from Python-visible code.
 On a Xeon with AMX, torch's bf16 autocast turns that round at the larger sizes (session
-13, one thread):
+13, one thread; 1-8 rows as this module's load-time timing logged them, 32 rows from a
+``/tmp`` script):
 
     batch        1       2       4       8      32
-    torch bf16 1.04    1.12    1.25    1.64    3.49  ms
-    onnxrt fp32 0.52   0.62    1.10    2.06    8.00  ms
+    torch bf16 1.15    1.40    1.46    1.85    3.49  ms
+    onnxrt fp32 0.58   0.83    1.24    2.41    8.00  ms
 
 So the choice is made per forward size: ``auto`` times both engines on the golden rows at
 1, 2, 4, ... 32 rows at load and runs forwards up to the largest size where ONNX Runtime
