@@ -83,6 +83,36 @@ async def test_a_stalled_server_shows_as_latency_of_every_request_due_meanwhile(
     assert out["latency"][15] < 0.2  # due after the stall: quick
 
 
+async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
+    local_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2 req/s: each reply is back long before the next send is due. epoll_wait rounds its
+    # timeout up to the millisecond and may fire 0.1% late (1 ms on a 1 s gap), which at 1
+    # req/s put the sends 2.8 ms late; with nothing in flight the sender sleeps instead.
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    host = url.removeprefix("http://")
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def spy(seconds: float) -> None:
+        slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
+    sender = Sender(_plan(url, rate=2.0, n=4), encode_requests(host, "/predict", _bodies(1), None))
+    t0 = time.monotonic() + 0.05
+    out = await asyncio.to_thread(sender.run, t0)
+    assert out["outcome"] == [200] * 4
+    # The three 0.5 s gaps, less each reply's few ms, were slept, not polled.
+    assert len(slept) >= 3
+    assert sum(slept) > 1.2
+    assert max(out["lag"]) < 0.1
+
+
 def test_responses_are_parsed_by_length_and_by_chunks() -> None:
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
     full = head + b"content-length: 5\r\n\r\nhello"
