@@ -82,10 +82,15 @@ async def _predict(
         state.metrics.observe_failure(failure.rule.metric_status)
         raise
     preds = [_render(w, row) for w, row in zip(windows, rows, strict=True)]
-    if state.audit is not None:  # a queue put; the writer thread does the rest
+    if state.audit is not None:
         green = state.rollout.routing.green if state.rollout and state.rollout.routing else None
         latency_s = time.perf_counter() - started
-        state.audit.submit(request_id, principal_id, windows, preds, latency_s, green)
+        # A queue put wakes the writer thread, which takes the GIL as soon as the loop
+        # lets go of it (the TLS write does): made once this loop turns, after the answer
+        # has been encrypted and written, so the answer never waits for the writer.
+        asyncio.get_running_loop().call_soon(
+            state.audit.submit, request_id, principal_id, windows, preds, latency_s, green
+        )
     if state.shadow is not None:  # a sample of blue's rows, scored on green off this path
         state.shadow.offer(rows)
     return preds, rows

@@ -110,3 +110,23 @@ def test_a_limit_of_zero_turns_the_fast_path_off(registry_root: Path, random_ref
     batch = _batch(random_ref, 1)
     assert isinstance(replica.predict(batch), BatchResult)
     assert replica.queued_calls == [batch]
+
+
+def test_a_lone_calls_batch_line_is_written_after_its_answer_leaves(
+    replica: _Replica, random_ref: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        "model.deployment.batch_log.info", lambda event, **fields: lines.append(fields)
+    )
+    batch = _batch(random_ref, 2)
+
+    async def call() -> tuple[int, int]:
+        await replica.deployment.predict(batch)
+        at_answer = len(lines)  # the caller writes its answer here
+        await asyncio.sleep(0)  # the loop turns
+        return at_answer, len(lines)
+
+    assert asyncio.run(call()) == (0, 1)
+    assert lines[0]["request_ids"] == ["r0", "r1"]
+    assert (lines[0]["calls"], lines[0]["rows"], lines[0]["failed"]) == (1, 2, 0)
