@@ -119,6 +119,13 @@ class Serving(Section):
     # p99 at 850 req/s 50-55 ms against 109-111 at 0, BENCHMARKS.md session 12).
     # 0: leave them as Ray starts them.
     housekeeping_niceness: int = Field(10, ge=0, le=19)
+    # The least time between two of the raylet's gc.collect() requests to every worker of
+    # its node (Ray's local_gc_min_interval_s, 10 s by default). While a replica waits for
+    # room (the autoscaler asked for one the node cannot place: a laptop, or a cluster
+    # waiting for a node) Ray sends one at that interval, and the gateway and predictor
+    # of the node stall together every 10 s (BENCHMARKS.md session 14). The replicas
+    # freeze their heaps after warm-up and Python's own collector still runs. 0: Ray's.
+    ray_gc_min_interval_s: float = Field(600, ge=0)
     direct_port_span: int = Field(50, ge=1, le=1000)
     # How Serve stops a replica: drain for up to graceful_shutdown_timeout_s, polling every
     # graceful_shutdown_wait_loop_s (Serve's defaults, 20 s and 2 s, made explicit).

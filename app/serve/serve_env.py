@@ -40,6 +40,8 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
     env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1" if serving.handle_transport == "grpc" else "0"
     # Read by the raylet when it starts workers (so: set before `ray start`/ray.init).
     env["RAY_worker_niceness"] = str(serving.worker_niceness)
+    if serving.ray_gc_min_interval_s > 0:  # read by the raylet at start, like the above
+        env["RAY_local_gc_min_interval_s"] = f"{serving.ray_gc_min_interval_s:g}"
     if serving.ingress == "direct":
         # Gateway replicas serve HTTPS themselves (same TLS files: Serve hands its
         # http_options to the replica's server), starting at http_port.

@@ -291,6 +291,20 @@ def test_openapi_describes_every_route(serve_stack: ServeStack) -> None:
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
 
 
+def test_the_raylet_spaces_its_gc_requests_as_configured(serve_stack: ServeStack) -> None:
+    """``serving.ray_gc_min_interval_s`` reaches the raylet this process started, which
+    reads it once at start: a replica waiting for room no longer has Ray collect every
+    worker of the node every 10 s."""
+    interval = serve_stack.config.serving.ray_gc_min_interval_s
+    assert interval > 10
+    raylet = next(
+        p.pid for p in read_processes() if p.ppid == os.getpid() and p.title.endswith("/raylet")
+    )
+    with open(f"/proc/{raylet}/environ", "rb") as f:
+        environ = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    assert environ[b"RAY_local_gc_min_interval_s"] == f"{interval:g}".encode()
+
+
 def test_rays_housekeeping_yields_the_cpu_to_the_serving_replicas(serve_stack: ServeStack) -> None:
     """The gateway raises the nice value of Ray's own processes on its node
     (``serving.housekeeping_niceness``) and of nothing that serves."""

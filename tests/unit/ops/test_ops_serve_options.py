@@ -205,6 +205,14 @@ def test_replicas_run_at_the_configured_niceness() -> None:
     assert serve_env_vars(low)["RAY_worker_niceness"] == "15"
 
 
+def test_the_raylets_gc_requests_are_spaced_by_the_configured_interval() -> None:
+    assert serve_env_vars(ServiceConfig())["RAY_local_gc_min_interval_s"] == "600"
+    often = parse_config({"serving": {"ray_gc_min_interval_s": 30}})
+    assert serve_env_vars(often)["RAY_local_gc_min_interval_s"] == "30"
+    rays = parse_config({"serving": {"ray_gc_min_interval_s": 0}})
+    assert "RAY_local_gc_min_interval_s" not in serve_env_vars(rays)
+
+
 def test_metadata_keeps_version_and_description_for_stats() -> None:
     meta = deployment_metadata(ServiceConfig())
     assert meta["version"] == "1.0.0"
