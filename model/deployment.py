@@ -185,7 +185,8 @@ class PredictorDeployment:
             return PredictError(FailureKind.NOT_READY, "model is not loaded yet")
         if self._inline(batch):
             # The line after the answer: a lone call's reply does not wait for its
-            # rendering and write (~0.1 ms of a cold loop at 1 req/s).
+            # rendering and write (0.3-0.4 ms of a cold loop at 1 req/s, BENCHMARKS.md
+            # session 14).
             results = self.service.predict_batches([batch])
             return self._answers([batch], results, log_later=True)[0]
         self._queued += 1
