@@ -63,7 +63,9 @@ def serve_stack(
     app_name = config.serving.app_name
     progress("preparing demo material (dev TLS, JWT secret, API key, model)")
     demo = prepare_demo(config, train_seconds=train_seconds, log=False)
-    progress(f"model {demo.model}; {serve_runner.start_ray(settings, config)}")
+    started = serve_runner.start_ray(settings, config)
+    config = started.config
+    progress(f"model {demo.model}; {started.how}")
     try:
         serve_runner.deploy(config, settings)
         url = serve_runner.base_url(config)

@@ -81,8 +81,9 @@ def _serve(args: argparse.Namespace) -> int:
         candidate = config.network_security.tls.cert_path.parent / "ca.crt"
         ca = candidate if candidate.exists() else None
 
-    how = runner.start_ray(settings, config)
-    print(f"Ray: {how}", flush=True)
+    started = runner.start_ray(settings, config)
+    config = started.config
+    print(f"Ray: {started.how}", flush=True)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -21,6 +21,7 @@ from ray import serve
 from app.config import ServiceConfig
 from app.config.env import Settings
 from app.serve.build import build_from_config
+from app.serve.node_fit import fit_to_node
 from app.serve.options import http_options
 from app.serve.serve_env import custom_resources_needed, serve_env_vars
 
@@ -48,25 +49,34 @@ def apply_serve_env(config: ServiceConfig) -> None:
         os.environ.setdefault(name, value)
 
 
-def start_ray(settings: Settings, config: ServiceConfig, *, local_cpus: int | None = None) -> str:
+@dataclass(frozen=True)
+class RayStart:
+    how: str  # how it connected, for the terminal
+    config: ServiceConfig  # the config to deploy: on a local Ray, fitted to its one node
+
+
+def start_ray(
+    settings: Settings, config: ServiceConfig, *, local_cpus: int | None = None
+) -> RayStart:
     """Join ``RAY_ADDRESS`` if set to a cluster; with ``auto``, join the cluster on this
-    machine if there is one, else start a local one. Returns how it connected."""
+    machine if there is one, else start a local one, and cap the predictor's autoscaling
+    at the replicas that one node holds (:mod:`app.serve.node_fit`)."""
     if ray.is_initialized():
-        return "already"
+        return RayStart("already", config)
     metrics_port = config.metrics.prometheus_exporter.port
     address = settings.RAY_ADDRESS
     if address not in ("auto", "local", ""):
         ray.init(address=address, include_dashboard=False)
-        return f"joined {address}"
+        return RayStart(f"joined {address}", config)
     if address == "auto":
         try:
             ray.init(address="auto", include_dashboard=False)
-            return "joined the local cluster"
+            return RayStart("joined the local cluster", config)
         except ConnectionError:
             pass
     apply_serve_env(config)
     # Logical CPUs are scheduling tokens: size them to fit the app's minimum, at least
-    # the real core count, so a 2-core laptop can still run 2 predictor replicas.
+    # the real core count. The autoscaling maxima are then capped at what fits (below).
     cpus = local_cpus or max(os.cpu_count() or 1, int(required_cpus(config) + 1.5))
     # Deployments pinned with custom resources (serving.gateway.ray_resources, ...) are
     # placed only where those are offered: this one node offers all of them, so the
@@ -80,7 +90,9 @@ def start_ray(settings: Settings, config: ServiceConfig, *, local_cpus: int | No
         _metrics_export_port=metrics_port if config.metrics.prometheus_exporter.enabled else None,
     )
     offered = "".join(f", {name}={amount:g}" for name, amount in sorted(custom.items()))
-    return f"started a local Ray ({cpus} logical CPUs{offered})"
+    how = f"started a local Ray ({cpus} logical CPUs{offered})"
+    fitted, capped = fit_to_node(config, settings, ray.cluster_resources())
+    return RayStart(f"{how}; {capped}" if capped else how, fitted)
 
 
 def deploy(config: ServiceConfig, settings: Settings, *, blocking: bool = False) -> None:

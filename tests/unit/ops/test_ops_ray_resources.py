@@ -14,6 +14,7 @@ from app.config.env import Settings
 from app.serve.k8s_pods import GATEWAY_RESOURCE
 from app.serve.options import (
     gateway_options,
+    predictor_autoscaling_config,
     predictor_options,
     rolling_update_options,
 )
@@ -115,6 +116,10 @@ class _FakeRay:
     def init(self, **kwargs: Any) -> None:
         self.calls.append(kwargs)
 
+    def cluster_resources(self) -> dict[str, float]:
+        started = self.calls[-1]
+        return {"CPU": float(started["num_cpus"]), "memory": 8e9, **(started["resources"] or {})}
+
 
 @pytest.mark.parametrize(
     ("rel", "expected"),
@@ -132,9 +137,33 @@ def test_local_ray_offers_the_custom_resources_the_config_asks_for(
     monkeypatch.setattr(runner, "ray", fake)
     monkeypatch.setattr(runner, "apply_serve_env", lambda config: None)  # keep os.environ
     config = load_config_file(ROOT / rel)
-    how = runner.start_ray(Settings(RAY_ADDRESS="local"), config, local_cpus=4)
+    how = runner.start_ray(Settings(RAY_ADDRESS="local"), config, local_cpus=4).how
     (call,) = fake.calls
     assert call["address"] == "local"
     assert call["resources"] == expected
     if expected:
         assert "cnnlstm_gateway=2" in how
+
+
+@pytest.mark.parametrize(
+    ("address", "cpus", "deployed_max"),
+    [
+        ("local", 2, 1),  # a 2-core laptop's own Ray
+        ("local", 4, 2),  # room for both
+        ("ray://head:10001", 2, 2),  # a cluster can add nodes: as written
+    ],
+)
+def test_start_ray_hands_back_the_config_to_deploy(
+    address: str, cpus: int, deployed_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.serve import runner
+
+    fake = _FakeRay()
+    monkeypatch.setattr(runner, "ray", fake)
+    monkeypatch.setattr(runner, "apply_serve_env", lambda config: None)  # keep os.environ
+    config = load_config_file(ROOT / "deploy/config.local.yaml")
+
+    started = runner.start_ray(Settings(RAY_ADDRESS=address), config, local_cpus=cpus)
+
+    assert predictor_autoscaling_config(started.config)["max_replicas"] == deployed_max
+    assert ("capped at 1" in started.how) == (deployed_max == 1)
