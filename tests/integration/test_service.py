@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.cli.serve_cmd import sample_request
-from app.serve.node_priority import read_processes
+from app.serve.node_priority import Process, read_processes
 from model.common.features import compute_features
 from model.common.registry import ModelRegistry
 from model.engine import EngineChoice
@@ -291,16 +291,20 @@ def test_openapi_describes_every_route(serve_stack: ServeStack) -> None:
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
 
 
+def _own_raylet(procs: list[Process]) -> int:
+    """The stack's raylet: this test process started the stack's Ray, so its raylet is
+    this process's child (processes of stacks other tests stopped may still be exiting,
+    orphaned)."""
+    return next(p.pid for p in procs if p.ppid == os.getpid() and p.title.endswith("/raylet"))
+
+
 def test_the_raylet_spaces_its_gc_requests_as_configured(serve_stack: ServeStack) -> None:
     """``serving.ray_gc_min_interval_s`` reaches the raylet this process started, which
     reads it once at start: a replica waiting for room no longer has Ray collect every
     worker of the node every 10 s."""
     interval = serve_stack.config.serving.ray_gc_min_interval_s
     assert interval > 10
-    raylet = next(
-        p.pid for p in read_processes() if p.ppid == os.getpid() and p.title.endswith("/raylet")
-    )
-    with open(f"/proc/{raylet}/environ", "rb") as f:
+    with open(f"/proc/{_own_raylet(read_processes())}/environ", "rb") as f:
         environ = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
     assert environ[b"RAY_local_gc_min_interval_s"] == f"{interval:g}".encode()
 
@@ -321,10 +325,8 @@ def test_rays_housekeeping_yields_the_cpu_to_the_serving_replicas(serve_stack: S
         return min(nices(pid))
 
     procs = read_processes()
-    # This test process started the stack's Ray (processes of stacks other tests stopped
-    # may still be exiting, orphaned): its raylet is this process's child.
     beside_raylet = os.getpid()
-    raylet = next(p.pid for p in procs if p.ppid == beside_raylet and p.title.endswith("/raylet"))
+    raylet = _own_raylet(procs)
     on_node = {p.actor: p.pid for p in procs if p.ppid == raylet}
     # Ray's controller and agents, and the GCS beside the raylet: lowered.
     for title in ("ray::ServeController", "ray::DashboardAgent"):
