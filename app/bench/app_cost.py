@@ -10,6 +10,7 @@ answers at once with zeros, so the model's cost is not in it::
 
     python -m app.bench.app_cost --config deploy/config.local.yaml
     python -m app.bench.app_cost --config deploy/config.local.yaml --path /healthz
+    python -m app.bench.app_cost --config deploy/config.local.yaml --path /predict/batch
 
 By default it measures the prediction fast path (app/api/fast_predict.py) and the
 framework path (``serving.gateway.fast_path: false``) alternately in one sitting.
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from app.api.app import create_app
-from app.bench.payloads import predict_payloads
+from app.bench.payloads import batch_payloads, predict_payloads
 from app.config.env import load_service_config
 from app.gateway.cluster import StaticCluster
 from app.gateway.state import build_gateway_state
@@ -135,7 +136,13 @@ async def measure(
 
 
 async def run(
-    config_path: str | None, path: str, requests: int, concurrency: int, *, fast_path: bool
+    config_path: str | None,
+    path: str,
+    requests: int,
+    concurrency: int,
+    *,
+    fast_path: bool,
+    symbols: int = 32,
 ) -> dict[str, Any]:
     from app.cli.demo import prepare_demo
 
@@ -152,6 +159,8 @@ async def run(
     headers.append((header, demo.api_key.encode()))
     if path == "/predict":
         method, bodies = "POST", list(predict_payloads().bodies)
+    elif path == "/predict/batch":
+        method, bodies = "POST", list(batch_payloads(symbols).bodies)
     else:
         method, bodies = "GET", [b""]
     async with app.router.lifespan_context(app):
@@ -170,7 +179,10 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="YAML configuration (as cnnlstm --config)")
-    parser.add_argument("--path", default="/predict", choices=["/predict", "/healthz", "/ready"])
+    parser.add_argument(
+        "--path", default="/predict", choices=["/predict", "/predict/batch", "/healthz", "/ready"]
+    )
+    parser.add_argument("--symbols", type=int, default=32, help="items per /predict/batch body")
     parser.add_argument("--requests", type=int, default=2000, help="per repeat (3 repeats)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument(
@@ -185,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for fast in variants[args.fast_path]:
         out = asyncio.run(
-            run(args.config, args.path, args.requests, args.concurrency, fast_path=fast)
+            run(
+                args.config,
+                args.path,
+                args.requests,
+                args.concurrency,
+                fast_path=fast,
+                symbols=args.symbols,
+            )
         )
         label = "fast path" if fast else "framework"
         print(
