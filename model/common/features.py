@@ -11,6 +11,8 @@ ever sees a later bar and every row is defined without padding from outside the 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -49,13 +51,34 @@ _FEATURE_LIMIT = 1e6
 assert len(FEATURE_NAMES) == NUM_FEATURES
 
 
+@functools.cache
+def _trailing_span(t: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a trailing window of n over t values: each row's end and start index into the
+    zero-padded cumulative sum, and its length (shorter at the start). The same few
+    (t, n) pairs come back on every request: made once, read-only."""
+    end = np.arange(1, t + 1)
+    start = np.maximum(end - n, 0)
+    length = (end - start).astype(np.float64)
+    for a in (end, start, length):
+        a.setflags(write=False)
+    return end, start, length
+
+
+@functools.cache
+def _lag_index(t: int, lag: int) -> np.ndarray:
+    idx = np.maximum(np.arange(t) - lag, 0)
+    idx.setflags(write=False)
+    return idx
+
+
 def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
     """Trailing mean over the last n values along the last axis (expanding at the start)."""
     t = x.shape[-1]
-    padded = np.concatenate([np.zeros((*x.shape[:-1], 1)), np.cumsum(x, axis=-1)], axis=-1)
-    end = np.arange(1, t + 1)
-    start = np.maximum(end - n, 0)
-    return (padded[..., end] - padded[..., start]) / (end - start)
+    padded = np.empty((*x.shape[:-1], t + 1))
+    padded[..., 0] = 0.0
+    np.cumsum(x, axis=-1, out=padded[..., 1:])
+    end, start, length = _trailing_span(t, n)
+    return (padded[..., end] - padded[..., start]) / length
 
 
 def _rolling_std(x: np.ndarray, n: int) -> np.ndarray:
@@ -81,8 +104,7 @@ def _sma_gap(c: np.ndarray, n: int) -> np.ndarray:
 
 def _lagged_diff(x: np.ndarray, lag: int) -> np.ndarray:
     """x[t] - x[max(t - lag, 0)]: the change over `lag` steps, shorter at the window start."""
-    idx = np.maximum(np.arange(x.shape[-1]) - lag, 0)
-    return x - x[..., idx]
+    return x - x[..., _lag_index(x.shape[-1], lag)]
 
 
 def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

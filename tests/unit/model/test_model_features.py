@@ -149,3 +149,16 @@ def test_sliding_windows_is_a_view_of_consecutive_slices() -> None:
     assert win.shape == (10, WINDOW, 5)
     assert np.shares_memory(win, bars)
     np.testing.assert_array_equal(win[7], bars[7 : 7 + WINDOW])
+
+
+@pytest.mark.parametrize(("t", "n"), [(64, 8), (64, 21), (10, 16), (5, 1)])
+def test_rolling_mean_is_the_trailing_mean_every_time(t: int, n: int) -> None:
+    """The index spans are made once per (t, n) and shared: read-only, and the second
+    call (from the cache) answers like the first."""
+    from model.common.features import _rolling_mean, _trailing_span
+
+    x = np.random.default_rng(t * 100 + n).standard_normal((3, t))
+    expected = np.stack([[row[max(0, i + 1 - n) : i + 1].mean() for i in range(t)] for row in x])
+    np.testing.assert_allclose(_rolling_mean(x, n), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_rolling_mean(x, n), expected, rtol=1e-12, atol=1e-12)
+    assert not any(a.flags.writeable for a in _trailing_span(t, n))
