@@ -6,6 +6,7 @@ gauges by a slow background loop (the regime changes a few times a day).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -50,7 +51,9 @@ async def keep_gauges_current(
     """``on_replicas`` hears each fresh count (the batcher sizes its batches in flight)."""
 
     async def update() -> None:
-        profile = current_profile(config)
+        # In a thread: the calendar's first table (pandas and exchange_calendars, ~0.5 s)
+        # and its rebuild near the table's end must never stall the loop that serves.
+        profile = await asyncio.to_thread(current_profile, config)
         if profile is not None:
             metrics.set_profile(profile)
         counts = await cluster.replicas()

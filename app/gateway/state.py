@@ -7,6 +7,7 @@ so it lives on the app object.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from app.gateway.loop_lag import LoopLag
 from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, PushShadow, RolloutRouter
-from app.gateway.serving_view import keep_gauges_current
+from app.gateway.serving_view import current_profile, keep_gauges_current
 from app.gateway.shadow import ShadowScorer
 from app.observability.metrics import GatewayMetrics
 from app.observability.process_metrics import new_registry
@@ -85,6 +86,10 @@ class GatewayState:
         self.batcher.start()
         self.loop_lag.start()
         self.readiness.start()
+        # Serve routes traffic here once this returns: the market calendar's table is
+        # built first (a failure is logged by the gauges' loop, which tries again).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(current_profile, self.config)
         self._gauges = asyncio.get_running_loop().create_task(
             keep_gauges_current(
                 self.config, self.metrics, self.cluster, on_replicas=self._size_batches_in_flight
