@@ -151,14 +151,38 @@ def test_sliding_windows_is_a_view_of_consecutive_slices() -> None:
     np.testing.assert_array_equal(win[7], bars[7 : 7 + WINDOW])
 
 
-@pytest.mark.parametrize(("t", "n"), [(64, 8), (64, 21), (10, 16), (5, 1)])
-def test_rolling_mean_is_the_trailing_mean_every_time(t: int, n: int) -> None:
-    """The index spans are made once per (t, n) and shared: read-only, and the second
-    call (from the cache) answers like the first."""
-    from model.common.features import _rolling_mean, _trailing_span
+@pytest.mark.parametrize(("shape", "spans"), [((3, 64), (8, 21, 14)), ((2, 2, 10), (16, 1))])
+def test_trailing_means_are_each_series_own_trailing_mean_every_time(
+    shape: tuple[int, ...], spans: tuple[int, ...]
+) -> None:
+    """One cumulative sum serves series of different spans; the start indices are made
+    once per shape and shared: read-only, and the second call (from the cache) answers
+    like the first."""
+    from model.common.features import _trailing_means, _trailing_starts
 
-    x = np.random.default_rng(t * 100 + n).standard_normal((3, t))
-    expected = np.stack([[row[max(0, i + 1 - n) : i + 1].mean() for i in range(t)] for row in x])
-    np.testing.assert_allclose(_rolling_mean(x, n), expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(_rolling_mean(x, n), expected, rtol=1e-12, atol=1e-12)
-    assert not any(a.flags.writeable for a in _trailing_span(t, n))
+    rng = np.random.default_rng(len(spans))
+    series = [(rng.standard_normal(shape), n) for n in spans]
+    t = shape[-1]
+    expected = [
+        np.stack([x[..., max(0, i + 1 - n) : i + 1].mean(axis=-1) for i in range(t)], axis=-1)
+        for x, n in series
+    ]
+    for _ in range(2):
+        got = _trailing_means(*series)
+        assert len(got) == len(spans)
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)
+    assert not any(a.flags.writeable for a in _trailing_starts(t, spans, len(shape) + 1))
+
+
+def test_a_large_set_is_featurised_in_slices_with_the_same_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model.common import features
+
+    windows = np.ascontiguousarray(sliding_windows(load_bars("eurusd"))[:50])
+    whole = compute_features(windows)
+    monkeypatch.setattr(features, "CHUNK_WINDOWS", 7)
+    sliced = compute_features(windows)
+    assert sliced.shape == whole.shape
+    assert np.array_equal(sliced, whole)
