@@ -18,7 +18,7 @@ from app.gateway.failures import PredictionFailure
 from app.gateway.rows import RowResult
 from app.gateway.schemas import PredictRequest
 from app.gateway.state import GatewayState
-from app.gateway.windows import Window, window_from_request
+from app.gateway.windows import Window, windows_from_requests
 from model.common.errors import ModelNotFoundError
 from model.common.failures import FailureKind
 from model.common.refs import ModelRef
@@ -76,7 +76,7 @@ async def _predict(
             )
         max_bars = state.config.network_security.limits.max_bars
         refs = [resolve(state, item.model, item.version) for item in items]
-        windows = [window_from_request(item, max_bars=max_bars) for item in items]
+        windows = windows_from_requests(items, max_bars=max_bars)
         rows = await _run(state, refs, windows, priority, deadline, request_id)
     except PredictionFailure as failure:
         state.metrics.observe_failure(failure.rule.metric_status)

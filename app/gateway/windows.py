@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from model.common.failures import FailureKind
 from model.common.features import WINDOW, validate_bars
 
 _COLUMNS = ("open", "high", "low", "close", "volume")
+TIMESTAMP_RANGE = "timestamps must be 64-bit integers (seconds since the epoch)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,49 @@ def _invalid(message: str, field: str | None = None) -> PredictionFailure:
 
 
 def window_from_request(req: PredictRequest, *, max_bars: int) -> Window:
+    _check_lengths(req, max_bars)
+    # Only the model's window is needed; validate just that (older bars are ignored).
+    try:
+        ts = np.asarray(req.timestamps[-WINDOW:], dtype=np.int64)
+    except OverflowError:  # a JSON integer has no size limit
+        raise _invalid(TIMESTAMP_RANGE, "timestamps") from None
+    if (ts[1:] <= ts[:-1]).any():
+        raise _invalid("timestamps must be strictly increasing", "timestamps")
+    # One conversion of the five columns, then a row-major copy: [WINDOW, 5].
+    columns = (req.open, req.high, req.low, req.close, req.volume)
+    bars = np.array([c[-WINDOW:] for c in columns], dtype=np.float64).T.copy()
+    problem = validate_bars(bars)
+    if problem is not None:
+        raise _invalid(problem)
+    return Window(symbol=req.symbol, bars=bars, timestamps=ts, as_of=int(ts[-1]))
+
+
+def windows_from_requests(reqs: Sequence[PredictRequest], *, max_bars: int) -> list[Window]:
+    """:func:`window_from_request` of each item, the same windows and, for bad input, the
+    same first error: for a batch the conversions and checks run once over all of its
+    windows (about half the time at 32 items), and only bad input goes item by item."""
+    if len(reqs) > 1:
+        try:
+            for req in reqs:
+                _check_lengths(req, max_bars)
+            ts = np.array([r.timestamps[-WINDOW:] for r in reqs], dtype=np.int64)
+        except (PredictionFailure, OverflowError):
+            pass  # raised below, in item order
+        else:
+            columns = [(r.open, r.high, r.low, r.close, r.volume) for r in reqs]
+            bars = np.array(
+                [[c[-WINDOW:] for c in cols] for cols in columns], dtype=np.float64
+            ).transpose(0, 2, 1)
+            bars = np.ascontiguousarray(bars)  # [items, WINDOW, 5]
+            if not (ts[:, 1:] <= ts[:, :-1]).any() and validate_bars(bars) is None:
+                return [
+                    Window(symbol=r.symbol, bars=bars[i], timestamps=ts[i], as_of=int(ts[i, -1]))
+                    for i, r in enumerate(reqs)
+                ]
+    return [window_from_request(req, max_bars=max_bars) for req in reqs]
+
+
+def _check_lengths(req: PredictRequest, max_bars: int) -> None:
     n = len(req.timestamps)
     for name in _COLUMNS:
         if len(getattr(req, name)) != n:
@@ -42,14 +87,3 @@ def window_from_request(req: PredictRequest, *, max_bars: int) -> Window:
         raise _invalid(f"at least {WINDOW} bars are required, got {n}", "timestamps")
     if n > max_bars:
         raise _invalid(f"at most {max_bars} bars are accepted, got {n}", "timestamps")
-    # Only the model's window is needed; validate just that (older bars are ignored).
-    ts = np.asarray(req.timestamps[-WINDOW:], dtype=np.int64)
-    if (ts[1:] <= ts[:-1]).any():
-        raise _invalid("timestamps must be strictly increasing", "timestamps")
-    # One conversion of the five columns, then a row-major copy: [WINDOW, 5].
-    columns = (req.open, req.high, req.low, req.close, req.volume)
-    bars = np.array([c[-WINDOW:] for c in columns], dtype=np.float64).T.copy()
-    problem = validate_bars(bars)
-    if problem is not None:
-        raise _invalid(problem)
-    return Window(symbol=req.symbol, bars=bars, timestamps=ts, as_of=int(ts[-1]))

@@ -277,6 +277,20 @@ def test_bad_bodies_get_typed_errors_without_echoing_input(
     assert harness.fake.calls == []
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_a_timestamp_beyond_64_bits_is_422_not_a_crash(harness: Harness, path: str) -> None:
+    """JSON integers have no size limit; the window's timestamps are int64."""
+    bars = columnar_bars("HUGE")
+    bars["timestamps"][-1] = 2**63
+    body = bars if path == "/predict" else {"items": [columnar_bars("OK"), bars]}
+    r = harness.client.post(path, json=body, headers={"X-API-Key": harness.key})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert "64-bit" in err["message"]
+    assert err["details"][0]["loc"] == ["body", "timestamps"]
+    assert harness.fake.calls == []
+
+
 @pytest.mark.parametrize(
     ("header", "value"),
     [("X-Priority", "high"), ("X-Priority", "101"), ("X-Request-Deadline-Ms", "-1")],
