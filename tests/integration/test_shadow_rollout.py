@@ -103,7 +103,12 @@ def test_an_identical_green_passes_the_shadow_phase_and_is_promoted(
     figures = final["shadow"]["figures"]
     assert figures["rows"] >= 20
     assert figures["direction_agreement_pct"] == 100.0
-    assert figures["prob_up_mae"] == pytest.approx(0.0, abs=1e-6)
+    # The same weights, but not always the same arithmetic: blue answers a row in one
+    # batch and green scores it in another, and the engine follows the batch size (ONNX
+    # Runtime fp32 for the small ones where it measured faster, torch bf16 above on a CPU
+    # with native bf16). On an AMD EPYC that put prob_up 1e-4 apart (mean, the same rows at
+    # 1 and at 8); a different model is 0.05 and more apart.
+    assert figures["prob_up_mae"] == pytest.approx(0.0, abs=1e-3)
     answers = traffic.snapshot()
     assert Counter(a.status for a in answers) == {200: len(answers)}
     # Nothing reached green before the shadow phase had run its course.
