@@ -33,6 +33,24 @@ def actor_ask(actor_options: Mapping[str, Any]) -> dict[str, float]:
     return {name: amount for name, amount in ask.items() if amount > 0}
 
 
+def gateways_ask(config: ServiceConfig) -> dict[str, float]:
+    """What all the gateway replicas together ask of Ray."""
+    gateway = gateway_options(config)
+    return {
+        name: amount * int(gateway["num_replicas"])
+        for name, amount in actor_ask(gateway["ray_actor_options"]).items()
+    }
+
+
+def required_cpus(config: ServiceConfig) -> float:
+    """Logical CPUs the app asks Ray for at its minimum size (a local Ray needs them)."""
+    pred = predictor_options(config, "cpu")
+    auto = pred.get("autoscaling_config") or {}
+    replicas = max(1, int(auto.get("min_replicas") or pred.get("num_replicas", 1)))
+    per_replica = actor_ask(pred["ray_actor_options"]).get("CPU", 0.0)
+    return replicas * per_replica + gateways_ask(config).get("CPU", 0.0)
+
+
 def replicas_that_fit(
     each: Mapping[str, float], beside: Mapping[str, float], offered: Mapping[str, float]
 ) -> int | None:
@@ -56,11 +74,7 @@ def fit_to_node(
     if not config.serving.autoscaling_enabled:
         return config, None
     each = actor_ask(predictor_options(config, settings.DEVICE)["ray_actor_options"])
-    gateway = gateway_options(config)
-    beside = {
-        name: amount * int(gateway["num_replicas"])
-        for name, amount in actor_ask(gateway["ray_actor_options"]).items()
-    }
+    beside = gateways_ask(config)
     fit = replicas_that_fit(each, beside, offered)
     asked = max(getattr(config, p).max_replicas for p in PROFILES)
     if fit is None or asked <= fit:

@@ -21,25 +21,11 @@ from ray import serve
 from app.config import ServiceConfig
 from app.config.env import Settings
 from app.serve.build import build_from_config
-from app.serve.node_fit import fit_to_node
+from app.serve.node_fit import fit_to_node, required_cpus
 from app.serve.options import http_options
 from app.serve.serve_env import custom_resources_needed, serve_env_vars
 
 log = structlog.get_logger("app.serve.runner")
-
-
-def required_cpus(config: ServiceConfig) -> float:
-    """Logical CPUs the app asks Ray for at its minimum size (a local Ray needs them)."""
-    from app.serve.options import gateway_options, predictor_options
-
-    pred = predictor_options(config, "cpu")
-    gate = gateway_options(config)
-    pred_replicas = (pred.get("autoscaling_config") or {}).get("min_replicas") or pred.get(
-        "num_replicas", 1
-    )
-    pred_cpus = float(pred.get("ray_actor_options", {}).get("num_cpus", 1))
-    gate_cpus = float(gate.get("ray_actor_options", {}).get("num_cpus", 0))
-    return max(1, int(pred_replicas)) * pred_cpus + int(gate.get("num_replicas", 1)) * gate_cpus
 
 
 def apply_serve_env(config: ServiceConfig) -> None:

@@ -97,3 +97,14 @@ def test_the_ask_uses_rays_resource_names() -> None:
         "cnnlstm_gateway": 1.0,
     }
     assert actor_ask({"num_cpus": 0}) == {}
+
+
+def test_a_local_ray_is_sized_for_the_apps_minimum() -> None:
+    """One laptop predictor (the minimum of every profile) and the gateway's quarter."""
+    from app.serve.node_fit import gateways_ask, required_cpus
+
+    config = load_config_file(LAPTOP)
+    assert gateways_ask(config)["CPU"] == 0.25
+    assert required_cpus(config) == 1.25
+    config.serving.gateway.num_replicas = 2
+    assert required_cpus(config) == 1.5
