@@ -123,15 +123,17 @@ def compute_features(bars: np.ndarray) -> np.ndarray:
                 for i in range(0, len(bars), CHUNK_WINDOWS)
             ]
         )
+    last = bars[..., -WINDOW:, :]
     with np.errstate(all="ignore"):  # degenerate input is handled by guards and the clip
-        out = _feature_columns(np.moveaxis(bars[..., -WINDOW:, :], -1, 0))
-    out = np.nan_to_num(np.clip(out, -_FEATURE_LIMIT, _FEATURE_LIMIT), nan=0.0)
+        out = _feature_columns(last.transpose(last.ndim - 1, *range(last.ndim - 1)))
+    out = np.clip(out, -_FEATURE_LIMIT, _FEATURE_LIMIT)  # a new array, and no inf left
+    np.copyto(out, 0.0, where=np.isnan(out))
     return out.astype(np.float32)
 
 
 def _feature_columns(w: np.ndarray) -> np.ndarray:
     """``[5, ..., WINDOW]`` bar columns -> float64 ``[..., WINDOW, NUM_FEATURES]``."""
-    o, h, low, c = (np.maximum(col, _PRICE_FLOOR) for col in w[:4])
+    o, h, low, c = np.maximum(w[:4], _PRICE_FLOOR)
     v = np.maximum(w[4], 0.0)
 
     log_c = np.log(c)
