@@ -17,7 +17,7 @@ from typing import Any
 
 from app.config import ServiceConfig
 from app.config.env import Settings
-from app.serve.options import gateway_options, predictor_options
+from app.serve.options import gateway_options, predictor_actor_options, predictor_options
 
 PROFILES = ("autoscaling", "market_hours_autoscaling", "off_hours_autoscaling")
 
@@ -73,7 +73,7 @@ def fit_to_node(
     node holds beside the gateways, and a line saying so (None when nothing changed)."""
     if not config.serving.autoscaling_enabled:
         return config, None
-    each = actor_ask(predictor_options(config, settings.DEVICE)["ray_actor_options"])
+    each = actor_ask(predictor_actor_options(config, settings.DEVICE))
     beside = gateways_ask(config)
     fit = replicas_that_fit(each, beside, offered)
     asked = max(getattr(config, p).max_replicas for p in PROFILES)
