@@ -120,7 +120,8 @@ class _Normalised(nn.Module):
 
 class OnnxForward:
     """The normalised network as an ONNX Runtime session: float32 ``[N, T, F]`` in, raw
-    float32 ``[N, 2]`` out (the caller maps outputs, as for torch)."""
+    float32 ``[N, 2]`` out (the caller maps outputs, as for torch). ``int8``: its weights
+    quantised to int8 (:mod:`model.int8`)."""
 
     def __init__(
         self,
@@ -129,9 +130,12 @@ class OnnxForward:
         inv_std: torch.Tensor,
         row_shape: tuple[int, int],
         threads: int,
+        *,
+        int8: bool = False,
     ) -> None:
         import onnxruntime as ort
 
+        self.int8 = int8
         module = _Normalised(network, mean, inv_std).eval()
         example = torch.zeros((2, *row_shape), dtype=torch.float32)
         buffer = io.BytesIO()
@@ -149,6 +153,11 @@ class OnnxForward:
                 opset_version=17,
                 dynamo=False,
             )
+        graph = buffer.getvalue()
+        if int8:
+            from model.int8 import quantize
+
+            graph = quantize(graph)
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
@@ -157,9 +166,7 @@ class OnnxForward:
         # Two cores shared with the gateway: idle pool threads sleep instead of spinning.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(features, dtype=np.float32)

@@ -21,7 +21,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-NUMERICS_SETTINGS = ("auto", "fp32", "bf16")
+# "int8" is ONNX Runtime with int8 weights, chosen by name only (model.int8).
+NUMERICS_SETTINGS = ("auto", "fp32", "bf16", "int8")
 
 # Largest golden-sample deviation accepted under bf16, in the units of the fp32 check
 # (expected return in units of return_std, prob_up as a probability). bf16 keeps 8
@@ -31,16 +32,17 @@ NUMERICS_SETTINGS = ("auto", "fp32", "bf16")
 # and one percent of a return std: a model that bf16 really changes fails it.
 BF16_GOLDEN_ATOL = 1e-2
 
-_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+# int8 forwards all run on ONNX Runtime (model.int8): none is left to torch to autocast.
+_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "int8": None}
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
 class NumericsChoice:
-    """The numerics a model runs in, and why it is fp32 where bf16 was wanted."""
+    """The numerics a model runs in, and why it is fp32 where bf16 or int8 was wanted."""
 
-    name: str = "fp32"  # "fp32" | "bf16"
+    name: str = "fp32"  # "fp32" | "bf16" | "int8"
     fallback: str | None = None
 
     @property
@@ -95,6 +97,8 @@ def choose_numerics(
     """The numerics to serve ``label`` in: the wanted ones if the golden sample agrees
     under them within ``atol``, else fp32 with the reason (logged as a warning)."""
     wanted = wanted_numerics(setting, device, cpu_bf16)
+    if wanted == "int8":
+        raise ValueError("int8 runs on ONNX Runtime: model.int8.choose_int8 chooses it")
     if wanted == "fp32":
         return NumericsChoice("fp32")
     if device.type == "cpu" and not cpu_bf16():

@@ -25,7 +25,15 @@ from model.common.gpu import GpuOptions
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.cuda_graphs import DEFAULT_BUCKETS, Capture, GraphedForward, capture_cuda
-from model.engine import TIMING_ROWS, EngineChoice, OnnxForward, choose_engine, compare_ms
+from model.engine import (
+    ALL_ROWS,
+    TIMING_ROWS,
+    EngineChoice,
+    OnnxForward,
+    choose_engine,
+    compare_ms,
+)
+from model.int8 import choose_int8
 from model.network import CNNLSTM, build_network
 from model.numerics import NumericsChoice, autocast, choose_numerics, cpu_has_native_bf16
 
@@ -262,9 +270,12 @@ class LoadedModel:
     def _onnx_forward(self, session: OnnxForward, features: np.ndarray) -> np.ndarray:
         return network_outputs(torch.from_numpy(session(features)), self._return_std)
 
-    def onnx_session(self, threads: int) -> OnnxForward:
-        """This network, normalisation in front, as an ONNX Runtime session."""
-        return OnnxForward(self._net, self._mean, self._inv_std, self._row_shape, threads)
+    def onnx_session(self, threads: int, *, int8: bool = False) -> OnnxForward:
+        """This network, normalisation in front, as an ONNX Runtime session (``int8``: its
+        weights quantised, :mod:`model.int8`)."""
+        return OnnxForward(
+            self._net, self._mean, self._inv_std, self._row_shape, threads, int8=int8
+        )
 
     def use_engine(self, choice: EngineChoice, session: OnnxForward | None) -> None:
         """Serve forwards on ``choice`` (``session`` runs those ONNX Runtime serves)."""
@@ -366,7 +377,9 @@ def load_model(
 ) -> LoadedModel:
     """Verify, load and (by default) golden-check ``ref``. Warm-up is the caller's next step.
 
-    ``numerics`` ("auto", "fp32" or "bf16", see :mod:`model.numerics`): bf16 is served only
+    ``numerics`` ("auto", "fp32", "bf16" or "int8", see :mod:`model.numerics`): int8
+    (:mod:`model.int8`, by name only) runs every forward on ONNX Runtime with int8 weights
+    once its golden check agrees, else fp32 with the reason. bf16 is served only
     once the golden sample agrees under it, even with ``validate`` off (it is the only
     evidence that this artifact survives the rounding); else fp32, with the reason kept in
     ``model.numerics.fallback``. ``cpu_bf16`` says whether the CPU has native bf16.
@@ -403,11 +416,28 @@ def load_model(
     model = LoadedModel(ref, manifest, network, dev, opts)
     if validate:
         model.validate()
+    int8_refused: str | None = None
+    if numerics == "int8":
+        session, int8_refused = choose_int8(
+            device=dev,
+            engine=engine,
+            build=lambda: model.onnx_session(torch.get_num_threads(), int8=True),
+            golden_deviation=model.onnx_golden_deviation,
+            label=ref.key,
+        )
+        if session is not None:
+            model.numerics = NumericsChoice("int8")
+            model.use_engine(EngineChoice(ALL_ROWS), session)
+            _log_loaded(model, validate)
+            return model
+        numerics = "fp32"  # refused: the exact numerics, with the reason kept below
     if engine == "onnxruntime" and numerics == "auto":
         numerics = "fp32"  # ONNX Runtime named for every forward: it runs fp32 only
     model.numerics = choose_numerics(
         numerics, dev, model.golden_deviation, cpu_bf16=cpu_bf16, label=ref.key
     )
+    if int8_refused is not None:
+        model.numerics = NumericsChoice("fp32", fallback=int8_refused)
     model.use_engine(
         *choose_engine(
             engine,
@@ -420,13 +450,17 @@ def load_model(
             label=ref.key,
         )
     )
+    _log_loaded(model, validate)
+    return model
+
+
+def _log_loaded(model: LoadedModel, validated: bool) -> None:
     log.info(
         "loaded %s on %s in %s on %s (%.1f MB)%s",
-        ref.key,
-        dev,
+        model.ref.key,
+        model.device,
         model.numerics.name,
         model.engine.name,
         model.nbytes / 1e6,
-        ", golden check passed" if validate else "",
+        ", golden check passed" if validated else "",
     )
-    return model

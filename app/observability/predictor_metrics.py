@@ -46,7 +46,7 @@ class PredictorInfo:
         self._numerics = _OneSeries(
             registry,
             "model_numerics_info",
-            "1 for the numerics the predictor's model in service runs in (fp32, bf16)",
+            "1 for the numerics the predictor's model in service runs in (fp32, bf16, int8)",
             "numerics",
         )
         self._engine = _OneSeries(
