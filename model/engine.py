@@ -120,8 +120,8 @@ class _Normalised(nn.Module):
 
 class OnnxForward:
     """The normalised network as an ONNX Runtime session: float32 ``[N, T, F]`` in, raw
-    float32 ``[N, 2]`` out (the caller maps outputs, as for torch). ``int8``: its weights
-    quantised to int8 (:mod:`model.int8`)."""
+    float32 ``[N, 2]`` out (the caller maps outputs, as for torch). ``transform`` rewrites
+    the exported graph first (:func:`model.int8.quantize`)."""
 
     def __init__(
         self,
@@ -131,11 +131,10 @@ class OnnxForward:
         row_shape: tuple[int, int],
         threads: int,
         *,
-        int8: bool = False,
+        transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
         import onnxruntime as ort
 
-        self.int8 = int8
         module = _Normalised(network, mean, inv_std).eval()
         example = torch.zeros((2, *row_shape), dtype=torch.float32)
         buffer = io.BytesIO()
@@ -153,11 +152,7 @@ class OnnxForward:
                 opset_version=17,
                 dynamo=False,
             )
-        graph = buffer.getvalue()
-        if int8:
-            from model.int8 import quantize
-
-            graph = quantize(graph)
+        graph = buffer.getvalue() if transform is None else transform(buffer.getvalue())
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1

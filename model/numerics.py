@@ -51,18 +51,27 @@ class NumericsChoice:
         return _DTYPES[self.name]
 
 
-def cpu_has_native_bf16(cpuinfo: Path = _CPUINFO) -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX)."""
+def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str] | None:
+    """The first CPU's flags in ``cpuinfo``; None where there is no such file (macOS, a
+    locked-down sandbox)."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        # No /proc (macOS, a locked-down sandbox): ask the cpuinfo library torch ships.
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
-            return not _BF16_CPU_FLAGS.isdisjoint(value.split())
-    return False
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_native_bf16(cpuinfo: Path = _CPUINFO) -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX)."""
+    flags = cpu_flags(cpuinfo)
+    if flags is None:
+        # No /proc: ask the cpuinfo library torch ships.
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return not _BF16_CPU_FLAGS.isdisjoint(flags)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:

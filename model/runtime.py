@@ -33,7 +33,7 @@ from model.engine import (
     choose_engine,
     compare_ms,
 )
-from model.int8 import choose_int8
+from model.int8 import choose_int8, quantize
 from model.network import CNNLSTM, build_network
 from model.numerics import NumericsChoice, autocast, choose_numerics, cpu_has_native_bf16
 
@@ -274,7 +274,12 @@ class LoadedModel:
         """This network, normalisation in front, as an ONNX Runtime session (``int8``: its
         weights quantised, :mod:`model.int8`)."""
         return OnnxForward(
-            self._net, self._mean, self._inv_std, self._row_shape, threads, int8=int8
+            self._net,
+            self._mean,
+            self._inv_std,
+            self._row_shape,
+            threads,
+            transform=quantize if int8 else None,
         )
 
     def use_engine(self, choice: EngineChoice, session: OnnxForward | None) -> None:

@@ -13,13 +13,14 @@ import torch
 from app.config import ServiceConfig
 from app.config.env import Settings
 from app.serve.predictor_settings import predictor_settings
+from model import int8 as int8_module
 from model.common.artifact import read_manifest, write_manifest
 from model.common.features import compute_features, sliding_windows
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.data import load_bars
 from model.engine import ALL_ROWS, EngineChoice, OnnxForward
-from model.int8 import INT8_GOLDEN_ATOL, choose_int8
+from model.int8 import INT8_GOLDEN_ATOL, choose_int8, cpu_has_vnni
 from model.runtime import load_model
 from model.service import PredictorService, PredictorSettings
 
@@ -51,6 +52,25 @@ def test_int8_runs_every_forward_on_onnxruntime_within_its_tolerance_of_fp32(
         gap[:, 0] /= int8.manifest.normalization.return_std
         # Quantised for real (not fp32 under another name), yet within the bound.
         assert 0 < gap.max() <= INT8_GOLDEN_ATOL, (rows, gap.max())
+
+
+def test_an_int8_row_depends_on_its_batch_mates_within_the_tolerance(
+    registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    """The documented cost of int8 (model/int8.py): one scale per forward."""
+    int8 = load_model(registry, random_ref, numerics="int8", engine="auto")
+    fp32 = load_model(registry, random_ref, numerics="fp32", engine="onnxruntime")
+    x = _real_features(32)
+    x[1:] *= 3.0  # batch-mates with larger inputs widen the forward's int8 scale
+    gaps = []
+    for model in (int8, fp32):
+        alone, together = model.predict(x[:1])[0], model.predict(x)[0]
+        gap = np.abs(alone - together)
+        gap[0] /= model.manifest.normalization.return_std
+        gaps.append(float(gap.max()))
+    int8_gap, fp32_gap = gaps
+    assert fp32_gap < 1e-6, "fp32: the same answer up to summation order"
+    assert 100 * fp32_gap < int8_gap <= INT8_GOLDEN_ATOL
 
 
 def test_auto_never_takes_int8(registry: ModelRegistry, random_ref: ModelRef) -> None:
@@ -137,3 +157,36 @@ def test_service_status_and_config_carry_int8(
     status = service.status()
     assert (status.numerics, status.numerics_fallback) == ("int8", None)
     assert (status.engine, status.engine_fallback) == ("onnxruntime", None)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse2 avx2 fma", False),
+        ("avx2 avx512f avx512_vnni", True),
+        ("avx2 avx_vnni", True),
+        ("avx512f amx_tile amx_int8", True),
+    ],
+)
+def test_vnni_detection_reads_the_cpuinfo_flags(tmp_path: Path, flags: str, expected: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_vnni(cpuinfo) is expected
+    assert cpu_has_vnni(tmp_path / "missing") is False
+
+
+def test_a_cpu_without_vnni_gets_seven_bit_weights_within_the_tolerance(
+    registry: ModelRegistry, random_ref: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _real_features(16)
+    fp32 = load_model(registry, random_ref, numerics="fp32", engine="onnxruntime").predict(x)
+    outputs = {}
+    for vnni in (True, False):
+        monkeypatch.setattr(int8_module, "cpu_has_vnni", lambda v=vnni: v)
+        model = load_model(registry, random_ref, numerics="int8", engine="auto")
+        assert model.numerics.name == "int8"
+        outputs[vnni] = model.predict(x)
+        gap = np.abs(outputs[vnni] - fp32)
+        gap[:, 0] /= model.manifest.normalization.return_std
+        assert gap.max() <= INT8_GOLDEN_ATOL
+    assert not np.array_equal(outputs[True], outputs[False]), "7-bit weights are other weights"
