@@ -54,18 +54,23 @@ READY_TIMEOUT_S = 60.0
 
 def fetch_stats(spec: LoadSpec) -> dict[str, Any]:
     """``GET /stats`` with the stats token, on a connection of its own."""
-    if not spec.stats_token:
+    return fetch_stats_at(spec.base_url, spec.ca_file, spec.stats_token)
+
+
+def fetch_stats_at(base_url: str, ca_file: str | None, stats_token: str | None) -> dict[str, Any]:
+    """``GET /stats`` at ``base_url`` with ``stats_token``; ``{"error": ...}`` if it fails."""
+    if not stats_token:
         return {"error": "no stats token"}
-    url = urlsplit(spec.base_url)
+    url = urlsplit(base_url)
     host, port = url.hostname or "127.0.0.1", url.port
     conn: http.client.HTTPConnection
     if url.scheme == "https":
-        ctx = ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else None
+        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
         conn = http.client.HTTPSConnection(host, port, timeout=30, context=ctx)
     else:
         conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
-        conn.request("GET", "/stats", headers={"Authorization": f"Bearer {spec.stats_token}"})
+        conn.request("GET", "/stats", headers={"Authorization": f"Bearer {stats_token}"})
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:

@@ -181,6 +181,20 @@ def _memory_lines(name: str, memory: list[dict[str, Any]]) -> list[str]:
     return [f"  {name} RSS MB: {', '.join(parts)}  (total {total:.0f})"]
 
 
+def served_line(name: str, served: dict[str, Any] | None) -> list[str]:
+    """What ``name`` served, as its ``/stats`` said when the run began."""
+    if not served:
+        return []
+    if "error" in served:
+        return [f"  {name} served: unknown (/stats: {served['error']})"]
+    line = (
+        f"  {name} served: {served.get('model')} on {served.get('device')}, "
+        f"{served.get('numerics')} numerics, {served.get('engine')} engine"
+    )
+    fallbacks = [served.get("numerics_fallback"), served.get("engine_fallback")]
+    return [line + "".join(f" (fallback: {f})" for f in fallbacks if f)]
+
+
 def format_report(result: dict[str, Any]) -> str:
     lines = [
         "",
@@ -198,6 +212,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines += calibration_lines(result)
     lines.append("")
     for name, target in result["targets"].items():
+        lines += served_line(name, target.get("served"))
         lines += _memory_lines(name, target.get("memory", []))
     cmp = result.get("comparison")
     if cmp:

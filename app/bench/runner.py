@@ -19,7 +19,7 @@ from typing import Any
 
 from app.bench import goals, plan, procs
 from app.bench.client_process import run_in_subprocess
-from app.bench.generator import run_load
+from app.bench.generator import fetch_stats_at, run_load
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads, batch_payloads, predict_payloads
 from app.bench.report import comparison, verdicts
@@ -116,6 +116,26 @@ def _shell(target: Target) -> dict[str, Any]:
     return {"name": target.name, "url": target.url, "runs": [], "batch_runs": []}
 
 
+def served_model(target: Target) -> dict[str, Any] | None:
+    """What ``target`` serves, from its ``/stats``: the model and the numerics and engine
+    its predictor chose (every result says which ran); None without a stats token."""
+    if not target.stats_token:
+        return None
+    ca = str(target.ca_file) if target.ca_file else None
+    body = fetch_stats_at(target.url, ca, target.stats_token)
+    if "error" in body:
+        return {"error": body["error"]}
+    predictor = body.get("predictor") or {}
+    model = body.get("model") or {}
+    return {
+        "model": f"{model.get('name')}:{model.get('version')}" if model else None,
+        **{
+            key: predictor.get(key)
+            for key in ("device", "numerics", "numerics_fallback", "engine", "engine_fallback")
+        },
+    }
+
+
 def _calibration(hello: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -182,6 +202,9 @@ def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:
         up = _up(stack, opts, progress)
         pids = {name: t.processes() for name, t in up.items()}
         out = {name: _shell(t) for name, t in up.items()}
+        for name, target in up.items():
+            if name != "hello":
+                out[name]["served"] = served_model(target)
 
         def run(name: str, payloads: Payloads, rate: float, seq: int) -> dict[str, Any]:
             progress(f"{name}: {rate:g} req/s on {payloads.path} ({opts.duration_s:g}s)")

@@ -153,7 +153,18 @@ def test_bench_cli_against_a_running_server_writes_the_json_report(
     result = json.loads(out.read_text())
     assert set(result) == {"meta", "targets", "verdicts"}
     serve = result["targets"]["serve"]
-    assert set(serve) == {"name", "url", "runs", "batch_runs", "memory", "verdicts"}
+    assert set(serve) == {"name", "url", "runs", "batch_runs", "memory", "verdicts", "served"}
+    # Which numerics and engine ran, as the server's /stats said (every result says so).
+    ctx = ssl.create_default_context(cafile=str(baseline.ca))
+    token = baseline.stats_token_file.read_text()
+    with httpx.Client(base_url=baseline.url, verify=ctx, timeout=30) as client:
+        predictor = client.get("/stats", headers={"Authorization": f"Bearer {token}"}).json()[
+            "predictor"
+        ]
+    served = serve["served"]
+    assert served["model"].endswith(":1.0.0")
+    assert (served["numerics"], served["engine"]) == (predictor["numerics"], predictor["engine"])
+    assert served["numerics"] in {"fp32", "bf16"}
     [run] = serve["runs"]
     assert run["offered_rps"] == 20.0
     assert run["requests"] == {"scheduled": 20, "ok": 20, "errors": 0}
@@ -170,6 +181,7 @@ def test_bench_cli_against_a_running_server_writes_the_json_report(
     printed = capsys.readouterr().out
     assert "Spec 12.1 verdicts, serve:" in printed
     assert "/predict/batch" in printed
+    assert f"serve served: {served['model']} on cpu, {served['numerics']} numerics" in printed
 
 
 @pytest.mark.slow

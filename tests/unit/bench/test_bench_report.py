@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.bench.report import comparison, format_report, verdicts
+from app.bench.report import comparison, format_report, served_line, verdicts
 from app.config import PerformanceTargets
 
 TARGETS = PerformanceTargets()  # the spec's: 50/80/100/200 ms, 200 and 500 req/s
@@ -81,3 +81,24 @@ def test_report_prints_every_run_the_ratios_and_the_verdicts() -> None:
     assert "p99 x4.0" in text
     assert "[met] p99 at 200 req/s <= 100 ms: 80 ms (met, 20 ms to spare)" in text
     assert "[n/a] p99 at 500 req/s" in text
+
+
+def test_the_report_says_what_each_system_served_and_any_fallback() -> None:
+    served = {
+        "model": "cnn_lstm:1.0.0",
+        "device": "cpu",
+        "numerics": "fp32",
+        "numerics_fallback": "golden check under int8 failed: max deviation 0.05",
+        "engine": "onnxruntime",
+        "engine_fallback": None,
+    }
+    assert served_line("serve", served) == [
+        "  serve served: cnn_lstm:1.0.0 on cpu, fp32 numerics, onnxruntime engine "
+        "(fallback: golden check under int8 failed: max deviation 0.05)"
+    ]
+    assert served_line("baseline", {"error": "HTTP 401"}) == [
+        "  baseline served: unknown (/stats: HTTP 401)"
+    ]
+    assert served_line("hello", None) == []
+    text = format_report({"targets": {"serve": {"runs": [], "served": served}}, "verdicts": {}})
+    assert "serve served: cnn_lstm:1.0.0 on cpu, fp32 numerics" in text
