@@ -26,9 +26,10 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from app.config import Logging
-from app.observability.fast_line import RENDERED_ATTR, use_json
+from app.observability.fast_line import RENDERED_ATTR, info_line, use_json
 from app.observability.log_files import RetentionRotatingFileHandler, sweep_directory
 from app.observability.redaction import redact_event
+from model.common import log_lines
 
 # Library loggers whose own handlers are replaced by propagation to ours. "ray.serve" is
 # included so replica logs share the format; Serve's per-request access lines are dropped
@@ -151,6 +152,9 @@ def configure_logging(
     level = logging.getLevelNamesMapping()[config.level]
     formatter = build_formatter(config, component=component)
     use_json(component if config.format == "json" else None)
+    # Lines from model code (the predictor's batch line) take the same renderer as the
+    # access line: its own JSON rendering, or structlog's path for the console format.
+    log_lines.use_writer(info_line)
 
     path = resolve_log_file(config, component, log_file)
     use_stderr = stderr if stderr is not None else (path is None or config.stderr_with_file)

@@ -117,7 +117,8 @@ def test_a_lone_calls_batch_line_is_written_after_its_answer_leaves(
 ) -> None:
     lines: list[dict[str, Any]] = []
     monkeypatch.setattr(
-        "model.deployment.batch_log.info", lambda event, **fields: lines.append(fields)
+        "model.common.log_lines._writer",
+        lambda logger, event, fields: lines.append({"logger": logger, **fields}),
     )
     batch = _batch(random_ref, 2)
 
@@ -128,5 +129,6 @@ def test_a_lone_calls_batch_line_is_written_after_its_answer_leaves(
         return at_answer, len(lines)
 
     assert asyncio.run(call()) == (0, 1)
+    assert lines[0]["logger"] == "model.batches"
     assert lines[0]["request_ids"] == ["r0", "r1"]
     assert (lines[0]["calls"], lines[0]["rows"], lines[0]["failed"]) == (1, 2, 0)

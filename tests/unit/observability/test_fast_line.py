@@ -104,3 +104,28 @@ def test_the_line_does_not_run_structlogs_processor_chain() -> None:
     structlog.get_logger("app.access").info("slow", **FIELDS)
     assert calls == ["slow"]
     assert [line["event"] for line in parse_lines(buf.getvalue())] == ["fast", "slow"]
+
+
+def test_model_lines_take_the_configured_renderer_and_match_structlog() -> None:
+    """The predictor's batch line goes through model.common.log_lines: once logging is
+    configured it is the fast line, with the same fields structlog writes."""
+    import structlog
+
+    from model.common import log_lines
+
+    fields = {"calls": 2, "rows": 3, "model_ms": 0.4, "request_ids": ["a", "b", "c"]}
+    buf = io.StringIO()
+    configure_logging(Logging(), component="predictor-x", stream=buf)
+    try:
+        assert log_lines._writer is info_line
+        log_lines.info_line("model.batches", "predict_batch", fields)
+        structlog.get_logger("model.batches").info("predict_batch", **fields)
+        fast, slow = parse_lines(buf.getvalue())
+    finally:
+        log_lines.use_writer(None)
+    assert fast.pop("timestamp").endswith("Z")
+    slow.pop("timestamp")
+    assert fast == slow
+    assert fast["request_ids"] == ["a", "b", "c"]
+    assert (fast["logger"], fast["component"]) == ("model.batches", "predictor-x")
+    assert log_lines._writer is log_lines._structlog_line
