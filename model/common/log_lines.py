@@ -2,9 +2,10 @@
 installed.
 
 The predictor writes one line per forward (the batch line of :mod:`model.deployment`).
-Through structlog's processor chain and the standard library's record machinery that line
-cost the predictor ~115 us of CPU, 4% of a core at 500 req/s (py-spy on the replica,
-BENCHMARKS.md, session 16). The app's logging setup
+At 500 req/s, py-spy on the replica found 8% of its samples in structlog's processor chain
+and the standard library's record machinery for that line; in a warm loop writing it to a
+file costs 35 us of CPU that way and 17.5 us through the access line's renderer
+(BENCHMARKS.md, session 16). The app's logging setup
 (``app.observability.logging.configure_logging``, which the predictor's replica runs)
 installs its own renderer of the same JSON object (``app.observability.fast_line``), as
 the gateway's access line uses; this module only holds the seam, so that ``model/`` does
