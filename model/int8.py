@@ -66,15 +66,15 @@ def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Please consider to run pre-processing")
 
 
-def quantize(graph: bytes, *, seven_bit: bool | None = None) -> bytes:
+def quantize(graph: bytes) -> bytes:
     """``graph`` (a serialised fp32 ONNX model) with int8 weights for :data:`QUANTISED_OPS`;
     in memory, apart from the temporary file the quantiser writes to.
 
-    ``seven_bit`` (default: on a CPU without VNNI) keeps the weights within 7 bits. Without
-    VNNI, ONNX Runtime multiplies the uint8 inputs by the int8 weights with an instruction
-    whose 16-bit pair sums can saturate; its quantiser's ``reduce_range`` avoids that, at
-    one bit of precision (here: largest deviation 6.5e-3 against 5.4e-3 over 3000 EURUSD
-    windows, 32 rows in 7.6 against 7.2 ms)."""
+    On a CPU without VNNI the weights keep within 7 bits. There ONNX Runtime multiplies the
+    uint8 inputs by the int8 weights with an instruction whose 16-bit pair sums can
+    saturate; its quantiser's ``reduce_range`` avoids that, at one bit of precision (forced
+    here: largest deviation 6.5e-3 against 5.4e-3 over 3000 EURUSD windows, 32 rows in 7.6
+    against 7.2 ms)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -91,7 +91,7 @@ def quantize(graph: bytes, *, seven_bit: bool | None = None) -> bytes:
                 out,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(QUANTISED_OPS),
-                reduce_range=not cpu_has_vnni() if seven_bit is None else seven_bit,
+                reduce_range=not cpu_has_vnni(),
             )
         finally:
             root.removeFilter(_no_preprocessing_advice)
