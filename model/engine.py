@@ -202,6 +202,33 @@ def onnx_split(speeds: Callable[[int], tuple[float, float]]) -> tuple[int, str]:
     return split, "rows: onnxruntime/torch ms " + ", ".join(timed)
 
 
+def checked_session(
+    what: str,
+    *,
+    device: torch.device,
+    build: Callable[[], OnnxForward],
+    golden_deviation: Callable[[OnnxForward], float],
+    atol: float,
+    available: Callable[[], bool] = onnxruntime_available,
+) -> OnnxForward | str:
+    """``build()``'s session, once it can run here and its golden sample agrees within
+    ``atol``; else why not, naming the session ``what`` (``onnxruntime``, ``int8``)."""
+    if device.type != "cpu":
+        return f"{what} serves the CPU only, the model is on {device}"
+    if not available():
+        return "onnxruntime is not installed"
+    try:
+        session = build()
+    except Exception as exc:  # an exporter, quantiser or runtime that cannot take this network
+        return f"export to {what} failed: {type(exc).__name__}: {exc}"
+    deviation = golden_deviation(session)
+    if not deviation <= atol:
+        return (
+            f"golden check under {what} failed: max deviation {deviation:.3g} > tolerance {atol:g}"
+        )
+    return session
+
+
 def choose_engine(
     setting: str,
     *,
@@ -232,22 +259,18 @@ def choose_engine(
         log.log(level, "%s: %s; serving on torch", label, reason)
         return EngineChoice(fallback=reason), None
 
-    if device.type != "cpu":
-        return keep_torch(f"onnxruntime serves the CPU only, the model is on {device}")
     if setting == "onnxruntime" and numerics != "fp32":
         return keep_torch(f"onnxruntime runs fp32 only, the numerics are {numerics}")
-    if not available():
-        return keep_torch("onnxruntime is not installed")
-    try:
-        session = build()
-    except Exception as exc:  # an exporter or runtime that cannot take this network
-        return keep_torch(f"export to onnxruntime failed: {type(exc).__name__}: {exc}")
-    deviation = golden_deviation(session)
-    if not deviation <= atol:
-        return keep_torch(
-            f"golden check under onnxruntime failed: max deviation {deviation:.3g} > "
-            f"tolerance {atol:g}"
-        )
+    session = checked_session(
+        "onnxruntime",
+        device=device,
+        build=build,
+        golden_deviation=golden_deviation,
+        atol=atol,
+        available=available,
+    )
+    if isinstance(session, str):
+        return keep_torch(session)
     if setting == "onnxruntime":
         return EngineChoice(ALL_ROWS), session
     split, timed = onnx_split(lambda rows: speeds(session, rows))

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from model.engine import OnnxForward, onnxruntime_available
+from model.engine import OnnxForward, checked_session, onnxruntime_available
 from model.numerics import BF16_GOLDEN_ATOL, cpu_flags
 
 log = logging.getLogger(__name__)
@@ -111,24 +111,18 @@ def choose_int8(
     """The int8 session to run every forward of ``label`` on (``build`` makes it, with
     ``int8=True``), or None and why not: each refusal is logged as a warning, since int8 is
     only ever asked for by name."""
-
-    def refuse(reason: str) -> tuple[None, str]:
-        log.warning("%s: %s; serving fp32", label, reason)
-        return None, reason
-
-    if device.type != "cpu":
-        return refuse(f"int8 runs on ONNX Runtime on the CPU only, the model is on {device}")
     if engine == "torch":
-        return refuse("int8 runs on ONNX Runtime, and the engine setting is torch")
-    if not available():
-        return refuse("int8 runs on ONNX Runtime, which is not installed")
-    try:
-        session = build()
-    except Exception as exc:  # an exporter or quantiser that cannot take this network
-        return refuse(f"int8 export failed: {type(exc).__name__}: {exc}")
-    deviation = golden_deviation(session)
-    if not deviation <= atol:
-        return refuse(
-            f"golden check under int8 failed: max deviation {deviation:.3g} > tolerance {atol:g}"
+        session: OnnxForward | str = "int8 runs on ONNX Runtime, and the engine setting is torch"
+    else:
+        session = checked_session(
+            "int8",
+            device=device,
+            build=build,
+            golden_deviation=golden_deviation,
+            atol=atol,
+            available=available,
         )
+    if isinstance(session, str):
+        log.warning("%s: %s; serving fp32", label, session)
+        return None, session
     return session, None

@@ -133,7 +133,7 @@ def test_a_failed_int8_export_is_refused_with_the_reason() -> None:
         device=CPU, engine="auto", build=build, golden_deviation=lambda s: 0.0
     )
     assert session is None
-    assert refused == "int8 export failed: RuntimeError: quantiser removed"
+    assert refused == "export to int8 failed: RuntimeError: quantiser removed"
 
 
 def test_int8_with_the_torch_engine_loads_fp32_on_torch_and_says_why(
