@@ -1,6 +1,6 @@
 """Each CPU numerics of one artifact, side by side: forward time and error against fp32.
 
-    python -m model.numerics_bench [--registry DIR | --artifact DIR] [--rows 1,8,32]
+    python -m model.numerics_bench [--registry DIR] [--version V] [--rows 1,8,32]
 
 Loads the artifact once per numerics through the real runtime (``load_model``, so each one
 runs on the engine it is served on, and a numerics this machine cannot serve says why),
@@ -41,12 +41,6 @@ def _windows(rows: int) -> np.ndarray:
     return compute_features(sliding_windows(bars[-(rows + 63) :]))
 
 
-def _deviation(model: LoadedModel, got: np.ndarray, exact: np.ndarray) -> float:
-    diff = np.abs(got - exact)
-    diff[:, 0] /= model.manifest.normalization.return_std
-    return float(diff.max())
-
-
 def run(
     registry: ModelRegistry,
     name: str,
@@ -72,7 +66,7 @@ def run(
         models.append((label, model))
     check = _windows(check_rows).astype(np.float32)
     exact = models[0][1].predict(check)
-    deviation = {label: _deviation(m, m.predict(check), exact) for label, m in models}
+    deviation = {label: m.deviation(m.predict(check), exact) for label, m in models}
     times: dict[tuple[str, int], list[float]] = {}
     for size in rows:
         x = np.ascontiguousarray(check[:size])

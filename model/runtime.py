@@ -247,7 +247,7 @@ class LoadedModel:
                 replayed = graphs.run(torch.from_numpy(golden).to(self.device))
             if replayed is None:
                 raise ValueError(f"no bucket holds the {len(golden)} golden rows")
-            deviation = self._deviation(network_outputs(replayed, self._return_std), eager)
+            deviation = self.deviation(network_outputs(replayed, self._return_std), eager)
         except (RuntimeError, ValueError) as exc:
             log.warning(
                 "%s: CUDA graph capture failed (%s); forwards stay eager", self.ref.key, exc
@@ -316,16 +316,16 @@ class LoadedModel:
                 self._return_std,
                 dtype,
             )
-        return self._deviation(actual)
+        return self.deviation(actual)
 
     def onnx_golden_deviation(self, session: OnnxForward) -> float:
         """:meth:`golden_deviation` of ``session``'s outputs."""
         golden = self.manifest.golden
-        return self._deviation(
+        return self.deviation(
             self._onnx_forward(session, np.asarray(golden.inputs, dtype=np.float32))
         )
 
-    def _deviation(self, actual: np.ndarray, expected: np.ndarray | None = None) -> float:
+    def deviation(self, actual: np.ndarray, expected: np.ndarray | None = None) -> float:
         """Largest |actual - expected| (the golden outputs by default), returns in units
         of return_std; inf when anything is not finite."""
         if expected is None:
