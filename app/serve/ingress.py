@@ -36,11 +36,42 @@ from model.common.wire import socket_directory
 log = structlog.get_logger("app.serve.ingress")
 
 GATEWAY_NAME = "gateway"
+_RUNNING = "RUNNING"  # ReplicaState is a str enum: its members compare equal to this
+
+
+def _serve_details() -> dict[str, Any] | None:
+    """The controller's ``get_serve_instance_details`` as sent; None (logged once) where
+    this Ray's Serve client has no such call."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    fetch = getattr(client, "get_serve_details", None)
+    if fetch is None:
+        _warn_once("serve_details_missing")
+        return None
+    details: dict[str, Any] = fetch()
+    return details
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(event: str) -> None:
+    if event not in _warned:
+        _warned.add(event)
+        log.warning(event, fallback="serve.status()")
 
 
 class ServeCluster:
-    """Replica counts from the Serve controller, cached: ``serve.status()`` is a blocking
-    round trip, so it runs on a thread and at most every few seconds."""
+    """Replica counts from the Serve controller, cached: a blocking round trip, so it runs
+    on a thread and at most every few seconds.
+
+    The counts come from the controller's details as the plain dict it sends
+    (``get_serve_details``), not from ``serve.status()``: that one rebuilds the whole
+    dict as pydantic models first, cloudpickling every deployment's request router on
+    the way, 20 ms of this replica's CPU per call against 0.9 ms (BENCHMARKS.md, session
+    17), a burst that held the GIL from the serving loop every refresh. Where this Ray
+    lacks the client call, ``serve.status()`` answers as before."""
 
     def __init__(self, app_name: str, ttl_s: float = 5.0) -> None:
         self.app_name = app_name
@@ -49,12 +80,23 @@ class ServeCluster:
         self._at = 0.0
 
     def _fetch(self) -> dict[str, int]:
-        status = serve.status()
-        app = status.applications.get(self.app_name)
+        details = _serve_details()
+        if details is None:
+            return self._fetch_status()
+        app = (details.get("applications") or {}).get(self.app_name)
         if app is None:
             return {}
         return {
-            name: sum(n for state, n in d.replica_states.items() if state == "RUNNING")
+            name: sum(1 for r in d.get("replicas", ()) if r.get("state") == _RUNNING)
+            for name, d in (app.get("deployments") or {}).items()
+        }
+
+    def _fetch_status(self) -> dict[str, int]:
+        app = serve.status().applications.get(self.app_name)
+        if app is None:
+            return {}
+        return {
+            name: sum(n for state, n in d.replica_states.items() if state == _RUNNING)
             for name, d in app.deployments.items()
         }
 

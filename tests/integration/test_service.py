@@ -344,3 +344,32 @@ def test_rays_housekeeping_yields_the_cpu_to_the_serving_replicas(serve_stack: S
     assert nices(on_node[f"ray::ServeReplica:{app}:cnn_lstm_predictor"]) == {worker_nice}
     assert nice(raylet) < niceness
     assert nice(beside_raylet) < niceness  # the driver (this test process)
+
+
+def test_replica_counts_come_from_the_controllers_details_and_agree_with_serve_status(
+    serve_stack: ServeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray.serve import context
+
+    from app.serve import ingress
+    from app.serve.ingress import ServeCluster
+
+    cluster = ServeCluster("cnnlstm")
+    counts = cluster._fetch()
+    assert counts == cluster._fetch_status()
+    assert counts["gateway"] == 1, counts
+    assert counts["cnn_lstm_predictor"] >= 1, counts
+    assert ServeCluster("no-such-app")._fetch() == {}
+
+    # A Serve client without the details call (another Ray): serve.status() answers.
+    real = context._get_global_client()
+
+    class _Older:
+        def __getattr__(self, name: str) -> Any:
+            if name == "get_serve_details":
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(context, "_get_global_client", lambda *a, **k: _Older())
+    assert cluster._fetch() == counts
+    assert "serve_details_missing" in ingress._warned
