@@ -9,6 +9,10 @@ tested with a fake and the runner only supplies real measurements.
 - ``find_max`` climbs ``start, start + step, ...`` with every system still passing
   measured at each step, in the same alternating order, so the highest passing rates are
   compared within one stretch of time. A system drops out at its first failing step.
+  A system that fails the very first step then steps *down* from ``start`` by ``step``
+  (the systems doing so alternate again) until a rate passes, so every system ends with a
+  highest passing rate and the ratios are decided in every sitting: started too high for
+  the peer, session 17's table had no Serve / peer ratio at all.
 """
 
 from __future__ import annotations
@@ -83,4 +87,18 @@ def find_max(
             else:
                 out[name]["stopped_because"] = why
                 alive.remove(name)
+    below = [n for n in names if out[n]["max_passing_rps"] is None and out[n]["steps"]]
+    down = list(reversed(rates(step, step, start - step)))  # start - step, ..., step
+    for rate in down:
+        if not below:
+            break
+        for name in list(below):
+            progress(f"{name}: find-max step down to {rate:g} req/s")
+            run = measure(name, rate)
+            out[name]["steps"].append(run)
+            if passes(run, p99_limit_ms)[0]:
+                out[name]["max_passing_rps"] = rate
+                below.remove(name)
+    for name in below if down else ():
+        out[name]["stopped_because"] += f"; no rate down to {down[-1]:g} req/s passed"
     return out

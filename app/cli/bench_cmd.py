@@ -173,7 +173,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--find-max",
         action="store_true",
         help="step the rate up until p99 > target or errors, Serve, peer and the bare hello "
-        "app alternating at each step; report each one's highest passing rate",
+        "app alternating at each step (a system failing the first step steps down until one "
+        "passes); report each one's highest passing rate",
     )
     search.add_argument("--find-max-start", type=float, default=25.0)
     search.add_argument("--find-max-step", type=float, default=25.0)

@@ -74,6 +74,41 @@ def test_find_max_stops_on_errors_a_lagging_generator_or_the_limit() -> None:
     assert plan.rates(25, 25, 100) == [25, 50, 75, 100]
 
 
+def test_find_max_steps_down_from_the_start_for_a_system_that_fails_it() -> None:
+    capacity = {"serve": 720.0, "baseline": 640.0, "hello": 5000.0, "broken": 0.0}
+    calls: list[tuple[str, float]] = []
+
+    def measure(name: str, rate: float) -> dict:
+        calls.append((name, rate))
+        return _run(rate, p99=50 if rate <= capacity[name] else 150)
+
+    out = plan.find_max(
+        ["serve", "baseline", "hello", "broken"],
+        measure,
+        start=700,
+        step=100,
+        limit=900,
+        p99_limit_ms=100,
+    )
+    assert out["serve"]["max_passing_rps"] == 700
+    assert out["hello"]["max_passing_rps"] == 900
+    # Failed its first step: measured on the way down until a rate passed.
+    assert out["baseline"]["max_passing_rps"] == 600
+    assert out["baseline"]["stopped_because"] == "p99 150 ms > 100 ms at 700 req/s"
+    assert [r for n, r in calls if n == "baseline"] == [700, 600]
+    # Nothing passes: every rate down to one step was tried, and the reason says so.
+    assert out["broken"]["max_passing_rps"] is None
+    assert [r for n, r in calls if n == "broken"] == [700, 600, 500, 400, 300, 200, 100]
+    assert out["broken"]["stopped_because"].endswith("; no rate down to 100 req/s passed")
+    # The climb comes first, then the systems stepping down alternate.
+    assert calls.index(("baseline", 600)) > calls.index(("hello", 900))
+    assert calls[calls.index(("baseline", 600)) + 1] == ("broken", 600)
+    # A start with no step below it: nothing to step down to.
+    out = plan.find_max(["broken"], measure, start=75, step=100, limit=75, p99_limit_ms=100)
+    assert out["broken"]["max_passing_rps"] is None
+    assert out["broken"]["stopped_because"] == "p99 150 ms > 100 ms at 75 req/s"
+
+
 def _result(**serve: Any) -> dict:
     targets = {
         "serve": {"runs": [], "batch_runs": [], **serve},
