@@ -17,7 +17,7 @@ tested with a fake and the runner only supplies real measurements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 Run = dict[str, Any]
@@ -73,15 +73,18 @@ def find_max(
         }
         for n in names
     }
-    alive = list(names)
-    for rate in rates(start, step, limit):
-        if not alive:
-            break
-        for name in list(alive):
-            progress(f"{name}: find-max step {rate:g} req/s")
+
+    def measure_each(group: list[str], rate: float, what: str) -> Iterator[tuple[str, bool, str]]:
+        """Each system of ``group`` in turn at ``rate``: its name, whether it passed, why not."""
+        for name in list(group):  # the caller may drop ``name`` from ``group``
+            progress(f"{name}: {what} {rate:g} req/s")
             run = measure(name, rate)
             out[name]["steps"].append(run)
-            ok, why = passes(run, p99_limit_ms)
+            yield name, *passes(run, p99_limit_ms)
+
+    alive = list(names)
+    for rate in rates(start, step, limit):
+        for name, ok, why in measure_each(alive, rate, "find-max step"):
             if ok:
                 out[name]["max_passing_rps"] = rate
             else:
@@ -90,13 +93,8 @@ def find_max(
     below = [n for n in names if out[n]["max_passing_rps"] is None and out[n]["steps"]]
     down = list(reversed(rates(step, step, start - step)))  # start - step, ..., step
     for rate in down:
-        if not below:
-            break
-        for name in list(below):
-            progress(f"{name}: find-max step down to {rate:g} req/s")
-            run = measure(name, rate)
-            out[name]["steps"].append(run)
-            if passes(run, p99_limit_ms)[0]:
+        for name, ok, _ in measure_each(below, rate, "find-max step down to"):
+            if ok:
                 out[name]["max_passing_rps"] = rate
                 below.remove(name)
     for name in below if down else ():
