@@ -69,7 +69,7 @@ class ServeCluster:
     The counts come from the controller's details as the plain dict it sends
     (``get_serve_details``), not from ``serve.status()``: that one rebuilds the whole
     dict as pydantic models first, cloudpickling every deployment's request router on
-    the way, 20 ms of this replica's CPU per call against 0.9 ms (BENCHMARKS.md, session
+    the way, 20 ms of this replica's CPU per call against 0.6 ms (BENCHMARKS.md, session
     17), a burst that held the GIL from the serving loop every refresh. Where this Ray
     lacks the client call, ``serve.status()`` answers as before."""
 
