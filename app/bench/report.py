@@ -156,7 +156,38 @@ def find_max_table(result: dict[str, Any]) -> list[str]:
     fms = [result["targets"][c]["find_max"] for c in cols]
     lines.append("  " + "".join(_fmt(fm["max_passing_rps"], 12) for fm in fms))
     lines += [f"  {names[c]}: {fm['stopped_because']}" for c, fm in zip(cols, fms, strict=True)]
+    return lines + sittings_lines(result)
+
+
+def sittings_lines(result: dict[str, Any]) -> list[str]:
+    """With ``--find-max-sittings N``: each sitting's highest rate per system (the table
+    above holds the median sitting) and the Serve / peer and Serve / hello ratio of each
+    sitting, whose systems ran side by side."""
+    targets = result["targets"]
+    per = {
+        n: [s["max_passing_rps"] for s in targets[n]["find_max"]["sittings"]]
+        for n in ("serve", "baseline", "hello")
+        if "sittings" in (targets.get(n, {}).get("find_max") or {})
+    }
+    if not per:
+        return []
+    names = {"serve": "Serve", "baseline": "peer", "hello": "hello"}
+    lines = [f"  sittings ({len(next(iter(per.values())))}; the table shows the median):"]
+    lines += [
+        f"    {names[n]:<6} " + ", ".join(_rate(r) for r in rates) for n, rates in per.items()
+    ]
+    for ref in ("baseline", "hello"):
+        if "serve" in per and ref in per:
+            ratios = [
+                f"{a / b:.2f}x" if a and b else "-"
+                for a, b in zip(per["serve"], per[ref], strict=True)
+            ]
+            lines.append(f"    Serve / {names[ref]} per sitting: " + ", ".join(ratios))
     return lines
+
+
+def _rate(rate: float | None) -> str:
+    return "none passed" if rate is None else f"{rate:g}"
 
 
 def calibration_lines(result: dict[str, Any]) -> list[str]:

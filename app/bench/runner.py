@@ -48,6 +48,7 @@ class BenchOptions:
     find_max_start: float = 25.0
     find_max_step: float = 25.0
     find_max_limit: float = 3000.0
+    find_max_sittings: int = 1
     compare_baseline: bool = False
     distinct_windows: int = 2048
     timeout_s: float = 30.0
@@ -223,9 +224,10 @@ def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:
                 for seq, name in enumerate(systems):
                     out[name]["batch_runs"].append(run(name, batch, rate, seq))
         if opts.find_max:
-            found = plan.find_max(
+            found = plan.find_max_sittings(
                 list(up),
                 lambda name, rate: run(name, single, rate, 0),
+                sittings=opts.find_max_sittings,
                 start=opts.find_max_start,
                 step=opts.find_max_step,
                 limit=opts.find_max_limit,

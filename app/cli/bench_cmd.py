@@ -22,6 +22,16 @@ def _rates(text: str) -> list[float]:
     return rates
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         rates=args.rates,
@@ -34,6 +44,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         find_max_start=args.find_max_start,
         find_max_step=args.find_max_step,
         find_max_limit=args.find_max_limit,
+        find_max_sittings=args.find_max_sittings,
         compare_baseline=args.compare_baseline,
         distinct_windows=args.windows,
         timeout_s=args.request_timeout,
@@ -179,6 +190,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--find-max-start", type=float, default=25.0)
     search.add_argument("--find-max-step", type=float, default=25.0)
     search.add_argument("--find-max-limit", type=float, default=3000.0)
+    search.add_argument(
+        "--find-max-sittings",
+        type=_positive_int,
+        default=1,
+        help="repeat the whole find-max staircase N times and keep each system's median "
+        "highest rate (every sitting's maximum is printed and kept in the JSON)",
+    )
     cal = p.add_argument_group("calibration")
     cal.add_argument(
         "--calibrate",

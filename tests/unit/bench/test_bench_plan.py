@@ -109,6 +109,75 @@ def test_find_max_steps_down_from_the_start_for_a_system_that_fails_it() -> None
     assert out["broken"]["stopped_because"] == "p99 150 ms > 100 ms at 75 req/s"
 
 
+def test_find_max_sittings_keep_each_systems_median_sitting_and_every_step() -> None:
+    # Capacity per sitting drifts, as it does on this VM; the order is not the same in
+    # every sitting, which is why one staircase decides little.
+    capacity = {"serve": [700.0, 600.0, 800.0], "baseline": [800.0, 700.0, 500.0]}
+    sitting = {"n": -1}
+    calls: list[tuple[int, str, float]] = []
+    said: list[str] = []
+
+    def measure(name: str, rate: float) -> dict:
+        if name == "serve" and rate == 500:  # the first step of each sitting
+            sitting["n"] += 1
+        calls.append((sitting["n"], name, rate))
+        return _run(rate, p99=50 if rate <= capacity[name][sitting["n"]] else 150)
+
+    out = plan.find_max_sittings(
+        ["serve", "baseline"],
+        measure,
+        sittings=3,
+        start=500,
+        step=100,
+        limit=900,
+        p99_limit_ms=100,
+        progress=said.append,
+    )
+    assert [s["max_passing_rps"] for s in out["serve"]["sittings"]] == [700, 600, 800]
+    assert [s["max_passing_rps"] for s in out["baseline"]["sittings"]] == [800, 700, 500]
+    assert out["serve"]["max_passing_rps"] == 700
+    assert out["baseline"]["max_passing_rps"] == 700
+    # The median sitting's reason; every sitting's steps, each tagged with its sitting.
+    assert out["serve"]["stopped_because"] == "p99 150 ms > 100 ms at 800 req/s"
+    assert len(out["serve"]["steps"]) == len([c for c in calls if c[1] == "serve"]) == 12
+    assert [r["sitting"] for r in out["serve"]["steps"]] == [0] * 4 + [1] * 3 + [2] * 5
+    assert said[0] == "sitting 1/3: serve: find-max step 500 req/s"
+    assert said[-1].startswith("sitting 3/3: ")
+    # An even count keeps the lower middle sitting: a rate that was measured.
+    two = plan.median_sitting(
+        [
+            {"max_passing_rps": 900.0, "stopped_because": "a", "steps": []},
+            {"max_passing_rps": None, "stopped_because": "b", "steps": []},
+        ]
+    )
+    assert two["max_passing_rps"] is None
+    assert two["stopped_because"] == "b"
+    # The report prints every sitting and each sitting's ratio; the verdict says median.
+    result = {
+        "targets": {
+            "serve": {"runs": [], "batch_runs": [], "find_max": out["serve"]},
+            "baseline": {"runs": [], "find_max": out["baseline"]},
+        }
+    }
+    text = "\n".join(find_max_table(result))
+    assert "Serve  700, 600, 800" in text
+    assert "peer   800, 700, 500" in text
+    assert "Serve / peer per sitting: 0.88x, 0.86x, 1.60x" in text
+    verdict = _texts(goals.check(result))["max rate Serve / peer"]
+    assert verdict.endswith(
+        "700 vs 700 req/s = 1x vs >= 1x (met); each system's median of 3 sittings"
+    )
+    # One sitting: the staircase's own result, untouched.
+    one = plan.find_max_sittings(
+        ["serve"], lambda n, r: _run(r), sittings=1, start=25, step=25, limit=50, p99_limit_ms=100
+    )
+    assert "sittings" not in one["serve"]
+    with pytest.raises(ValueError, match="sittings must be >= 1"):
+        plan.find_max_sittings(
+            ["serve"], measure, sittings=0, start=1, step=1, limit=1, p99_limit_ms=100
+        )
+
+
 def _result(**serve: Any) -> dict:
     targets = {
         "serve": {"runs": [], "batch_runs": [], **serve},
