@@ -184,10 +184,10 @@ def run_load(spec: LoadSpec, payloads: Payloads) -> dict[str, Any]:
             child.stdin = None  # communicate() below must not flush it again
         window_start = t0 + due[min(n_warm, n - 1)]
         _sleep_until(window_start)
-        procs_before = procs.snapshot(watch)
+        procs_before, box_before = procs.snapshot(watch), procs.box_sample()
         stats_before = fetch_stats(spec)
         _sleep_until(t0 + due[-1])
-        procs_after = procs.snapshot(watch)
+        procs_after, box_after = procs.snapshot(watch), procs.box_sample()
         outs = []
         limit = due[-1] + 2 * spec.timeout_s + 60
         for child in children:
@@ -199,6 +199,7 @@ def run_load(spec: LoadSpec, payloads: Payloads) -> dict[str, Any]:
                 raise RuntimeError(f"load generator failed: {err.strip()[-2000:]}")
             outs.append(json.loads(out.strip().splitlines()[-1]))
     stats_after = fetch_stats(spec)
+    processes = procs.usage(procs_before, procs_after, t0 + due[-1] - window_start)
     return assemble(
         spec,
         outs,
@@ -207,7 +208,8 @@ def run_load(spec: LoadSpec, payloads: Payloads) -> dict[str, Any]:
         window=(window_start, t0 + due[-1] + 1.0 / spec.rate),
         server={
             "stats": server_window(stats_before, stats_after),
-            "processes": procs.usage(procs_before, procs_after, t0 + due[-1] - window_start),
+            "processes": processes,
+            "box": procs.box_usage(box_before, box_after, processes),
         },
     )
 

@@ -186,13 +186,14 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
             while i < n and t0 + due_at[i] <= now:
                 if i == n_warm:
                     marks["procs_before"] = procs.snapshot(spec.watch_pids)
+                    marks["box_before"] = procs.box_sample()
                     marks["cpu_before"] = _cpu_s()
                     marks["stats_before"] = loop.create_task(_fetch_stats(side, spec))
                 body = bodies[i % len(bodies)]
                 tasks.append(loop.create_task(one(i, t0 + due_at[i], body)))
                 i += 1
         schedule_end = time.perf_counter()
-        procs_after = procs.snapshot(spec.watch_pids)
+        procs_after, box_after = procs.snapshot(spec.watch_pids), procs.box_sample()
         measured = tasks[n_warm:]
         _, pending = await asyncio.wait(measured, timeout=spec.timeout_s + 5.0)
         for task in pending:
@@ -209,6 +210,7 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         await load.close()
         await side.close()
 
+    processes = procs.usage(marks["procs_before"], procs_after, schedule_end - window_start)
     return build_result(
         spec,
         rec,
@@ -220,9 +222,8 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         client_cpu_s=cpu_after - marks["cpu_before"],
         server={
             "stats": server_window(stats_before, stats_after),
-            "processes": procs.usage(
-                marks["procs_before"], procs_after, schedule_end - window_start
-            ),
+            "processes": processes,
+            "box": procs.box_usage(marks["box_before"], box_after, processes),
         },
     )
 

@@ -4,6 +4,12 @@ Ray names its worker processes with ``setproctitle`` (``ray::ServeReplica:<app>:
 ``ray::ProxyActor``, ``ray::ServeController``), so a scan of the process table finds the
 gateway and predictor replicas without asking Ray. psutil is used when importable
 (portable); otherwise ``/proc`` (Linux), which is all this needs.
+
+Beside the processes, :func:`box_sample` and :func:`box_usage` say how busy the whole
+machine was (``/proc/stat``): the processes a run watches do not add up to the box. In
+session 18 Serve's processes and the generator summed to ~150% of a core at 1000 req/s
+on this 2-core VM while the generator fell behind, and only the box's own count says
+whether the other half was idle, kernel time charged to no process, or someone else's.
 """
 
 from __future__ import annotations
@@ -151,6 +157,58 @@ def serve_processes(app_name: str | None = None, *, under: int | None = None) ->
         if name is not None:
             found[pid] = name
     return found
+
+
+# /proc/stat's "cpu" line, in this order (older kernels stop early: missing ones are 0).
+_BOX_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_BOX_IDLE = ("idle", "iowait")
+
+
+@dataclass(frozen=True)
+class BoxSample:
+    ticks: dict[str, int]  # cumulative, all CPUs together
+
+
+def box_sample(stat: Path = _PROC / "stat") -> BoxSample | None:
+    """The machine's CPU time so far by kind; None where there is no ``/proc/stat``."""
+    try:
+        line = stat.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    words = line.split()
+    if not words or words[0] != "cpu":
+        return None
+    values = [int(w) for w in words[1 : 1 + len(_BOX_FIELDS)]]
+    values += [0] * (len(_BOX_FIELDS) - len(values))
+    return BoxSample(dict(zip(_BOX_FIELDS, values, strict=True)))
+
+
+def box_usage(
+    before: BoxSample | None,
+    after: BoxSample | None,
+    processes: list[dict[str, object]],
+    cores: int | None = None,
+) -> dict[str, float] | None:
+    """How busy the machine was between two samples, in % of one core like the
+    per-process figures (a 2-core box is 200% when full): busy in all, by kind, and how
+    much of it the watched ``processes`` (:func:`usage` rows) do not account for."""
+    if before is None or after is None:
+        return None
+    delta = {k: after.ticks[k] - before.ticks[k] for k in _BOX_FIELDS}
+    total = sum(delta.values())
+    if total <= 0:
+        return None
+    per_core = 100.0 * (cores or os.cpu_count() or 1) / total
+    busy = sum(v for k, v in delta.items() if k not in _BOX_IDLE)
+    watched = sum(_pct(p.get("cpu_pct_of_core")) for p in processes)
+    out = {f"{k}_pct_of_core": round(delta[k] * per_core, 1) for k in _BOX_FIELDS}
+    out["busy_pct_of_core"] = round(busy * per_core, 1)
+    out["unwatched_pct_of_core"] = round(busy * per_core - watched, 1)
+    return out
+
+
+def _pct(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0  # None: process gone
 
 
 def snapshot(pids: dict[int, str]) -> dict[int, ProcSample]:

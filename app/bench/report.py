@@ -121,7 +121,7 @@ def _fmt(v: Any, width: int, digits: int = 1) -> str:
 HEADER = (
     f"{'target':<9}{'path':<15}{'offered':>8}{'achieved':>9}{'pred/s':>8}"
     f"{'p50':>7}{'p95':>7}{'p99':>7}{'p99.9':>7}{'max':>7}{'err':>6}"
-    f"{'batch':>6}{'lag99':>6}{'gen':>7}{'us/req':>7}{'load1':>6}"
+    f"{'batch':>6}{'lag99':>6}{'gen':>7}{'us/req':>7}{'load1':>6}{'box':>5}"
 )
 
 
@@ -134,6 +134,7 @@ def run_line(target: str, run: dict[str, Any]) -> str:
     gen = run["generator"]
     flag = "" if gen["kept_up"] else "  <- client fell behind"
     load = run.get("loadavg_1m_before", run.get("loadavg_1m"))
+    box = (run.get("server", {}).get("box") or {}).get("busy_pct_of_core")
     return (
         f"{target:<9}{run['path']:<15}{_fmt(float(run['offered_rps']), 8)}"
         f"{_fmt(float(run['achieved_rps']), 9)}{_fmt(float(run['predictions_per_s']), 8, 0)}"
@@ -141,7 +142,7 @@ def run_line(target: str, run: dict[str, Any]) -> str:
         + f"{_fmt(run['errors']['total'], 6)}{_fmt(batch, 6)}"
         f"{_fmt(gen['send_lag_ms']['p99'], 6)}{_fmt(gen.get('instrument'), 7)}"
         f"{_fmt(gen.get('cpu_us_per_request'), 7, 0)}"
-        f"{_fmt(load, 6, 2)}{flag}"
+        f"{_fmt(load, 6, 2)}{_fmt(box, 5, 0)}{flag}"
     )
 
 
@@ -231,7 +232,8 @@ def format_report(result: dict[str, Any]) -> str:
         "",
         "latency in ms from the scheduled send time; batch = mean forward batch "
         "(server /stats); lag99 = client send lag p99 ms; gen = instrument; us/req = the "
-        "generator's own CPU per request; load1 = 1-min load average before the run",
+        "generator's own CPU per request; load1 = 1-min load average before the run; box = the "
+        "machine's busy CPU during the run in % of one core (200 = both cores of a 2-core box)",
         "",
         HEADER,
         "-" * len(HEADER),

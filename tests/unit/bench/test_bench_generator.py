@@ -176,6 +176,10 @@ async def test_run_load_from_two_sender_processes(local_server: StartServer) -> 
     assert gen["cpu_us_per_request"] == pytest.approx(1e6 * gen["cpu_s"] / 50, abs=12)
     names = {p["name"] for p in result["server"]["processes"]}
     assert names == {"generator:0", "generator:1"}  # sampled from /proc too
+    box = result["server"]["box"]  # the whole machine over the same window
+    watched = sum(p["cpu_pct_of_core"] for p in result["server"]["processes"])
+    assert box["busy_pct_of_core"] >= box["user_pct_of_core"] > 0
+    assert box["unwatched_pct_of_core"] == pytest.approx(box["busy_pct_of_core"] - watched, abs=0.2)
     json.dumps(result)
 
 

@@ -278,7 +278,9 @@ def test_goal_verdicts_name_the_flag_that_measures_what_is_missing() -> None:
 
 def test_every_row_names_its_instrument_load_average_and_generator_cpu() -> None:
     line = run_line("serve", _run(200))
-    assert line.split()[-3:] == ["pysock", "72", "0.42"]  # instrument, us/req, load1 before
+    assert line.split()[-4:] == ["pysock", "72", "0.42", "-"]  # instrument, us/req, load1, box
+    server = {"stats": {}, "box": {"busy_pct_of_core": 187.4}}
+    assert run_line("serve", _run(200, server=server)).split()[-1] == "187"
 
 
 def test_report_prints_the_three_column_find_max_table_and_the_goals() -> None:
