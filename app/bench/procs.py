@@ -6,7 +6,8 @@ gateway and predictor replicas without asking Ray. psutil is used when importabl
 (portable); otherwise ``/proc`` (Linux), which is all this needs.
 
 Beside the processes, :func:`box_sample` and :func:`box_usage` say how busy the whole
-machine was (``/proc/stat``): the processes a run watches do not add up to the box. In
+machine was (every process in ``/proc``, and ``/proc/stat``'s interrupt time): the
+processes a run watches do not add up to the box. In
 session 18 Serve's processes and the generator summed to ~150% of a core at 1000 req/s
 on this 2-core VM while the generator fell behind, and only the box's own count says
 whether the other half was idle, kernel time charged to no process, or someone else's.
@@ -15,6 +16,7 @@ whether the other half was idle, kernel time charged to no process, or someone e
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +51,13 @@ def _psutil_sample(pid: int, name: str) -> ProcSample | None:
 
 
 def _proc_sample(pid: int, name: str) -> ProcSample | None:
+    cpu_s = _task_cpu_s(_PROC / str(pid) / "stat")
     try:
-        stat = (_PROC / str(pid) / "stat").read_text()
         status = (_PROC / str(pid) / "status").read_text()
     except OSError:
         return None
-    # Fields after the parenthesised command name, which may itself contain spaces.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    cpu_s = (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+    if cpu_s is None:
+        return None
     rss_kb = next(
         (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
     )
@@ -160,27 +161,51 @@ def serve_processes(app_name: str | None = None, *, under: int | None = None) ->
 
 
 # /proc/stat's "cpu" line, in this order (older kernels stop early: missing ones are 0).
-_BOX_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-_BOX_IDLE = ("idle", "iowait")
+_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_INTERRUPTS = ("irq", "softirq")  # time no task is charged for
 
 
 @dataclass(frozen=True)
 class BoxSample:
+    """The machine at one moment: each task's CPU so far (the scheduler's exact figure,
+    :func:`_proc_sample`) and ``/proc/stat``'s tick counts, which give the interrupt
+    and steal time no task carries. Its user and system counts are not used: they are
+    sampled at the timer tick, and a load generator on an even schedule whose period
+    divides the tick's is seen at the same phase every time (at 1000 and 2000 req/s the
+    hello's run read less busy time than its own processes used)."""
+
+    at: float  # time.monotonic()
+    tasks_cpu_s: dict[int, float]
     ticks: dict[str, int]  # cumulative, all CPUs together
 
 
-def box_sample(stat: Path = _PROC / "stat") -> BoxSample | None:
-    """The machine's CPU time so far by kind; None where there is no ``/proc/stat``."""
+def box_sample(proc: Path = _PROC) -> BoxSample | None:
+    """Every process's CPU so far and the machine's tick counts; None without ``/proc``."""
     try:
-        line = stat.read_text().splitlines()[0]
+        line = (proc / "stat").read_text().splitlines()[0].split()
     except (OSError, IndexError):
         return None
-    words = line.split()
-    if not words or words[0] != "cpu":
+    if not line or line[0] != "cpu":
         return None
-    values = [int(w) for w in words[1 : 1 + len(_BOX_FIELDS)]]
-    values += [0] * (len(_BOX_FIELDS) - len(values))
-    return BoxSample(dict(zip(_BOX_FIELDS, values, strict=True)))
+    values = [int(w) for w in line[1 : 1 + len(_STAT_FIELDS)]]
+    values += [0] * (len(_STAT_FIELDS) - len(values))
+    tasks: dict[int, float] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and (cpu_s := _task_cpu_s(entry / "stat")) is not None:
+            tasks[int(entry.name)] = cpu_s
+    return BoxSample(time.monotonic(), tasks, dict(zip(_STAT_FIELDS, values, strict=True)))
+
+
+def _task_cpu_s(stat: Path) -> float | None:
+    """A process's CPU so far from its ``stat`` file: utime + stime, all its threads
+    (the kernel scales them to the scheduler's exact runtime); None once it is gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name, which may itself contain spaces.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def box_usage(
@@ -190,21 +215,26 @@ def box_usage(
     cores: int | None = None,
 ) -> dict[str, float] | None:
     """How busy the machine was between two samples, in % of one core like the
-    per-process figures (a 2-core box is 200% when full): busy in all, by kind, and how
-    much of it the watched ``processes`` (:func:`usage` rows) do not account for."""
-    if before is None or after is None:
+    per-process figures (a 2-core box is 200% when full): every process (a process
+    started in between counts whole; one that ended in between is missed) plus interrupt
+    time, the part of it the watched ``processes`` (:func:`usage` rows) do not account
+    for, and the interrupt and steal shares."""
+    if before is None or after is None or after.at <= before.at:
         return None
-    delta = {k: after.ticks[k] - before.ticks[k] for k in _BOX_FIELDS}
-    total = sum(delta.values())
-    if total <= 0:
-        return None
-    per_core = 100.0 * (cores or os.cpu_count() or 1) / total
-    busy = sum(v for k, v in delta.items() if k not in _BOX_IDLE)
+    per_s = 100.0 / (after.at - before.at)
+    tasks = sum(cpu - before.tasks_cpu_s.get(pid, 0.0) for pid, cpu in after.tasks_cpu_s.items())
+    ticks = {k: after.ticks[k] - before.ticks[k] for k in _STAT_FIELDS}
+    all_ticks = sum(ticks.values())
+    share = 100.0 * (cores or os.cpu_count() or 1) / all_ticks if all_ticks > 0 else 0.0
+    interrupts = sum(ticks[k] for k in _INTERRUPTS) * share
     watched = sum(_pct(p.get("cpu_pct_of_core")) for p in processes)
-    out = {f"{k}_pct_of_core": round(delta[k] * per_core, 1) for k in _BOX_FIELDS}
-    out["busy_pct_of_core"] = round(busy * per_core, 1)
-    out["unwatched_pct_of_core"] = round(busy * per_core - watched, 1)
-    return out
+    return {
+        "busy_pct_of_core": round(tasks * per_s + interrupts, 1),
+        "processes_pct_of_core": round(tasks * per_s, 1),
+        "unwatched_pct_of_core": round(tasks * per_s - watched, 1),
+        "interrupts_pct_of_core": round(interrupts, 1),
+        "steal_pct_of_core": round(ticks["steal"] * share, 1),
+    }
 
 
 def _pct(value: object) -> float:
