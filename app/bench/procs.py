@@ -168,7 +168,7 @@ _INTERRUPTS = ("irq", "softirq")  # time no task is charged for
 @dataclass(frozen=True)
 class BoxSample:
     """The machine at one moment: each task's CPU so far (the scheduler's exact figure,
-    :func:`_proc_sample`) and ``/proc/stat``'s tick counts, which give the interrupt
+    :func:`_task_cpu_s`) and ``/proc/stat``'s tick counts, which give the interrupt
     and steal time no task carries. Its user and system counts are not used: they are
     sampled at the timer tick, and a load generator on an even schedule whose period
     divides the tick's is seen at the same phase every time (at 1000 and 2000 req/s the
