@@ -7,10 +7,10 @@ gateway and predictor replicas without asking Ray. psutil is used when importabl
 
 Beside the processes, :func:`box_sample` and :func:`box_usage` say how busy the whole
 machine was (every process in ``/proc``, and ``/proc/stat``'s interrupt time): the
-processes a run watches do not add up to the box. In
-session 18 Serve's processes and the generator summed to ~150% of a core at 1000 req/s
-on this 2-core VM while the generator fell behind, and only the box's own count says
-whether the other half was idle, kernel time charged to no process, or someone else's.
+processes a run watches do not add up to the box. In session 18 Serve's processes and
+the generator summed to ~150% of a core at 1000 req/s on this 2-core VM while the
+generator fell behind, and only the box's own count could say whether the remaining
+~50% was idle, kernel time charged to no process, or someone else's (it was idle).
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def _psutil_sample(pid: int, name: str) -> ProcSample | None:
 
 def _proc_sample(pid: int, name: str) -> ProcSample | None:
     cpu_s = _task_cpu_s(_PROC / str(pid) / "stat")
+    if cpu_s is None:
+        return None
     try:
         status = (_PROC / str(pid) / "status").read_text()
     except OSError:
-        return None
-    if cpu_s is None:
         return None
     rss_kb = next(
         (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
