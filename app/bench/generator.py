@@ -46,19 +46,22 @@ from app.bench import procs
 from app.bench.loadgen import LoadSpec, Recorder, build_result
 from app.bench.payloads import Payloads
 from app.bench.schedule import offsets, share
-from app.bench.stats import server_window
+from app.bench.stats import run_rows, server_window
 
 INSTRUMENT = "pysock"
 READY_TIMEOUT_S = 60.0
 
 
-def fetch_stats(spec: LoadSpec) -> dict[str, Any]:
+def fetch_stats(spec: LoadSpec, recent: int | None = None) -> dict[str, Any]:
     """``GET /stats`` with the stats token, on a connection of its own."""
-    return fetch_stats_at(spec.base_url, spec.ca_file, spec.stats_token)
+    return fetch_stats_at(spec.base_url, spec.ca_file, spec.stats_token, recent)
 
 
-def fetch_stats_at(base_url: str, ca_file: str | None, stats_token: str | None) -> dict[str, Any]:
-    """``GET /stats`` at ``base_url`` with ``stats_token``; ``{"error": ...}`` if it fails."""
+def fetch_stats_at(
+    base_url: str, ca_file: str | None, stats_token: str | None, recent: int | None = None
+) -> dict[str, Any]:
+    """``GET /stats`` at ``base_url`` with ``stats_token`` (its windows' ``recent`` newest
+    rows only, when given); ``{"error": ...}`` if it fails."""
     if not stats_token:
         return {"error": "no stats token"}
     url = urlsplit(base_url)
@@ -70,7 +73,8 @@ def fetch_stats_at(base_url: str, ca_file: str | None, stats_token: str | None) 
     else:
         conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
-        conn.request("GET", "/stats", headers={"Authorization": f"Bearer {stats_token}"})
+        path = "/stats" if recent is None else f"/stats?recent={recent}"
+        conn.request("GET", path, headers={"Authorization": f"Bearer {stats_token}"})
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:
@@ -199,6 +203,8 @@ def run_load(spec: LoadSpec, payloads: Payloads) -> dict[str, Any]:
                 raise RuntimeError(f"load generator failed: {err.strip()[-2000:]}")
             outs.append(json.loads(out.strip().splitlines()[-1]))
     stats_after = fetch_stats(spec)
+    rows = run_rows(stats_before, stats_after)
+    recent = fetch_stats(spec, rows) if rows else None
     processes = procs.usage(procs_before, procs_after, t0 + due[-1] - window_start)
     return assemble(
         spec,
@@ -207,7 +213,7 @@ def run_load(spec: LoadSpec, payloads: Payloads) -> dict[str, Any]:
         n_warm=n_warm,
         window=(window_start, t0 + due[-1] + 1.0 / spec.rate),
         server={
-            "stats": server_window(stats_before, stats_after),
+            "stats": server_window(stats_before, stats_after, recent),
             "processes": processes,
             "box": procs.box_usage(box_before, box_after, processes),
         },

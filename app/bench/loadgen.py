@@ -35,7 +35,7 @@ import aiohttp
 
 from app.bench import procs
 from app.bench.schedule import ARRIVALS, offsets
-from app.bench.stats import server_window, summarize_ms
+from app.bench.stats import run_rows, server_window, summarize_ms
 
 # The client is "keeping up" when 99% of requests start within this of their due time:
 # a tenth of the spec's p99 target, so client lateness cannot decide a verdict.
@@ -103,12 +103,15 @@ class Recorder:
         self.outcome: list[int | str] = ["incomplete"] * n
 
 
-async def _fetch_stats(session: aiohttp.ClientSession, spec: LoadSpec) -> dict[str, Any]:
+async def _fetch_stats(
+    session: aiohttp.ClientSession, spec: LoadSpec, recent: int | None = None
+) -> dict[str, Any]:
     if not spec.stats_token:
         return {"error": "no stats token"}
     headers = {"Authorization": f"Bearer {spec.stats_token}"}
+    params = {"recent": str(recent)} if recent is not None else None
     try:
-        async with session.get(f"{spec.base_url}/stats", headers=headers) as resp:
+        async with session.get(f"{spec.base_url}/stats", headers=headers, params=params) as resp:
             if resp.status != 200:
                 return {"error": f"HTTP {resp.status}"}
             body: dict[str, Any] = await resp.json()
@@ -202,6 +205,8 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         cpu_after = _cpu_s()
         stats_before = await marks["stats_before"]
         stats_after = await _fetch_stats(side, spec)
+        rows = run_rows(stats_before, stats_after)
+        recent = await _fetch_stats(side, spec, rows) if rows else None
         rest = [t for t in tasks if not t.done()]
         for task in rest:
             task.cancel()
@@ -221,7 +226,7 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         drained=drained,
         client_cpu_s=cpu_after - marks["cpu_before"],
         server={
-            "stats": server_window(stats_before, stats_after),
+            "stats": server_window(stats_before, stats_after, recent),
             "processes": processes,
             "box": procs.box_usage(marks["box_before"], box_after, processes),
         },

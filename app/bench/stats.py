@@ -64,15 +64,33 @@ _QUEUE_COUNTERS = (
 _REFUSAL_COUNTERS = ("refused_queue_wait", "refused_in_flight")
 
 
-def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def run_rows(before: dict[str, Any], after: dict[str, Any]) -> int | None:
+    """How many rows the run added to ``/stats``' latency windows, when that is fewer than
+    the windows hold at the end (the rest are an earlier run's); else None."""
+    if "error" in before or "error" in after:
+        return None
+    ok0 = before.get("requests", {}).get("by_status", {}).get("ok", 0)
+    ok1 = after.get("requests", {}).get("by_status", {}).get("ok", 0)
+    held = after.get("model_time_ms", {}).get("count") or 0
+    rows = int(ok1 or 0) - int(ok0 or 0)
+    return rows if 0 < rows < held else None
+
+
+def server_window(
+    before: dict[str, Any], after: dict[str, Any], recent: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What the gateway's ``/stats`` says happened between two snapshots.
 
-    Counters become deltas (the run window only); the latency windows are the server's
-    last-N samples at the end, which under steady load are the run's. With several
-    gateway replicas this is the one replica that answered ``/stats``.
+    Counters become deltas (the run window only). The latency windows are the server's
+    last-N rows at the end: under steady load the run's. A run that added fewer rows than
+    the windows hold (1 req/s after a busy run) passes ``recent``, the end's ``/stats``
+    asked for its :func:`run_rows` newest rows (``?recent=``), whose windows are the
+    run's alone. With several gateway replicas this is the one replica that answered
+    ``/stats``.
     """
     if "error" in before or "error" in after:
         return {"error": before.get("error") or after.get("error")}
+    windows = recent if recent is not None and "error" not in recent else after
     dist = distribution_delta(
         before.get("batch_size", {}).get("distribution", {}),
         after.get("batch_size", {}).get("distribution", {}),
@@ -102,8 +120,8 @@ def server_window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
             "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
         },
         "refusals": {k: int(o1.get(k, 0) or 0) - int(o0.get(k, 0) or 0) for k in _REFUSAL_COUNTERS},
-        "server_latency_ms": after.get("latency_ms"),
-        "queue_wait_ms": after.get("queue_wait_ms"),
-        "model_time_ms": after.get("model_time_ms"),
+        "server_latency_ms": windows.get("latency_ms"),
+        "queue_wait_ms": windows.get("queue_wait_ms"),
+        "model_time_ms": windows.get("model_time_ms"),
         "replicas": after.get("replicas"),
     }

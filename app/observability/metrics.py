@@ -199,8 +199,10 @@ class GatewayMetrics(ServiceStateMetrics):
 
     # --- /stats -------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """In-process figures since this process started (this replica only)."""
+    def snapshot(self, recent: int | None = None) -> dict[str, Any]:
+        """In-process figures since this process started (this replica only); the
+        latency, queue-wait and model-time windows of their ``recent`` newest rows only
+        when given."""
         with self._lock:
             by_status = {s: self._by_status.get(s, 0) for s in PREDICTION_STATUSES}
             batches = dict(sorted(self._batch_sizes.items()))
@@ -215,9 +217,9 @@ class GatewayMetrics(ServiceStateMetrics):
                 "by_status": by_status,
                 "error_rate": round(bad / total, 6) if total else None,
             },
-            "latency_ms": self._latency.summary(),
-            "queue_wait_ms": self._queue_wait.summary(),
-            "model_time_ms": self._model_time.summary(),
+            "latency_ms": self._latency.summary(recent),
+            "queue_wait_ms": self._queue_wait.summary(recent),
+            "model_time_ms": self._model_time.summary(recent),
             "batch_size": {
                 "count": n_batched,
                 "mean": round(sum(k * v for k, v in batches.items()) / n_batched, 3)

@@ -40,10 +40,17 @@ class SampleWindow:
     def __len__(self) -> int:
         return len(self._values)
 
-    def summary(self) -> dict[str, float | int | None]:
-        """Count, mean, p50/p95/p99 and max of the window (``None`` when it is empty)."""
+    def summary(self, recent: int | None = None) -> dict[str, float | int | None]:
+        """Count, mean, p50/p95/p99 and max of the window (``None`` when it is empty), or
+        of its ``recent`` newest values only (a benchmark run slower than the window, so
+        that an earlier run's samples do not speak for it)."""
         with self._lock:
-            values = sorted(self._values)
+            values = list(self._values)
+        if recent is not None:
+            if recent < 1:
+                raise ValueError("recent must be >= 1")
+            values = values[-recent:]
+        values.sort()
         if not values:
             return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
         return {

@@ -221,6 +221,21 @@ def test_stats_reports_counts_caches_and_replicas(harness: Harness) -> None:
     assert s["serving"]["resource_tier"].startswith("custom")
 
 
+def test_stats_summarises_the_recent_rows_when_asked(harness: Harness) -> None:
+    auth = {"Authorization": f"Bearer {harness.token}"}
+    for _ in range(3):
+        _predict(harness, columnar_bars())
+    r = harness.client.get("/stats", params={"recent": 2}, headers=auth)
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert [s[w]["count"] for w in ("latency_ms", "queue_wait_ms", "model_time_ms")] == [2, 2, 2]
+    assert s["requests"]["by_status"]["ok"] >= 3  # the counters stay whole
+    for bad in ("0", "-1", "x", "1.5"):
+        r = harness.client.get("/stats", params={"recent": bad}, headers=auth)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["error"]["details"][0]["loc"] == ["query", "recent"], r.text
+
+
 def test_metrics_exposes_the_spec_histograms(harness: Harness) -> None:
     _predict(harness, columnar_bars())
     r = harness.client.get("/metrics", headers={"Authorization": f"Bearer {harness.token}"})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from app.gateway.schemas import ErrorResponse
 from app.gateway.serving_view import serving_view
@@ -14,6 +14,19 @@ from app.security.dependencies import StatsPrincipal
 
 router = APIRouter(tags=["operations"])
 
+# ``?recent=N``: the latency, queue-wait and model-time percentiles of the N newest rows
+# only. The windows hold the last few thousand rows, so a quiet minute after a busy one
+# would otherwise report the busy one's figures (``cnnlstm bench`` asks for its run's rows).
+Recent = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=1_000_000,
+        description="Summarise the latency, queue-wait and model-time windows over their "
+        "N newest rows only (at most what the window holds).",
+    ),
+]
+
 
 @router.get(
     "/stats",
@@ -21,12 +34,15 @@ router = APIRouter(tags=["operations"])
     responses={
         401: {"model": ErrorResponse, "description": "Missing or bad credentials"},
         403: {"model": ErrorResponse, "description": "Credentials lack the model:stats scope"},
+        422: {"model": ErrorResponse, "description": "``recent`` is not a whole number >= 1"},
     },
 )
-async def stats(request: Request, principal: StatsPrincipal) -> dict[str, Any]:
+async def stats(
+    request: Request, principal: StatsPrincipal, recent: Recent = None
+) -> dict[str, Any]:
     state: GatewayState = request.app.state.gateway
     status = state.readiness.status
-    snapshot = state.metrics.snapshot()
+    snapshot = state.metrics.snapshot(recent)
     features = state.features
     pred_extra = status.extra
     model_hits = int(pred_extra.get("model_cache_hits", 0) or 0)  # type: ignore[call-overload]

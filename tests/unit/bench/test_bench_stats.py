@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench.stats import distribution_delta, server_window, summarize_ms, weighted_mean
+from app.bench.stats import (
+    distribution_delta,
+    run_rows,
+    server_window,
+    summarize_ms,
+    weighted_mean,
+)
 
 
 def test_percentiles_are_nearest_rank_on_known_data() -> None:
@@ -75,6 +81,28 @@ def test_server_window_reports_deltas_for_the_run_only() -> None:
         "hit_rate": pytest.approx(1 / 6, abs=1e-4),
     }
     assert w["server_latency_ms"] == {"p99": 12.0}
+
+
+def test_a_run_that_added_fewer_rows_than_the_windows_hold_takes_its_own_rows() -> None:
+    # 1 req/s for 30 s after a busy run: the end's windows still hold 4096 busy rows.
+    before = _stats({"1": 5}, submitted=5, batches=5, rows=5, hits=0)
+    after = _stats({"1": 35}, submitted=35, batches=35, rows=35, hits=0)
+    before["requests"] = {"by_status": {"ok": 9000}}
+    after["requests"] = {"by_status": {"ok": 9030}}
+    after["model_time_ms"] = {"count": 4096, "p50": 2.69}
+    assert run_rows(before, after) == 30
+    recent = {"latency_ms": {"p99": 3.1}, "model_time_ms": {"count": 30, "p50": 1.31}}
+    w = server_window(before, after, recent)
+    assert w["model_time_ms"] == {"count": 30, "p50": 1.31}
+    assert w["server_latency_ms"] == {"p99": 3.1}
+    assert w["batch_size"]["count"] == 30  # the counters are the deltas either way
+    assert server_window(before, after, {"error": "HTTP 422"})["model_time_ms"]["p50"] == 2.69
+    # A run that filled the windows, or added nothing, needs no second look.
+    after["requests"] = {"by_status": {"ok": 9000 + 4096}}
+    assert run_rows(before, after) is None
+    after["requests"] = {"by_status": {"ok": 9000}}
+    assert run_rows(before, after) is None
+    assert run_rows({"error": "HTTP 401"}, after) is None
 
 
 def test_server_window_says_why_when_stats_were_unavailable() -> None:

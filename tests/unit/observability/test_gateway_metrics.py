@@ -237,6 +237,28 @@ def test_snapshot_window_keeps_only_recent_latencies() -> None:
     assert m.snapshot()["latency_ms"]["max"] == 5.0
 
 
+def test_snapshot_of_the_recent_rows_leaves_an_earlier_busier_run_out() -> None:
+    # A busy run fills the window; a quiet one adds a few rows: asked for those rows only,
+    # the three windows speak for the quiet run alone, and the counters stay whole.
+    m = GatewayMetrics(CollectorRegistry(), Metrics(latency_window=64))
+    for _ in range(60):
+        observe_ok(m, 40.0, queue_wait_ms=9.0, model_ms=5.0)
+    for ms in (4.0, 5.0, 6.0):
+        observe_ok(m, ms, queue_wait_ms=0.1, model_ms=1.0 + ms / 10)
+    whole, recent = m.snapshot(), m.snapshot(recent=3)
+    assert whole["model_time_ms"]["p50"] == 5.0
+    assert recent["latency_ms"] == {
+        "count": 3, "mean": 5.0, "p50": 5.0, "p95": 6.0, "p99": 6.0, "max": 6.0,
+    }  # fmt: skip
+    assert recent["queue_wait_ms"]["max"] == 0.1
+    assert (recent["model_time_ms"]["p50"], recent["model_time_ms"]["max"]) == (1.5, 1.6)
+    assert recent["requests"] == whole["requests"]
+    # More than the window holds is the whole window.
+    assert m.snapshot(recent=10_000)["latency_ms"] == whole["latency_ms"]
+    with pytest.raises(ValueError, match="recent"):
+        SampleWindow(4).summary(recent=0)
+
+
 def test_nearest_rank_rejects_empty_and_bad_quantile() -> None:
     with pytest.raises(ValueError, match="no values"):
         nearest_rank([], 0.5)
