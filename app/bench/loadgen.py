@@ -35,6 +35,7 @@ import aiohttp
 
 from app.bench import procs
 from app.bench.schedule import ARRIVALS, offsets
+from app.bench.sender import IDLE_REUSE_S
 from app.bench.stats import run_rows, server_window, summarize_ms
 
 # The client is "keeping up" when 99% of requests start within this of their due time:
@@ -140,7 +141,7 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         headers["X-API-Key"] = spec.api_key
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     load_conn = aiohttp.TCPConnector(
-        limit=spec.connections, ssl=_ssl(spec), keepalive_timeout=120, ttl_dns_cache=None
+        limit=spec.connections, ssl=_ssl(spec), keepalive_timeout=IDLE_REUSE_S, ttl_dns_cache=None
     )
     # /stats gets its own connection: it must not queue behind the load in the pool.
     stats_conn = aiohttp.TCPConnector(limit=1, ssl=_ssl(spec))

@@ -34,6 +34,13 @@ from app.bench.schedule import offsets, share
 
 _READ = selectors.EVENT_READ
 _RW = selectors.EVENT_READ | selectors.EVENT_WRITE
+# A connection idle this long is closed, not reused. A server closes idle keep-alive
+# connections on its own timer (uvicorn's default, which the hello and the peer run with,
+# is 5 s), and a request written as that timer fires dies with the connection: a
+# "ServerDisconnectedError" that is the race's, not the server's (once in ~30,000 requests
+# at 1100 req/s, where it ended the hello's find-max a step early; BENCHMARKS.md, session
+# 19). Every target gets the same client, whatever its server's timeout.
+IDLE_REUSE_S = 4.0
 
 
 def cpu_s() -> float:
@@ -42,7 +49,7 @@ def cpu_s() -> float:
 
 
 class _Conn:
-    __slots__ = ("buf", "out", "pos", "sent_at", "sock")
+    __slots__ = ("buf", "idle_since", "out", "pos", "sent_at", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -50,6 +57,7 @@ class _Conn:
         self.out: memoryview | None = None
         self.pos = -1  # local index of the request in flight, -1 when idle
         self.sent_at = 0.0
+        self.idle_since = time.monotonic()
 
 
 _RECV = 65536
@@ -70,6 +78,7 @@ class Sender:
         self.timeout_s = float(plan["timeout_s"])
         self.expect = str(plan.get("expect") or "").encode()
         self.max_conns = max(1, int(plan["max_connections"]))
+        self.idle_reuse_s = float(plan.get("idle_reuse_s", IDLE_REUSE_S))
         n, n_warm = int(plan["n"]), int(plan["n_warm"])
         self.mine = share(n, int(plan["sender"]), int(plan["senders"]))
         all_offsets = offsets(float(plan["rate"]), n, plan["arrivals"], int(plan["seed"]))
@@ -126,8 +135,19 @@ class Sender:
         self.done_at[pos] = end
         self.outcome[pos] = outcome
 
+    def _idle_conn(self) -> _Conn | None:
+        """The warmest idle connection, closing those idle for :data:`IDLE_REUSE_S` or
+        more on the way (the stack's deeper ones have been idle longer still)."""
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if now - conn.idle_since < self.idle_reuse_s:
+                return conn
+            self._drop(conn, None)
+        return None
+
     def _dispatch(self, pos: int, *, front: bool = False) -> None:
-        conn = self.idle.pop() if self.idle else None
+        conn = self._idle_conn()
         if conn is None and self.may_open and len(self.conns) < self.max_conns:
             self.may_open -= 1
             try:
@@ -186,6 +206,7 @@ class Sender:
         ok = 200 <= status < 300
         self._record(conn.pos, "bad_body" if ok and self.expect not in body else status)
         conn.pos = -1
+        conn.idle_since = time.monotonic()
         if self.ctx is not None and (self.session is None or not self.session.has_ticket):
             self.session = conn.sock.session  # type: ignore[attr-defined]
         if close:

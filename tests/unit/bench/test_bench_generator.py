@@ -113,6 +113,59 @@ async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
     assert max(out["lag"]) < 0.1
 
 
+async def _closes_on_reuse_after(idle_s: float) -> tuple[str, asyncio.Server]:
+    """A server that answers every request, except one arriving on a connection idle for
+    ``idle_s`` or more: that connection it closes unanswered, as a server's keep-alive
+    timer firing just as the request comes in would."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        last = time.monotonic()
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if time.monotonic() - last >= idle_s:
+                    return
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                body = b'{"prob_up":0.5}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                last = time.monotonic()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}", server
+
+
+async def test_a_connection_idle_past_the_reuse_bound_is_replaced_not_raced() -> None:
+    # 2 req/s, a reply in well under a ms: each connection is idle ~0.5 s before its
+    # next request, where this server has just closed it. A sender that reuses it loses
+    # the request; one whose bound is under the server's opens a new connection.
+    url, server = await _closes_on_reuse_after(0.3)
+    host = url.removeprefix("http://")
+    try:
+        outcomes = {}
+        for bound in (0.1, 60.0):
+            plan = _plan(url, rate=2.0, n=4, idle_reuse_s=bound)
+            sender = Sender(plan, encode_requests(host, "/predict", _bodies(1), None))
+            outcomes[bound] = await asyncio.to_thread(sender.run, time.monotonic() + 0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert outcomes[0.1]["outcome"] == [200] * 4
+    assert outcomes[0.1]["connections_opened"] >= 4  # one per request
+    # The race this guards against, shown by a bound above the server's.
+    assert "ServerDisconnectedError" in outcomes[60.0]["outcome"]
+
+
 def test_responses_are_parsed_by_length_and_by_chunks() -> None:
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
     full = head + b"content-length: 5\r\n\r\nhello"
