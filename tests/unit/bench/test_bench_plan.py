@@ -213,6 +213,17 @@ def test_goal_verdicts_say_met_or_missed_by_how_much() -> None:
     assert batch_text.endswith("3900 pred/s at p99 <= 200 ms (missed by 100 pred/s)")
     idle = t["p50 at 1 req/s within 3 ms of batch-1 model"]
     assert idle.endswith("p50 4.5 ms, model 2 ms, +2.5 ms (met)")
+    # Each 1 req/s run against its own forwards: the one furthest over decides, not the
+    # slowest p50 against the first run's model time.
+    runs[3:] = [
+        _run(1, p50=4.6, server={"stats": {"model_time_ms": {"p50": 2.2}}}),
+        _run(1, p50=4.5, server={"stats": {"model_time_ms": {"p50": 1.2}}}),
+    ]
+    idle = _texts(goals.check(result))["p50 at 1 req/s within 3 ms of batch-1 model"]
+    assert idle.endswith("p50 4.5 ms, model 1.2 ms, +3.3 ms (missed by 0.3 ms)")
+    runs[4]["server"] = {"stats": {"error": "HTTP 401"}}
+    idle = _texts(goals.check(result))["p50 at 1 req/s within 3 ms of batch-1 model"]
+    assert idle.endswith("model batch-1 time unknown (--model-batch1-ms)")
 
 
 def test_a_batch_rate_with_errors_does_not_count_however_fast() -> None:
