@@ -63,6 +63,7 @@ class BenchOptions:
     instrument: str = "pysock"
     arrivals: str = "even"
     senders: int = 2
+    generator_nice: int = -5
     max_connections: int = 512
     seed: int = 0
     calibrate: bool = False  # also offer every rate to the bare hello app
@@ -98,6 +99,7 @@ def measure(
         arrivals=opts.arrivals,
         seed=opts.seed,
         senders=opts.senders,
+        generator_nice=opts.generator_nice,
         max_connections=opts.max_connections,
     )
     before = loadavg()

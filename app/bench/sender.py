@@ -8,8 +8,11 @@ global schedule (:mod:`app.bench.schedule`). The result is one JSON line on stdo
 The loop is a bare ``selectors`` loop over non-blocking sockets: each wake-up either
 sends what is due or reads what arrived, requests are pre-encoded bytes, responses are
 parsed only as far as status, length and the expected marker. A request due while every
-connection waits for a reply goes out on a new connection (up to ``max_connections``);
-a sender never waits for a reply before a scheduled send. Latency counts from the due
+connection waits for a reply goes out on the first connection free: one that answers or
+a new one (up to ``max_connections``), opened on a thread so that a server slow to finish
+a handshake holds up no send; a sender never waits for a reply before a scheduled send,
+and never blocks its loop on the server. Sender processes run at niceness -5 where allowed
+(:func:`take_niceness`). Latency counts from the due
 time; ``lag`` is how late the loop itself got to a due request (the generator's own
 delay, reported apart).
 """
@@ -17,13 +20,17 @@ delay, reported apart).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import os
+import queue
 import resource
 import selectors
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -41,6 +48,21 @@ _RW = selectors.EVENT_READ | selectors.EVENT_WRITE
 # at 1100 req/s, where it ended the hello's find-max a step early; BENCHMARKS.md, session
 # 19). Every target gets the same client, whatever its server's timeout.
 IDLE_REUSE_S = 4.0
+
+
+def take_niceness(nice: int) -> int:
+    """Run this process at ``nice`` where allowed (raising priority needs CAP_SYS_NICE);
+    returns the niceness it runs at.
+
+    The senders share the box's cores with the servers they measure, and a sender the
+    scheduler keeps waiting sends late: the lateness counts as latency (from the due
+    time), and a step where it grows is failed as "the generator fell behind" whatever
+    the server did. Ahead of the servers, the senders take the same CPU, at the moments
+    their schedule needs it; a server kept waiting instead shows it as its own latency,
+    which is what the run measures."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def cpu_s() -> float:
@@ -96,9 +118,16 @@ class Sender:
         self.waiting: deque[int] = deque()
         self.opened = 0
         self.rbuf = memoryview(bytearray(_RECV))
-        self.may_open = 1
         self.session: ssl.SSLSession | None = None
         self.open_error: str | None = None
+        # Connections opened during the run are opened off the loop (_open_later): the
+        # connect and TLS handshake wait for the server, and a busy server's answer can
+        # take tens of ms, during which no send of this sender would go out.
+        self.opening = 0
+        self.opened_q: queue.SimpleQueue[socket.socket | str] = queue.SimpleQueue()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.sel.register(self.wake_r, _READ, None)
         for _ in range(max(1, min(int(plan["connections"]), self.max_conns))):
             try:
                 self.idle.append(self._open())
@@ -106,12 +135,56 @@ class Sender:
                 self.open_error = type(exc).__name__
                 break
 
-    def _open(self) -> _Conn:
+    def _connect(self) -> socket.socket:
+        """A new connection, blocking until it is ready (TCP, then TLS)."""
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ctx is not None:
             # Resume the TLS session of an earlier connection: no certificate check again.
             sock = self.ctx.wrap_socket(sock, server_hostname=self.host, session=self.session)
+        return sock
+
+    def _open(self) -> _Conn:
+        return self._adopt(self._connect())
+
+    def _open_later(self) -> None:
+        """Open a connection on a thread of its own; the loop adopts it when it is ready
+        (:meth:`_take_opened`). A daemon thread: one still waiting on a server when the
+        run ends does not hold the process."""
+        self.opening += 1
+        threading.Thread(target=self._connect_for_loop, daemon=True).start()
+
+    def _connect_for_loop(self) -> None:
+        try:
+            result: socket.socket | str = self._connect()
+        except OSError as exc:
+            result = type(exc).__name__
+        self.opened_q.put(result)
+        with contextlib.suppress(OSError):
+            self.wake_w.send(b"\0")
+
+    def _take_opened(self) -> None:
+        """Adopt the connections opened since the last look, each for the oldest request
+        waiting; a connection that failed is that request's outcome."""
+        with contextlib.suppress(BlockingIOError):
+            self.wake_r.recv(4096)
+        while True:
+            try:
+                result = self.opened_q.get_nowait()
+            except queue.Empty:
+                return
+            self.opening -= 1
+            if isinstance(result, str):
+                if self.waiting:
+                    self._record(self.waiting.popleft(), result)
+                continue
+            conn = self._adopt(result)
+            if self.waiting:
+                self._dispatch_on(conn, self.waiting.popleft())
+            else:
+                self.idle.append(conn)
+
+    def _adopt(self, sock: socket.socket) -> _Conn:
         sock.setblocking(False)
         conn = _Conn(sock)
         self.sel.register(sock, _READ, conn)
@@ -148,14 +221,13 @@ class Sender:
 
     def _dispatch(self, pos: int, *, front: bool = False) -> None:
         conn = self._idle_conn()
-        if conn is None and self.may_open and len(self.conns) < self.max_conns:
-            self.may_open -= 1
-            try:
-                conn = self._open()
-            except OSError as exc:
-                self._record(pos, type(exc).__name__)
-                return
         if conn is None:  # the wait for a free connection counts as latency
+            # At most one connection opening for each request waiting (this one included).
+            if (
+                self.opening <= len(self.waiting)
+                and len(self.conns) + self.opening < self.max_conns
+            ):
+                self._open_later()
             if front:
                 self.waiting.appendleft(pos)
             else:
@@ -249,13 +321,15 @@ class Sender:
         while True:
             # Replies first: after a late wake-up they free connections for the sends.
             for key, mask in self.sel.select(wait):
+                if key.data is None:  # a connection opened off the loop is ready
+                    self._take_opened()
+                    continue
                 conn: _Conn = key.data
                 if mask & selectors.EVENT_WRITE and conn.out is not None:
                     self._write(conn)
                 if mask & selectors.EVENT_READ and conn in self.conns:
                     self._read(conn)
             now = time.monotonic()
-            self.may_open = 1  # at most one blocking TLS handshake between two polls
             if self.waiting and len(self.conns) < self.max_conns:
                 self._dispatch(self.waiting.popleft(), front=True)
             while nxt < m and due[nxt] <= now:
@@ -283,6 +357,13 @@ class Sender:
         cpu_window = cpu_s() - cpu_first
         for conn in list(self.conns):
             self._drop(conn, None)
+        while not self.opened_q.empty():  # opened after the last look
+            late = self.opened_q.get_nowait()
+            if not isinstance(late, str):
+                late.close()
+        self.sel.unregister(self.wake_r)
+        self.wake_r.close()
+        self.wake_w.close()
         measured = max(0, m - self.first_measured)
         return {
             "lag": [round(x, 7) for x in self.lag],
@@ -310,12 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         bodies = [line for line in f.read().split(b"\n") if line]
     host = urlsplit(plan["base_url"]).netloc
     requests = encode_requests(host, plan["path"], bodies, plan.get("api_key"))
+    nice = take_niceness(int(plan.get("nice", 0)))
     sender = Sender(plan, requests)
     gc.collect()
     gc.freeze()  # nothing built so far is garbage: keep collections off the schedule
     print("ready", flush=True)
     t0 = float(sys.stdin.readline())
     result = sender.run(t0)
+    result["nice"] = nice
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

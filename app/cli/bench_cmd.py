@@ -58,6 +58,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         instrument=args.instrument,
         arrivals=args.arrivals,
         senders=args.senders,
+        generator_nice=args.generator_nice,
         max_connections=args.max_connections,
         seed=args.seed,
         calibrate=args.calibrate,
@@ -158,6 +159,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "app/bench/generator.py); aiohttp: one asyncio process (the older client)",
     )
     load.add_argument("--senders", type=int, default=2, help="sender processes (pysock)")
+    load.add_argument(
+        "--generator-nice",
+        type=int,
+        default=-5,
+        help="the sender processes' niceness (pysock; default -5, ahead of the servers, so "
+        "the generator is not what falls behind on a shared box; 0: the servers' own; kept "
+        "where it cannot be raised)",
+    )
     load.add_argument(
         "--windows",
         type=int,

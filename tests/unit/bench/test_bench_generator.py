@@ -113,6 +113,37 @@ async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
     assert max(out["lag"]) < 0.1
 
 
+async def test_a_slow_new_connection_holds_up_no_send_and_no_reply(
+    local_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Request 0 holds the one connection for 200 ms; the requests due meanwhile need new
+    # ones, and each takes 300 ms to open (a busy server slow to finish a TLS handshake).
+    # Opened on the loop, the first would stall it for those 300 ms: reply 0 unread and
+    # every send due late. Off the loop, request 1 goes out on connection 0 as soon as
+    # its reply is in.
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["i"] == 0:
+            await asyncio.sleep(0.2)
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    host = url.removeprefix("http://")
+    connect = Sender._connect
+
+    def slow_connect(self: Sender) -> object:
+        time.sleep(0.3)
+        return connect(self)
+
+    sender = Sender(_plan(url, n=10), encode_requests(host, "/predict", _bodies(10), None))
+    monkeypatch.setattr(Sender, "_connect", slow_connect)  # after the pool opened
+    out = await asyncio.to_thread(sender.run, time.monotonic() + 0.05)
+    assert out["outcome"] == [200] * 10
+    assert max(out["lag"]) < 0.1  # every send was reached on time
+    assert out["latency"][0] >= 0.2
+    assert out["latency"][1] < 0.28  # waited for connection 0, not for a new one
+
+
 async def _closes_on_reuse_after(idle_s: float) -> tuple[str, asyncio.Server]:
     """A server that answers every request, except one arriving on a connection idle for
     ``idle_s`` or more: that connection it closes unanswered, as a server's keep-alive
