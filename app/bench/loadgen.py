@@ -66,7 +66,7 @@ class LoadSpec:
     arrivals: str = "even"  # or "poisson" (app.bench.schedule)
     seed: int = 0
     senders: int = 2  # sender processes (the default generator, app.bench.generator)
-    # The senders' niceness (app.bench.sender.SENDER_NICE); kept where it cannot be set.
+    # The senders' niceness (app.bench.sender.take_niceness); kept where it cannot be set.
     generator_nice: int = -5
     max_connections: int = 512  # in all; a sender opens more when every one is busy
 
