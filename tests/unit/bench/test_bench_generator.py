@@ -15,7 +15,7 @@ from app.bench.http1 import encode_requests, parse_response
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads
 from app.bench.sender import Sender
-from tests.unit.bench.conftest import StartServer
+from tests.unit.bench.conftest import Handler, StartServer
 
 
 def _plan(url: str, **kw: Any) -> dict[str, Any]:
@@ -32,15 +32,22 @@ def _bodies(n: int) -> list[bytes]:
     return [json.dumps({"i": i}).encode() for i in range(n)]
 
 
-async def test_a_late_reply_delays_only_its_own_request(local_server: StartServer) -> None:
-    # Request 5's reply takes 300 ms; requests are due every 20 ms on one connection.
+def _answer_late(slow: int, delay_s: float) -> Handler:
+    """A handler that answers request ``slow`` (its body's ``i``) after ``delay_s``, the
+    rest at once."""
+
     async def handler(request: web.Request) -> web.Response:
         body = await request.json()
-        if body["i"] == 5:
-            await asyncio.sleep(0.3)
+        if body["i"] == slow:
+            await asyncio.sleep(delay_s)
         return web.json_response({"prob_up": 0.5})
 
-    url = await local_server(handler)
+    return handler
+
+
+async def test_a_late_reply_delays_only_its_own_request(local_server: StartServer) -> None:
+    # Request 5's reply takes 300 ms; requests are due every 20 ms on one connection.
+    url = await local_server(_answer_late(5, 0.3))
     host = url.removeprefix("http://")
     sender = Sender(_plan(url), encode_requests(host, "/predict", _bodies(20), None))
     t0 = time.monotonic() + 0.05
@@ -121,13 +128,7 @@ async def test_a_slow_new_connection_holds_up_no_send_and_no_reply(
     # Opened on the loop, the first would stall it for those 300 ms: reply 0 unread and
     # every send due late. Off the loop, request 1 goes out on connection 0 as soon as
     # its reply is in.
-    async def handler(request: web.Request) -> web.Response:
-        body = await request.json()
-        if body["i"] == 0:
-            await asyncio.sleep(0.2)
-        return web.json_response({"prob_up": 0.5})
-
-    url = await local_server(handler)
+    url = await local_server(_answer_late(0, 0.2))
     host = url.removeprefix("http://")
     connect = Sender._connect
 
