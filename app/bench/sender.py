@@ -303,7 +303,7 @@ class Sender:
             conn.pos = -1
         self._drop(conn, "ServerDisconnectedError")
         if self.waiting and len(self.conns) < self.max_conns:
-            self._dispatch(self.waiting.popleft())
+            self._dispatch(self.waiting.popleft(), front=True)
 
     def _expire(self, now: float) -> None:
         for conn in [c for c in self.conns if c.pos >= 0 and now - c.sent_at > self.timeout_s]:
