@@ -32,6 +32,7 @@ from app.gateway.shadow import ShadowScorer
 from app.observability.metrics import GatewayMetrics
 from app.observability.process_metrics import new_registry
 from model.common.failures import FailureKind
+from model.common.features import warm_up as warm_up_features
 from model.common.protocol import PredictorStatus, Routing
 from model.common.registry import ModelRegistry
 from model.common.tasks import cancel_and_wait
@@ -135,6 +136,7 @@ def build_gateway_state(
     benchmark baseline (so the two measure the same code). ``rollout``: how to reach the
     rollout controller (fetch the routing, push outcome counts), when there is one;
     ``push_shadow``: how to report shadow comparisons to it."""
+    warm_up_features()  # compiled here, not on the first request (model.common.features_kernel)
     metrics = GatewayMetrics(new_registry(), config.metrics)
     batching = config.batching
     feature_cfg = config.caching.feature_cache

@@ -12,6 +12,7 @@ ever sees a later bar and every row is defined without padding from outside the 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -104,6 +105,24 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
 
 
+@functools.cache
+def _kernel() -> Any:
+    """:mod:`model.common.features_kernel` (compiled by numba), or None without numba."""
+    try:
+        from model.common import features_kernel
+    except ImportError:  # e.g. a GPU box with torch only: the numpy version serves
+        return None
+    return features_kernel
+
+
+def warm_up() -> None:
+    """Compile the serving path's features now (about 2 s, or a cache load), not on the
+    first request."""
+    kernel = _kernel()
+    if kernel is not None:
+        kernel.warm_up()
+
+
 def compute_features(bars: np.ndarray) -> np.ndarray:
     """Features of the last WINDOW bars: float32 ``[..., WINDOW, NUM_FEATURES]``.
 
@@ -124,6 +143,16 @@ def compute_features(bars: np.ndarray) -> np.ndarray:
             ]
         )
     last = bars[..., -WINDOW:, :]
+    kernel = _kernel()
+    if kernel is not None:
+        result: np.ndarray = kernel.compute_features(last)
+        return result
+    return _numpy_features(last)
+
+
+def _numpy_features(last: np.ndarray) -> np.ndarray:
+    """The whole-array statement of the features; served where numba is missing, and the
+    reference the compiled loop is tested against."""
     with np.errstate(all="ignore"):  # degenerate input is handled by guards and the clip
         out = _feature_columns(last.transpose(last.ndim - 1, *range(last.ndim - 1)))
     out = np.clip(out, -_FEATURE_LIMIT, _FEATURE_LIMIT)  # a new array, and no inf left

@@ -1,4 +1,5 @@
-"""Feature extraction: shape contract, causality, vectorisation, robustness, validation."""
+"""Feature extraction: shape contract, causality, vectorisation, robustness, validation
+(each feature test for the compiled loop and for the numpy version alike)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from model.common.features import (
     validate_bars,
 )
 from model.data import load_bars, synthetic_bars
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here holds both ways of computing the features: the compiled loop that
+    serves (model.common.features_kernel) and the numpy statement served without numba."""
+    from model.common import features
+
+    if request.param == "numpy":
+        monkeypatch.setattr(features, "_kernel", lambda: None)
+    else:
+        assert features._kernel() is not None, "numba is a dependency: the loop must load"
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
