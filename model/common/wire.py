@@ -15,13 +15,13 @@ any order. Pure Python and numpy: the gateway imports it.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from model.common.failures import FailureKind
 from model.common.protocol import BatchResult, PredictBatch, PredictError
@@ -53,7 +53,7 @@ class WireError(ValueError):
 
 
 def _frame(header: dict[str, Any], array: np.ndarray) -> bytes:
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = orjson.dumps(header)
     body = np.ascontiguousarray(array, dtype=_DTYPE).tobytes()
     return _LENGTHS.pack(4 + len(head) + len(body), len(head)) + head + body
 
@@ -69,7 +69,7 @@ def frame_length(prefix: bytes) -> int:
 def _split(payload: bytes) -> tuple[dict[str, Any], np.ndarray]:
     try:
         (head_len,) = _PREFIX.unpack_from(payload)
-        header = json.loads(payload[4 : 4 + head_len])
+        header = orjson.loads(memoryview(payload)[4 : 4 + head_len])
         shape = tuple(int(n) for n in header["shape"])
         array = np.frombuffer(payload, dtype=_DTYPE, offset=4 + head_len).reshape(shape)
     except (struct.error, ValueError, KeyError, TypeError) as exc:
