@@ -6,12 +6,14 @@ window took ~130 us warm and ~0.55 ms at 1 req/s (cold caches), the largest piec
 request's gateway time (BENCHMARKS.md, session 20). This module computes the same numbers
 in one pass per window: ~13 us for one window, ~160 us for 32 (numpy: ~470 us).
 
-The same numbers means bit for bit on this machine's numpy: every step below does the
-arithmetic the numpy version does, in the same order (trailing means as differences of
-a running sum, NaN kept by max/min as ``np.maximum`` keeps it, the final clip and NaN
--> 0). ``tests/unit/test_features_kernel.py`` holds the two to each other on random and
-degenerate bars. Where numba is not installed (a GPU box with torch only),
-:func:`model.common.features.compute_features` runs the numpy version instead.
+Every step below does the arithmetic the numpy version does, in the same order (trailing
+means as differences of a running sum, NaN kept by max/min as ``np.maximum`` keeps it, the
+final clip and NaN -> 0), so the two agree bit for bit on every window of the bundled bars.
+Only the logarithms come from libm rather than numpy, which may round ``log1p`` differently
+in the last place; that shows only where a feature divides one rounding residue by another
+(a long run of identical volumes). ``tests/unit/model/test_features_kernel.py`` holds the
+two to each other on real, random and degenerate bars. Where numba is not installed (a GPU
+box with torch only), :func:`model.common.features.compute_features` runs the numpy version.
 
 Compiled on first use (~2 s) and cached on disk beside this file (or in numba's user
 cache when this directory is read-only); the gateway calls :func:`warm_up` at start so no
@@ -111,7 +113,7 @@ def _features(bars: np.ndarray, out: np.ndarray) -> None:
             rel[t] = c[t] / c[0] - 1.0
             gain[t] = _max(ret1[t], 0.0)
             loss[t] = _max(-ret1[t], 0.0)
-        # In the numpy version's order: volume, volume z, volatility 8 and 16, RSI, SMA gaps.
+        # means[k]: the series of the numpy version's _trailing_means call, in its order.
         for k, (x, n) in enumerate(
             ((log_v, 16), (lv, 16), (lv2, 16), (r, 8), (r2, 8), (r, 16), (r2, 16)),
         ):
