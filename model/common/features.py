@@ -117,10 +117,8 @@ def _kernel() -> Any:
 
 def warm_up() -> None:
     """Compile the serving path's features now (about 2 s, or a cache load), not on the
-    first request."""
-    kernel = _kernel()
-    if kernel is not None:
-        kernel.warm_up()
+    first request: one window through :func:`compute_features`."""
+    compute_features(np.ones((WINDOW, len(OHLCV_COLUMNS))))
 
 
 def compute_features(bars: np.ndarray) -> np.ndarray:

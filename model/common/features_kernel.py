@@ -16,8 +16,8 @@ two to each other on real, random and degenerate bars. Where numba is not instal
 box with torch only), :func:`model.common.features.compute_features` runs the numpy version.
 
 Compiled on first use (~2 s) and cached on disk beside this file (or in numba's user
-cache when this directory is read-only); the gateway calls :func:`warm_up` at start so no
-request pays for it.
+cache when this directory is read-only); the gateway calls
+:func:`model.common.features.warm_up` at start so no request pays for it.
 """
 
 from __future__ import annotations
@@ -161,9 +161,3 @@ def compute_features(last: np.ndarray) -> np.ndarray:
     out = np.empty((bars.shape[0], WINDOW, NUM_FEATURES), dtype=np.float32)
     _features(bars, out)
     return out.reshape(*lead, WINDOW, NUM_FEATURES)
-
-
-def warm_up() -> None:
-    """Compile (or load from the cache) now rather than on the first request."""
-    bars = np.ones((1, WINDOW, 5))
-    compute_features(bars)

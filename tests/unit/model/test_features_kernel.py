@@ -80,7 +80,7 @@ def test_the_numpy_version_serves_when_numba_is_missing(monkeypatch: pytest.Monk
     features._kernel.cache_clear()
     try:
         assert features._kernel() is None
-        features.warm_up()  # nothing to compile, and no error
+        features.warm_up()  # the numpy version, and no error
         bars = load_bars("goog")[-(WINDOW + 9) :]
         windows = sliding_windows(bars)
         np.testing.assert_array_equal(compute_features(windows), _numpy(windows))
