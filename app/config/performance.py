@@ -19,6 +19,13 @@ class Batching(Section):
     # mean and p99 than 4 in four alternated runs each (BENCHMARKS.md, session 8); 1
     # leaves the predictor idle during every hop and halved what a flood admitted.
     batches_in_flight_per_replica: int = Field(2, ge=1, le=64)
+    # Not in the spec: how long a batch for an idle predictor may wait for more rows, only
+    # while requests arrive, on average, closer together than this (app/gateway/batcher.py;
+    # never longer than batch_wait_timeout_s). 3 ms engages above ~330 req/s per gateway:
+    # at 500 req/s on 2 cores batches of 2.5 rows instead of 1.1 took a fifth of a core
+    # off the box (predictor 49 -> 32 % of a core) for +3.5 ms of p50 (BENCHMARKS.md,
+    # session 21). A lone request never waits. 0: an idle predictor gets every row at once.
+    idle_hold_ms: float = Field(3, ge=0, le=10_000)
     # Not in the spec: latency-aware admission (app/gateway/admission.py). A row whose
     # expected queue wait exceeds this is refused with 429 + Retry-After (rows below the
     # default priority get half), so admitted requests keep the p99 target of spec 12.1

@@ -5,7 +5,10 @@ gateway replica keeps a bounded priority queue (spec 4.1 ``priority_queue_size``
 sends rows to the predictor in batches of up to ``max_batch_size``:
 
 - a row that finds the predictor idle (no batch in flight) leaves at once, alone: a lone
-  request never pays the batch window;
+  request never pays the batch window. Only under a steady stream (requests closer
+  together, on average, than ``idle_hold_s``) may it wait up to ``idle_hold_s`` for the
+  rows about to arrive: a forward of a few rows costs little more than one of a single
+  row, so the predictor spends much less CPU per row (BENCHMARKS.md, session 21);
 - while a batch is in flight rows collect, and the next batch leaves when it is full,
   when the batch in flight comes back, or ``batch_wait_timeout_s`` after its first row
   arrived, whichever is first (the window is an upper bound, not a fixed delay);
@@ -33,6 +36,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -57,6 +61,26 @@ Featurize = Callable[[np.ndarray], np.ndarray]
 _CLIENT_MESSAGES = frozenset({FailureKind.MODEL_NOT_FOUND, FailureKind.INVALID_FEATURES})
 
 
+class ArrivalGap:
+    """The time between requests, smoothed: each new gap moves the mean by ``weight`` of
+    its difference. Infinite until two requests have been seen, and one long pause lifts
+    it at once, so a lone request after a quiet spell never looks like a stream."""
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self.weight = weight
+        self.mean_s = math.inf
+        self._last: float | None = None
+
+    def arrived(self, now: float) -> None:
+        if self._last is not None:
+            gap = max(0.0, now - self._last)
+            if math.isinf(self.mean_s):
+                self.mean_s = gap
+            else:
+                self.mean_s += self.weight * (gap - self.mean_s)
+        self._last = now
+
+
 class Batcher:
     def __init__(
         self,
@@ -69,6 +93,7 @@ class Batcher:
         metrics: BatchMetrics,
         max_in_flight: int = 4,
         max_queue_wait_s: float = 0.0,
+        idle_hold_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         featurize: Featurize = compute_features,
         retry_timeout_s: float = RETRY_TIMEOUT_S,
@@ -102,6 +127,8 @@ class Batcher:
         )
         self.stats = BatcherStats()
         self._model_ms_ewma = 5.0
+        self.idle_hold_s = idle_hold_s
+        self._arrivals = ArrivalGap()
 
     # -- public -----------------------------------------------------------------------
 
@@ -166,6 +193,7 @@ class Batcher:
                 retry_after_s=retry_after,
             )
         self.start()
+        self._arrivals.arrived(self._clock())
         return [
             self._queue(ref, window, request_id, priority, deadline)
             for ref, window in zip(refs, windows, strict=True)
@@ -241,8 +269,9 @@ class Batcher:
             # A batch leaves at once when nothing is in flight; otherwise when full, when
             # the batch in flight comes back, or when its oldest row has waited long enough.
             oldest = min(p.enqueued for p in self._heap[: self.max_batch_size * 4])
-            while self._busy and len(self._heap) < self.max_batch_size:
-                remaining = oldest + self.batch_wait_timeout_s - self._clock()
+            while len(self._heap) < self.max_batch_size:
+                limit = self.batch_wait_timeout_s if self._busy else self._idle_hold()
+                remaining = oldest + limit - self._clock()
                 if remaining <= 0:
                     break
                 self._wakeup.clear()
@@ -259,6 +288,14 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+
+    def _idle_hold(self) -> float:
+        """How long an idle predictor's next batch may wait for more rows: 0 (leave now)
+        unless requests arrive fast enough that at least one more is expected within
+        ``idle_hold_s``."""
+        if not self.idle_hold_s or self._arrivals.mean_s > self.idle_hold_s:
+            return 0.0
+        return min(self.idle_hold_s, self.batch_wait_timeout_s)
 
     def _take(self) -> list[QueuedRow]:
         now = self._clock()
@@ -317,7 +354,7 @@ class Batcher:
         call = PredictBatch(
             ref=ref,
             features=self._fill_features(items),
-            request_ids=tuple(i.request_id for i in items),
+            request_ids=tuple(dict.fromkeys(i.request_id for i in items)),
         )
         result = await self.delivery.send(call, items)  # retried once if the call failed
         if result is None:  # the replica died or the call was not delivered, twice

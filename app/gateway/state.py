@@ -151,6 +151,7 @@ def build_gateway_state(
         batch_wait_timeout_s=batching.batch_wait_timeout_s if batching.enabled else 0.0,
         capacity=batching.priority_queue_size,
         max_queue_wait_s=batching.max_queue_wait_ms / 1000.0,
+        idle_hold_s=batching.idle_hold_ms / 1000.0,
         retry_timeout_s=config.serving.predictor_call_timeout_s,
         features=features,
         metrics=metrics,

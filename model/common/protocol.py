@@ -23,6 +23,8 @@ class PredictBatch:
 
     ref: ModelRef
     features: np.ndarray
+    # The gateway requests whose rows these are, each once and in row order (a 32-item
+    # /predict/batch is one id), for the predictor's batch line.
     request_ids: tuple[str, ...] = ()
 
     @property

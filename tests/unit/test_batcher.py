@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.config import Metrics
-from app.gateway.batcher import Batcher
+from app.gateway.batcher import ArrivalGap, Batcher
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
 from app.gateway.windows import Window
@@ -457,4 +457,81 @@ async def test_no_retry_for_rows_past_their_deadline_or_gone() -> None:
     assert info.value.kind is FailureKind.UNAVAILABLE
     assert flaky.calls == 1, "no time was left for a retry"
     assert batcher.delivery.retries == 0
+    await batcher.stop()
+
+
+async def test_a_lone_row_leaves_at_once_even_with_an_idle_hold_set() -> None:
+    fake = FakePredictor()
+    batcher = _batcher(fake, batch_wait_timeout_s=30.0, idle_hold_s=0.5)
+    for value in (1.0, 2.0, 3.0):  # lone requests, each after a quiet spell
+        started = time.monotonic()
+        row = await asyncio.wait_for(batcher.submit(FAKE_REF, _row(value)), 2.0)
+        assert time.monotonic() - started < 0.25, "a lone row waited for the hold"
+        assert row.forward_rows == 1
+        await asyncio.sleep(0.6)
+    assert [c.rows for c in fake.calls] == [1, 1, 1]
+    await batcher.stop()
+
+
+async def _stream(batcher: Batcher, rows: int, gap_s: float) -> list[float]:
+    """``rows`` single-row requests ``gap_s`` apart; each row's queue wait in ms."""
+    futures = []
+    for i in range(rows):
+        futures.append(batcher.submit(FAKE_REF, _row(float(i))))
+        await asyncio.sleep(gap_s)
+    results = await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+    return [r.queue_ms for r in results]
+
+
+async def test_a_steady_stream_fills_an_idle_predictors_batches_within_the_hold() -> None:
+    hold_s = 0.1
+    held, eager = FakePredictor(), FakePredictor()
+    with_hold = _batcher(held, batch_wait_timeout_s=1.0, idle_hold_s=hold_s)
+    without = _batcher(eager, batch_wait_timeout_s=1.0)
+    waits = await _stream(with_hold, 30, 0.01)
+    await _stream(without, 30, 0.01)
+    # The first request of the stream finds no stream yet and leaves alone; the rest wait
+    # (at most the hold) for the rows arriving behind them.
+    assert held.calls[0].rows == 1
+    assert max(c.rows for c in held.calls) >= 5, [c.rows for c in held.calls]
+    assert len(held.calls) < len(eager.calls) / 2
+    assert max(waits) <= hold_s * 1000 + 50, "a row waited past the hold"
+    assert [c.rows for c in held.calls if c.rows > 8] == []  # never past max_batch_size
+    await with_hold.stop()
+    await without.stop()
+
+
+async def test_the_hold_never_exceeds_the_batch_window() -> None:
+    fake = FakePredictor()
+    batcher = _batcher(fake, batch_wait_timeout_s=0.02, idle_hold_s=5.0)
+    waits = await _stream(batcher, 20, 0.005)
+    assert max(waits) <= 20 + 50, "the 20 ms window was not the upper bound of the hold"
+    await batcher.stop()
+
+
+def test_arrival_gap_is_a_smoothed_mean_that_a_pause_lifts_at_once() -> None:
+    gap = ArrivalGap(weight=0.5)
+    gap.arrived(0.0)
+    assert gap.mean_s == float("inf"), "one request is not a stream"
+    gap.arrived(0.010)
+    assert gap.mean_s == pytest.approx(0.010)
+    gap.arrived(0.012)
+    assert gap.mean_s == pytest.approx(0.006)
+    gap.arrived(2.012)  # a quiet spell
+    assert gap.mean_s == pytest.approx(1.003)
+
+
+async def test_a_call_names_each_request_once_in_row_order() -> None:
+    fake = FakePredictor(gate=asyncio.Event())
+    batcher = _batcher(fake, batch_wait_timeout_s=30.0)
+    first = batcher.submit(FAKE_REF, _row(0), request_id="lone")
+    await asyncio.sleep(0.05)  # sent at once, held in flight by the gate
+    many = batcher.submit_all([FAKE_REF] * 3, [_row(i) for i in (1, 2, 3)], request_id="batch")
+    other = batcher.submit(FAKE_REF, _row(4), request_id="next")
+    fake.gate.set()  # type: ignore[union-attr]
+    await asyncio.wait_for(asyncio.gather(first, *many, other), 2.0)
+    assert [(c.rows, c.request_ids) for c in fake.calls] == [
+        (1, ("lone",)),
+        (4, ("batch", "next")),
+    ]
     await batcher.stop()
