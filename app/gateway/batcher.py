@@ -266,8 +266,9 @@ class Batcher:
             if not self._heap:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # A batch leaves at once when nothing is in flight; otherwise when full, when
-            # the batch in flight comes back, or when its oldest row has waited long enough.
+            # A batch leaves at once when nothing is in flight (after the idle hold, under a
+            # steady stream); otherwise when full, when the batch in flight comes back, or
+            # when its oldest row has waited long enough.
             oldest = min(p.enqueued for p in self._heap[: self.max_batch_size * 4])
             while len(self._heap) < self.max_batch_size:
                 limit = self.batch_wait_timeout_s if self._busy else self._idle_hold()

@@ -495,7 +495,7 @@ async def test_a_steady_stream_fills_an_idle_predictors_batches_within_the_hold(
     assert held.calls[0].rows == 1
     assert max(c.rows for c in held.calls) >= 5, [c.rows for c in held.calls]
     assert len(held.calls) < len(eager.calls) / 2
-    assert max(waits) <= hold_s * 1000 + 50, "a row waited past the hold"
+    assert max(waits) <= hold_s * 1000 + 200, "a row waited past the hold (the window: 1 s)"
     assert [c.rows for c in held.calls if c.rows > 8] == []  # never past max_batch_size
     await with_hold.stop()
     await without.stop()
@@ -505,7 +505,7 @@ async def test_the_hold_never_exceeds_the_batch_window() -> None:
     fake = FakePredictor()
     batcher = _batcher(fake, batch_wait_timeout_s=0.02, idle_hold_s=5.0)
     waits = await _stream(batcher, 20, 0.005)
-    assert max(waits) <= 20 + 50, "the 20 ms window was not the upper bound of the hold"
+    assert max(waits) <= 20 + 200, "the 20 ms window was not the upper bound of the hold"
     await batcher.stop()
 
 
