@@ -77,8 +77,12 @@ class _Mutator:
         if isinstance(old, list) and rng.random() < 0.5:
             return self.sequence(old)
         if isinstance(old, int | float) and not isinstance(old, bool) and rng.random() < 0.6:
-            return rng.choice((*ODD_NUMBERS, old * 1e6, -abs(old), old + 0.5, old * 1e300))
+            return self.number(old)
         return rng.choice(ODD_VALUES)
+
+    def number(self, old: float) -> float:
+        """A number for ``old``'s slot that is wrong for it (see ``ODD_NUMBERS``)."""
+        return self.rng.choice((*ODD_NUMBERS, old * 1e6, -abs(old), old + 0.5, old * 1e300))
 
     def mapping(self, obj: dict[str, Any]) -> dict[str, Any]:
         out, keys, r = dict(obj), list(obj), self.rng.random()
@@ -107,20 +111,23 @@ class _Mutator:
         return out
 
     def bars(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``body`` still well-typed, with one bar made wrong: a number out of range, two
-        timestamps swapped, a high below its low."""
+        """``body`` still well-typed, with its bars made wrong: high and low swapped, two
+        timestamps out of order, or one number out of range."""
         rng, out = self.rng, dict(body)
+        r = rng.random()
+        if r < 0.2:
+            out["high"], out["low"] = out["low"], out["high"]
+            return out
+        if r < 0.4:
+            ts = list(out["timestamps"])
+            i = rng.randrange(1, len(ts))
+            ts[i - 1], ts[i] = ts[i], ts[i - 1]
+            out["timestamps"] = ts
+            return out
         column = rng.choice(BAR_COLUMNS)
         values = list(out[column])
         i = rng.randrange(len(values))
-        r = rng.random()
-        if r < 0.6:
-            old = values[i]
-            values[i] = rng.choice((*ODD_NUMBERS, old * 1e6, -abs(old), old + 0.5, old * 1e300))
-        elif r < 0.8 and i > 0:
-            values[i - 1], values[i] = values[i], values[i - 1]
-        else:
-            out["high"], out["low"] = out["low"], out["high"]
+        values[i] = self.number(values[i])
         out[column] = values
         return out
 
