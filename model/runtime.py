@@ -142,14 +142,21 @@ def run_network(
         return network_outputs(raw, return_std)
 
 
-def network_outputs(raw: torch.Tensor, return_std: float) -> np.ndarray:
+def network_outputs(raw: torch.Tensor | np.ndarray, return_std: float) -> np.ndarray:
     """The network's raw ``[N, 2]`` -> (log return, prob_up) as float64, on the CPU; the
-    one mapping for every engine (:mod:`model.engine`)."""
-    with torch.inference_mode():
-        out = raw.to(dtype=torch.float64, device="cpu")
-        out[:, 0] *= return_std
-        out[:, 1] = torch.sigmoid(out[:, 1])
-        return out.numpy()
+    one mapping for every engine (:mod:`model.engine`).
+
+    In numpy, whatever the engine: ONNX Runtime's answers (1-4 rows) never touch torch
+    then. A lone request finds the code and data it runs out of the caches, and there one
+    row's mapping took ~260 us in torch against ~108 us in numpy; 14 against 4 us warm
+    (BENCHMARKS.md, session 22)."""
+    if isinstance(raw, torch.Tensor):
+        with torch.inference_mode():  # bf16 has no numpy dtype; float32 holds it exactly
+            raw = raw.to(dtype=torch.float32, device="cpu").numpy()
+    out = raw.astype(np.float64)
+    out[:, 0] *= return_std
+    out[:, 1] = np.exp(-np.logaddexp(0.0, -out[:, 1]))  # the logistic, never overflowing
+    return out
 
 
 class LoadedModel:
@@ -268,7 +275,7 @@ class LoadedModel:
         return True
 
     def _onnx_forward(self, session: OnnxForward, features: np.ndarray) -> np.ndarray:
-        return network_outputs(torch.from_numpy(session(features)), self._return_std)
+        return network_outputs(session(features), self._return_std)
 
     def onnx_session(self, threads: int, *, int8: bool = False) -> OnnxForward:
         """This network, normalisation in front, as an ONNX Runtime session (``int8``: its

@@ -56,6 +56,27 @@ def test_prob_up_stays_within_zero_and_one_for_extreme_inputs(loaded: LoadedMode
     assert ((prob >= 0.0) & (prob <= 1.0)).all()
 
 
+def test_network_outputs_maps_every_engine_alike_without_overflow_warnings() -> None:
+    logits = np.concatenate([np.linspace(-800, 800, 4001), [-30.0, 0.0, 30.0]])
+    raw = np.stack([logits / 100, logits], axis=1).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exp(800) must not overflow into a warning
+        from_array = runtime.network_outputs(raw, 0.02)  # ONNX Runtime's answer
+        from_tensor = runtime.network_outputs(torch.from_numpy(raw), 0.02)  # torch's
+        from_bf16 = runtime.network_outputs(torch.from_numpy(raw).to(torch.bfloat16), 0.02)
+    assert from_array.dtype == np.float64
+    assert np.array_equal(from_array, from_tensor)
+    np.testing.assert_array_equal(from_array[:, 0], raw[:, 0].astype(np.float64) * 0.02)
+    expected = torch.sigmoid(torch.from_numpy(raw[:, 1]).double()).numpy()
+    np.testing.assert_allclose(from_array[:, 1], expected, rtol=1e-14, atol=1e-300)
+    assert from_array[0, 1] >= 0.0
+    assert from_array[-4, 1] == 1.0
+    assert from_array[-2, 1] == 0.5
+    # bf16 answers (torch autocast) are mapped from their exact float32 values.
+    as_float32 = torch.from_numpy(raw).to(torch.bfloat16).float().numpy()
+    assert np.array_equal(from_bf16, runtime.network_outputs(as_float32, 0.02))
+
+
 def test_predict_rows_do_not_depend_on_batch_companions(loaded: LoadedModel) -> None:
     features = _features(9, seed=4)
     together = loaded.predict(features)
