@@ -5,7 +5,9 @@
 Loads an artifact (or a seeded random one) through the real runtime with the default
 GPU options, checks its golden sample on the device, then times for each batch size:
 ``eager`` (network forward, fp32), ``graph`` (the same forward replayed from a CUDA
-graph) and ``predict`` (numpy in -> numpy out, normalisation and copies included).
+graph; ``graph-fp16`` and ``graph-bf16`` the same under autocast, with each one's
+deviation from the fp32 eager output) and ``predict`` (numpy in -> numpy out: the serving
+path, normalisation and copies included, replayed from the graphs the warm-up captured).
 Without CUDA it times the CPU eager path and says so.
 """
 
@@ -61,21 +63,40 @@ def _row(mode: str, batch: int, times: list[float], **extra: Any) -> dict[str, A
     }
 
 
-def _graph_forward(net: torch.nn.Module, x: torch.Tensor) -> tuple[Callable[[], None], float]:
-    """Capture ``net(x)`` in a CUDA graph; return a replay closure and its deviation from eager."""
+def _graph_forward(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reference: torch.Tensor
+) -> tuple[Callable[[], None], float]:
+    """Capture ``net(x)`` in a CUDA graph; return a replay closure and its largest
+    deviation from ``reference`` (the fp32 eager output)."""
     static_x = x.clone()
-    with torch.no_grad():
-        eager = net(static_x)
     replay_graph, static_out = capture_cuda(net, static_x)  # the serving path's capture
     replay_graph()
     torch.cuda.synchronize()
-    deviation = float((static_out - eager).abs().max())
+    deviation = float((static_out.float() - reference).abs().max())
 
     def replay() -> None:
         static_x.copy_(x)  # a real caller has to copy its batch into the captured buffer
         replay_graph()
 
     return replay, deviation
+
+
+def _autocast(net: torch.nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=dtype, cache_enabled=False):  # see numerics.autocast
+            return net(x)
+
+    return forward
+
+
+# The forward replayed in each precision: "graph" is what serves (fp32, TF32 as the GPU
+# options say); the others say whether a reduced precision would be faster on this GPU
+# (on the H200 in 2026-11 bf16 was not, eagerly) and how far it moves the raw outputs.
+_GRAPH_MODES: tuple[tuple[str, torch.dtype | None], ...] = (
+    ("graph", None),
+    ("graph-fp16", torch.float16),
+    ("graph-bf16", torch.bfloat16),
+)
 
 
 def _bench(
@@ -93,18 +114,22 @@ def _bench(
         with torch.inference_mode():
             rows.append(_row("eager", batch, _timings(partial(net, x), iters, warmup, sync)))
         if cuda:
-            try:
-                replay, deviation = _graph_forward(net, x)
-                rows.append(
-                    _row(
-                        "graph",
-                        batch,
-                        _timings(replay, iters, warmup, sync),
-                        max_abs_vs_eager=deviation,
+            with torch.no_grad():
+                reference = net(x).float()
+            for mode, dtype in _GRAPH_MODES:
+                forward = net if dtype is None else _autocast(net, dtype)
+                try:
+                    replay, deviation = _graph_forward(forward, x, reference)
+                    rows.append(
+                        _row(
+                            mode,
+                            batch,
+                            _timings(replay, iters, warmup, sync),
+                            max_abs_vs_eager=deviation,
+                        )
                     )
-                )
-            except RuntimeError as exc:  # report, do not abort the whole check
-                rows.append({"mode": "graph", "batch": batch, "error": str(exc)[:300]})
+                except RuntimeError as exc:  # report, do not abort the whole check
+                    rows.append({"mode": mode, "batch": batch, "error": str(exc)[:300]})
         features = np.concatenate([golden] * (-(-batch // len(golden))))[:batch]
         rows.append(
             _row("predict", batch, _timings(partial(model.predict, features), iters, warmup, sync))
@@ -120,13 +145,18 @@ def _print_report(report: dict[str, Any]) -> None:
         f"fp32 {report['golden_max_deviation_fp32']:.2e}, "
         f"serving precision {report['golden_max_deviation_serving']:.2e}"
     )
-    print(f"{'mode':<8} {'batch':>5} {'p50 ms':>9} {'p99 ms':>9} {'rows/s':>11}")
+    print(f"{'mode':<10} {'batch':>5} {'p50 ms':>9} {'p99 ms':>9} {'rows/s':>11} {'max dev':>9}")
     for row in report["results"]:
-        head = f"{row['mode']:<8} {row['batch']:>5}"
+        head = f"{row['mode']:<10} {row['batch']:>5}"
         if "error" in row:
             print(f"{head}  failed: {row['error']}")
         else:
-            print(f"{head} {row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['rows_per_s']:>11.0f}")
+            dev = row.get("max_abs_vs_eager")
+            tail = f" {dev:>9.2e}" if dev is not None else ""
+            print(
+                f"{head} {row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} "
+                f"{row['rows_per_s']:>11.0f}{tail}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

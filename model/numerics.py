@@ -75,10 +75,14 @@ def cpu_has_native_bf16(cpuinfo: Path = _CPUINFO) -> bool:
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
-    """Autocast to ``dtype`` on ``device``; a no-op for plain fp32."""
+    """Autocast to ``dtype`` on ``device``; a no-op for plain fp32.
+
+    Without autocast's cache of cast weights on CUDA: a forward captured into a CUDA graph
+    must not keep tensors cast during the capture (``torch.cuda.make_graphed_callables``
+    refuses to capture with the cache on, for that reason)."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
 
 
 def wanted_numerics(

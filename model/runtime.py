@@ -219,8 +219,7 @@ class LoadedModel:
     def _torch_forward(self, features: np.ndarray, dtype: torch.dtype | None) -> np.ndarray:
         with _cuda_turn(self.device):
             if self._graphs is not None and dtype == self.numerics.autocast_dtype:
-                x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-                raw = self._graphs.run(x.to(self.device, non_blocking=True))
+                raw = self._graphs.run(features)
                 if raw is not None:  # else larger than the largest bucket: eager below
                     return network_outputs(raw, self._return_std)
             return run_network(
@@ -251,7 +250,7 @@ class LoadedModel:
             with _cuda_turn(self.device):
                 eager = self._torch_forward(golden, dtype)
                 graphs = GraphedForward(forward, self._row_shape, self.device, buckets, capture)
-                replayed = graphs.run(torch.from_numpy(golden).to(self.device))
+                replayed = graphs.run(golden)
             if replayed is None:
                 raise ValueError(f"no bucket holds the {len(golden)} golden rows")
             deviation = self.deviation(network_outputs(replayed, self._return_std), eager)

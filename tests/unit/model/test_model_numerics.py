@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from model.data import load_bars
 from model.numerics import (
     BF16_GOLDEN_ATOL,
     NumericsChoice,
+    autocast,
     choose_numerics,
     cpu_has_native_bf16,
     wanted_numerics,
@@ -82,6 +84,19 @@ def test_auto_keeps_fp32_on_cuda_even_where_the_cpu_has_bf16() -> None:
     assert wanted_numerics("auto", torch.device("cuda", 0), _has_bf16) == "fp32"
     assert wanted_numerics("auto", CPU, _has_bf16) == "bf16"
     assert wanted_numerics("bf16", CPU, _no_bf16) == "bf16"
+
+
+def test_autocast_on_cuda_keeps_no_cache_of_cast_weights_for_graph_capture() -> None:
+    # The CUDA forward is captured into graphs, which must not hold the cache's tensors;
+    # on the CPU the cache stays. (A CPU-only torch warns that CUDA autocast is off.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_cuda = autocast(torch.device("cuda", 0), torch.bfloat16)
+    assert isinstance(on_cuda, torch.autocast)
+    assert on_cuda._cache_enabled is False
+    on_cpu = autocast(CPU, torch.bfloat16)
+    assert isinstance(on_cpu, torch.autocast)
+    assert on_cpu._cache_enabled is True
 
 
 def test_unknown_numerics_setting_is_refused() -> None:
