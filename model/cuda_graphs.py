@@ -86,9 +86,8 @@ class GraphedForward:
         if not sizes or sizes[0] < 1:
             raise ValueError(f"buckets must be positive batch sizes, got {list(buckets)}")
         self.buckets = tuple(sizes)
-        cuda = device.type == "cuda"
+        cuda = device.type == "cuda"  # only there is host memory pinned and a copy async
         self._device = device
-        self._cuda = cuda  # only then are the copies asynchronous, to be waited for
         self._graphs: dict[int, _Bucket] = {}
         for size in self.buckets:
             static_x = torch.zeros((size, *row_shape), dtype=torch.float32, device=device)
@@ -118,6 +117,6 @@ class GraphedForward:
             b.static_x.copy_(b.host_in, non_blocking=True)
             b.replay()
             b.host_out[:rows].copy_(b.static_out[:rows], non_blocking=True)
-            if self._cuda:
+            if self._device.type == "cuda":
                 torch.cuda.current_stream(self._device).synchronize()
             return b.out_view[:rows].copy()

@@ -33,6 +33,7 @@ from model.common.gpu import GpuOptions
 from model.common.registry import ModelRegistry
 from model.cuda_graphs import capture_cuda
 from model.export import make_random_artifact
+from model.numerics import autocast
 from model.runtime import LoadedModel, load_model
 
 
@@ -81,9 +82,11 @@ def _graph_forward(
     return replay, deviation
 
 
-def _autocast(net: torch.nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+def _autocast(
+    net: torch.nn.Module, device: torch.device, dtype: torch.dtype
+) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=dtype, cache_enabled=False):  # see numerics.autocast
+        with autocast(device, dtype):  # the serving forward's autocast, as captured there
             return net(x)
 
     return forward
@@ -117,7 +120,7 @@ def _bench(
             with torch.no_grad():
                 reference = net(x).float()
             for mode, dtype in _GRAPH_MODES:
-                forward = net if dtype is None else _autocast(net, dtype)
+                forward = net if dtype is None else _autocast(net, model.device, dtype)
                 try:
                     replay, deviation = _graph_forward(forward, x, reference)
                     rows.append(
