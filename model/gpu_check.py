@@ -140,6 +140,24 @@ def _bench(
     return rows
 
 
+# Issue 11's GPU target: 32 rows through the serving path (``predict``, numpy in and out)
+# at p50 <= 0.4 ms on an H100/H200.
+TARGET_BATCH = 32
+TARGET_P50_MS = 0.4
+
+
+def target_verdict(results: list[dict[str, Any]], *, on_gpu: bool) -> str | None:
+    """The GPU target's verdict from the ``predict`` row of 32 rows; None where there is
+    no such row or the forwards ran on a CPU (a CPU's figure is no verdict)."""
+    row = next((r for r in results if r["mode"] == "predict" and r["batch"] == TARGET_BATCH), None)
+    if row is None or "p50_ms" not in row or not on_gpu:
+        return None
+    p50 = row["p50_ms"]
+    gap = round(p50 - TARGET_P50_MS, 4)
+    how = "met" if gap <= 0 else f"missed by {gap:g} ms"
+    return f"predict {TARGET_BATCH} rows p50 {p50:g} ms, target <= {TARGET_P50_MS:g} ({how})"
+
+
 def _print_report(report: dict[str, Any]) -> None:
     print(f"{report['device']} | torch {report['torch']} | CUDA {report['cuda']}", end="")
     print(f" | cuDNN {report['cudnn']} | {report['cpu_threads']} CPU threads")
@@ -160,6 +178,8 @@ def _print_report(report: dict[str, Any]) -> None:
                 f"{head} {row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} "
                 f"{row['rows_per_s']:>11.0f}{tail}"
             )
+    if report.get("target"):
+        print(f"issue 11 GPU target: {report['target']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "serving_graph_buckets": list(model.graph_buckets),
         "results": _bench(model, batch_sizes, args.iters, args.warmup),
     }
+    report["target"] = target_verdict(report["results"], on_gpu=cuda)
     if not cuda:
         why = "CPU requested" if torch.cuda.is_available() else "no CUDA available"
         print(f"{why}: timing the CPU eager path only")

@@ -76,3 +76,23 @@ def test_gpu_check_reports_the_cpu_path_without_cuda(tmp_path: Path) -> None:
         ("predict", 4),
     }
     assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in report["results"])
+    assert report["target"] is None  # a CPU's figure is no verdict on the GPU target
+
+
+def test_gpu_target_verdict_reads_the_32_row_predict_row() -> None:
+    rows = [
+        {"mode": "graph", "batch": 32, "p50_ms": 0.2},
+        {"mode": "predict", "batch": 8, "p50_ms": 0.3},
+        {"mode": "predict", "batch": 32, "p50_ms": 0.45},
+    ]
+    assert gpu_check.target_verdict(rows, on_gpu=True) == (
+        "predict 32 rows p50 0.45 ms, target <= 0.4 (missed by 0.05 ms)"
+    )
+    rows[-1]["p50_ms"] = 0.4
+    assert gpu_check.target_verdict(rows, on_gpu=True) == (
+        "predict 32 rows p50 0.4 ms, target <= 0.4 (met)"
+    )
+    assert gpu_check.target_verdict(rows, on_gpu=False) is None
+    assert gpu_check.target_verdict(rows[:2], on_gpu=True) is None
+    failed = [{"mode": "predict", "batch": 32, "error": "CUDA error"}]
+    assert gpu_check.target_verdict(failed, on_gpu=True) is None
