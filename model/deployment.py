@@ -44,6 +44,8 @@ from model.socket_server import SocketServer
 
 log = logging.getLogger("model.deployment")
 BATCH_LOGGER = "model.batches"
+# A lone call's batch line is written this long after its answer (see ``_answers``).
+LINE_AFTER_ANSWER_S = 0.005
 
 DEPLOYMENT_NAME = "cnn_lstm_predictor"
 
@@ -160,7 +162,11 @@ class PredictorDeployment:
         log_later: bool = False,
     ) -> list[BatchResult | PredictError]:
         """The callers' answers, and the batch's log line: at once, or (``log_later``)
-        once this loop turns, after the answer that is returned now has been written."""
+        ``LINE_AFTER_ANSWER_S`` later, when the gateway has read the answer and written
+        its response. Rendering and writing the line costs 0.2-0.3 ms of a cold loop at
+        1 req/s. This VM's scheduler often runs both replicas on one vCPU; a line written
+        on the next loop turn then held the gateway's read of the answer back by ~0.2 ms,
+        in about half of the lone requests traced (BENCHMARKS.md, session 25)."""
         done = [r for r in results if isinstance(r, BatchResult)]
         # One line per forward, carrying the gateway's request ids so a request can be
         # followed from its access line to the batch that computed it.
@@ -180,7 +186,7 @@ class PredictorDeployment:
             },
         )
         if log_later:
-            asyncio.get_running_loop().call_soon(line)
+            asyncio.get_running_loop().call_later(LINE_AFTER_ANSWER_S, line)
         else:
             line()
         return [r if isinstance(r, BatchResult) else as_predict_error(r) for r in results]
@@ -190,8 +196,7 @@ class PredictorDeployment:
             return PredictError(FailureKind.NOT_READY, "model is not loaded yet")
         if self._inline(batch):
             # The line after the answer: a lone call's reply does not wait for its
-            # rendering and write (0.3-0.4 ms of a cold loop at 1 req/s, BENCHMARKS.md
-            # session 14).
+            # rendering and write (BENCHMARKS.md, sessions 14 and 25).
             results = self.service.predict_batches([batch])
             return self._answers([batch], results, log_later=True)[0]
         self._queued += 1

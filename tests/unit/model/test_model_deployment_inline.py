@@ -13,7 +13,7 @@ import pytest
 from model.common.features import NUM_FEATURES, WINDOW
 from model.common.protocol import BatchResult, PredictBatch, PredictError
 from model.common.refs import ModelRef
-from model.deployment import PredictorDeployment
+from model.deployment import LINE_AFTER_ANSWER_S, PredictorDeployment
 from model.service import PredictorService, PredictorSettings
 
 
@@ -122,13 +122,15 @@ def test_a_lone_calls_batch_line_is_written_after_its_answer_leaves(
     )
     batch = _batch(random_ref, 2)
 
-    async def call() -> tuple[int, int]:
+    async def call() -> tuple[int, int, int]:
         await replica.deployment.predict(batch)
         at_answer = len(lines)  # the caller writes its answer here
-        await asyncio.sleep(0)  # the loop turns
-        return at_answer, len(lines)
+        await asyncio.sleep(0)  # the loop turns: the gateway reads the answer now
+        after_a_turn = len(lines)
+        await asyncio.sleep(LINE_AFTER_ANSWER_S * 2)
+        return at_answer, after_a_turn, len(lines)
 
-    assert asyncio.run(call()) == (0, 1)
+    assert asyncio.run(call()) == (0, 0, 1)
     assert lines[0]["logger"] == "model.batches"
     assert lines[0]["request_ids"] == ["r0", "r1"]
     assert (lines[0]["calls"], lines[0]["rows"], lines[0]["failed"]) == (1, 2, 0)
