@@ -163,10 +163,11 @@ class PredictorDeployment:
     ) -> list[BatchResult | PredictError]:
         """The callers' answers, and the batch's log line: at once, or (``log_later``)
         ``LINE_AFTER_ANSWER_S`` later, when the gateway has read the answer and written
-        its response. Rendering and writing the line costs 0.2-0.3 ms of a cold loop at
-        1 req/s. This VM's scheduler often runs both replicas on one vCPU; a line written
-        on the next loop turn then held the gateway's read of the answer back by ~0.2 ms,
-        in about half of the lone requests traced (BENCHMARKS.md, session 25)."""
+        its response. Rendering and writing the line costs 0.2-0.4 ms of a cold loop at
+        1 req/s. Where the kernel runs both replicas on one CPU (the 2-vCPU VM of
+        BENCHMARKS.md session 25 did so in about half of the lone requests traced), a line
+        written on the loop's next turn held the gateway's read of the answer back by
+        ~0.2 ms."""
         done = [r for r in results if isinstance(r, BatchResult)]
         # One line per forward, carrying the gateway's request ids so a request can be
         # followed from its access line to the batch that computed it.
