@@ -102,7 +102,9 @@ class PredictorDeployment:
         opened last, so no call arrives before the model is loaded and warm."""
         ctx = serve.get_replica_context()
         directory = socket_directory(ray.get_runtime_context().get_node_id(), ctx.app_name)
-        server = SocketServer(directory / f"{ctx.replica_id.unique_id}.sock", self.predict)
+        server = SocketServer(
+            directory / f"{ctx.replica_id.unique_id}.sock", self.predict, self.answer_now
+        )
         try:
             await server.start()
         except OSError as exc:  # gateways use the handle then
@@ -192,14 +194,22 @@ class PredictorDeployment:
             line()
         return [r if isinstance(r, BatchResult) else as_predict_error(r) for r in results]
 
-    async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
+    def answer_now(self, batch: PredictBatch) -> BatchResult | PredictError | None:
+        """The answer to ``batch`` computed on this loop now, or None when it goes to the
+        batch queue (``predict``). The socket server calls this as it reads a call."""
         if not self.service.ready:
             return PredictError(FailureKind.NOT_READY, "model is not loaded yet")
-        if self._inline(batch):
-            # The line after the answer: a lone call's reply does not wait for its
-            # rendering and write (BENCHMARKS.md, sessions 14 and 25).
-            results = self.service.predict_batches([batch])
-            return self._answers([batch], results, log_later=True)[0]
+        if not self._inline(batch):
+            return None
+        # The line after the answer: a lone call's reply does not wait for its rendering
+        # and write (BENCHMARKS.md, sessions 14 and 25).
+        results = self.service.predict_batches([batch])
+        return self._answers([batch], results, log_later=True)[0]
+
+    async def predict(self, batch: PredictBatch) -> BatchResult | PredictError:
+        answer = self.answer_now(batch)
+        if answer is not None:
+            return answer
         self._queued += 1
         try:
             result: BatchResult | PredictError = await self.predict_batch(batch)

@@ -7,7 +7,9 @@ server. A gateway replica on the same node can instead write the same
 :class:`PredictBatch` to this Unix socket (:mod:`model.common.wire` frames) and read the
 same answer back; the call goes through the replica's own ``predict`` (the same
 ``@serve.batch`` merging, readiness check, fault injection and batch log line), so the two
-ways in differ only in transport.
+ways in differ only in transport. A call the replica can answer on the spot (a lone call
+on an idle replica, ``PredictorDeployment.answer_now``) is answered in the callback that
+read it; the others go to ``predict`` on a task of their own.
 
 Serve stays in charge of the replica: it starts the socket once the model is loaded and
 warm, and its ``__del__`` (Serve calls it after draining the handle calls) stops it:
@@ -31,18 +33,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from model.common.protocol import BatchResult, PredictBatch, PredictError, as_predict_error
-from model.common.wire import (
-    PREFIX_BYTES,
-    WireError,
-    decode_call,
-    encode_answer,
-    encode_goodbye,
-    frame_length,
-)
+from model.common.wire import Frames, WireError, decode_call, encode_answer, encode_goodbye
 
 log = logging.getLogger("model.socket_server")
 
 Answer = Callable[[PredictBatch], Awaitable[BatchResult | PredictError]]
+# The answer to a call there and then, or None when the call has to wait (for the batch
+# queue): a lone call on an idle replica is answered in the read's own callback, with no
+# task to start and no reader to wake (two turns of the replica's loop, ~0.1 ms each at
+# 1 req/s, BENCHMARKS.md session 26).
+AnswerNow = Callable[[PredictBatch], BatchResult | PredictError | None]
 
 # After the goodbye, how long no new call must arrive before the connections close: a
 # gateway whose loop is busy may still send a call it queued before reading the goodbye.
@@ -50,11 +50,12 @@ QUIET_S = 0.2
 
 
 class SocketServer:
-    def __init__(self, path: Path, answer: Answer) -> None:
+    def __init__(self, path: Path, answer: Answer, answer_now: AnswerNow | None = None) -> None:
         self.path = path
         self._answer = answer
+        self._answer_now = answer_now
         self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[_Connection] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self.calls = 0  # calls answered so far
         self.dropped = 0  # connections dropped for a frame that did not decode
@@ -67,7 +68,8 @@ class SocketServer:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a replica of the same id that died without cleaning up
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path=str(self.path))
         os.chmod(self.path, 0o600)
         log.info("socket_listening", extra={"path": str(self.path)})
 
@@ -78,9 +80,8 @@ class SocketServer:
             self.path.unlink()
         if self._server is not None:
             self._server.close()
-        for writer in self._writers:
-            if not writer.is_closing():
-                writer.write(encode_goodbye())
+        for conn in self._connections:
+            conn.send(encode_goodbye())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_s
         while (left := deadline - loop.time()) > 0:
@@ -91,38 +92,75 @@ class SocketServer:
             await asyncio.sleep(min(QUIET_S, left))
             if not self._calls and self.calls == seen:
                 break
-        for writer in list(self._writers):
-            writer.close()
+        for conn in list(self._connections):
+            conn.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                prefix = await reader.readexactly(PREFIX_BYTES)
-                payload = await reader.readexactly(frame_length(prefix))
-                call_id, batch = decode_call(payload)
-                task = asyncio.get_running_loop().create_task(self._one(call_id, batch, writer))
-                self._calls.add(task)
-                task.add_done_callback(self._calls.discard)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the gateway went away (or is stopping): its calls are its to retry
-        except WireError as exc:
-            self.dropped += 1
-            log.warning("socket_frame_refused", extra={"error": str(exc)})
-        finally:
-            self._writers.discard(writer)
-            # Answers still being computed for this connection are dropped with it.
-            writer.close()
+    def _take(self, conn: _Connection, call_id: int, batch: PredictBatch) -> None:
+        """A call just read: answered now where the replica can, else by a task."""
+        if self._answer_now is not None:
+            try:
+                answer = self._answer_now(batch)
+            except Exception as exc:  # the handle path returns these typed too
+                answer = as_predict_error(exc)
+            if answer is not None:
+                self._reply(conn, call_id, answer)
+                return
+        task = asyncio.get_running_loop().create_task(self._one(conn, call_id, batch))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
-    async def _one(self, call_id: int, batch: PredictBatch, writer: asyncio.StreamWriter) -> None:
+    async def _one(self, conn: _Connection, call_id: int, batch: PredictBatch) -> None:
         try:
             answer = await self._answer(batch)
         except Exception as exc:  # the handle path returns these typed too
             answer = as_predict_error(exc)
+        self._reply(conn, call_id, answer)
+
+    def _reply(self, conn: _Connection, call_id: int, answer: BatchResult | PredictError) -> None:
         self.calls += 1
-        if not writer.is_closing():
-            writer.write(encode_answer(call_id, answer))
+        # Answers for a connection that went away are dropped with it: its calls are its
+        # gateway's to retry.
+        conn.send(encode_answer(call_id, answer))
+
+
+class _Connection(asyncio.Protocol):
+    """One gateway's connection: calls in, answers out (in any order, by call id)."""
+
+    def __init__(self, server: SocketServer) -> None:
+        self._server = server
+        self._frames = Frames()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for payload in self._frames.feed(data):
+                if self._transport is None or self._transport.is_closing():
+                    return
+                call_id, batch = decode_call(payload)
+                self._server._take(self, call_id, batch)
+        except WireError as exc:
+            self._server.dropped += 1
+            log.warning("socket_frame_refused", extra={"error": str(exc)})
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The gateway went away (or is stopping); answers still being computed for it are
+        # dropped with the connection.
+        self._server._connections.discard(self)
+
+    def send(self, frame: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

@@ -66,6 +66,31 @@ def frame_length(prefix: bytes) -> int:
     return int(length)
 
 
+class Frames:
+    """The bytes read off one connection, cut into whole frames as they complete.
+
+    For an :class:`asyncio.Protocol`: ``data_received`` hands each chunk to :meth:`feed`
+    and handles the frames it returns there and then, with no reader task to wake.
+    """
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The frames (without their length prefixes) that ``data`` completes, in order;
+        :class:`WireError` for a length no peer of this protocol sends."""
+        self._data += data
+        frames: list[bytes] = []
+        while len(self._data) >= PREFIX_BYTES:
+            end = PREFIX_BYTES + frame_length(bytes(self._data[:PREFIX_BYTES]))
+            if len(self._data) < end:
+                break
+            with memoryview(self._data) as view:
+                frames.append(view[PREFIX_BYTES:end].tobytes())
+            del self._data[:end]
+        return frames
+
+
 def _split(payload: bytes) -> tuple[dict[str, Any], np.ndarray]:
     try:
         (head_len,) = _PREFIX.unpack_from(payload)

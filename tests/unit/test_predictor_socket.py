@@ -24,6 +24,7 @@ from model.common.features import NUM_FEATURES, WINDOW
 from model.common.protocol import BatchResult, PredictBatch, PredictError
 from model.common.wire import (
     PREFIX_BYTES,
+    Frames,
     WireError,
     decode_answer,
     decode_call,
@@ -120,6 +121,26 @@ def test_a_frame_length_out_of_bounds_is_a_wire_error() -> None:
         frame_length(b"\x00\x00\x00\x00")
 
 
+def test_frames_come_out_whole_however_the_bytes_arrive() -> None:
+    calls = [encode_call(i, _batch(i + 1, float(i))) for i in range(3)]
+    stream = b"".join(calls)
+    expected = [_unframe(c) for c in calls]
+    # all at once, byte by byte, and cut across frame boundaries
+    assert Frames().feed(stream) == expected
+    frames = Frames()
+    assert [f for i in range(len(stream)) for f in frames.feed(stream[i : i + 1])] == expected
+    frames = Frames()
+    cut = len(calls[0]) + 3  # three bytes into the second frame's length prefix
+    assert frames.feed(stream[:cut]) == expected[:1]
+    assert frames.feed(stream[cut:]) == expected[1:]
+    assert frames.feed(b"") == []
+
+
+def test_a_length_no_peer_sends_stops_the_frames() -> None:
+    with pytest.raises(WireError):
+        Frames().feed(encode_call(1, _batch(1)) + b"\xff\xff\xff\xff")
+
+
 def test_socket_directories_are_per_node_and_application_and_short() -> None:
     a = socket_directory("a" * 56, "cnnlstm")
     assert a != socket_directory("b" * 56, "cnnlstm")
@@ -181,6 +202,68 @@ async def test_concurrent_calls_share_a_connection_and_each_gets_its_own_answer(
         for batch, got in zip(batches, answers, strict=True):
             assert isinstance(got, BatchResult)
             np.testing.assert_allclose(got.outputs, fake_outputs(batch.features), rtol=1e-6)
+    finally:
+        await sockets.stop()
+        await server.stop()
+
+
+async def test_a_call_the_replica_can_answer_now_is_answered_as_it_is_read(
+    directory: Path,
+) -> None:
+    # The replica answers one-row calls on the spot (an idle replica's inline forward)
+    # and sends the rest to its queue (the async ``answer``).
+    queued = FakePredictor()
+    now: list[PredictBatch] = []
+    in_flight_seen: list[int] = []
+
+    def answer_now(batch: PredictBatch) -> BatchResult | PredictError | None:
+        if batch.rows != 1:
+            return None
+        now.append(batch)
+        in_flight_seen.append(server.in_flight)
+        return BatchResult(
+            ref=batch.ref,
+            outputs=fake_outputs(batch.features),
+            forward_rows=1,
+            model_ms=0.5,
+            horizon_bars=1,
+            predictor_wait_ms=0.0,
+            replica="now",
+        )
+
+    server = SocketServer(directory / "r1.sock", queued.dispatch, answer_now)
+    await server.start()
+    sockets = await _client(directory, FakePredictor())
+    try:
+        lone = await sockets.dispatch(_batch(1, 3.0))
+        pair = await sockets.dispatch(_batch(2, 4.0))
+        assert isinstance(lone, BatchResult)
+        assert lone.replica == "now"
+        np.testing.assert_allclose(lone.outputs, fake_outputs(_batch(1, 3.0).features))
+        assert isinstance(pair, BatchResult)
+        assert pair.replica != "now"
+        assert [b.rows for b in now] == [1]
+        assert [b.rows for b in queued.calls] == [2]
+        assert in_flight_seen == [0]  # no task was started for the lone call
+        assert server.calls == 2
+    finally:
+        await sockets.stop()
+        await server.stop()
+
+
+async def test_an_exception_answering_now_comes_back_as_a_typed_error(directory: Path) -> None:
+    def answer_now(batch: PredictBatch) -> BatchResult | PredictError | None:
+        raise RuntimeError("boom")
+
+    server = SocketServer(directory / "r1.sock", FakePredictor().dispatch, answer_now)
+    await server.start()
+    sockets = await _client(directory, FakePredictor())
+    try:
+        answer = await sockets.dispatch(_batch(1))
+        assert isinstance(answer, PredictError)
+        # and the connection still serves the next call
+        assert isinstance(await sockets.dispatch(_batch(1)), PredictError)
+        assert sockets.view()["broken_connections"] == 0
     finally:
         await sockets.stop()
         await server.stop()
@@ -287,8 +370,9 @@ async def test_a_replica_that_dies_mid_call_fails_the_call_for_a_retry(directory
     try:
         call = asyncio.ensure_future(sockets.dispatch(_batch(2)))
         await asyncio.sleep(0.05)
-        for writer in list(server._writers):  # the process is gone: its end just closes
-            writer.transport.abort()
+        for conn in list(server._connections):  # the process is gone: its end just closes
+            assert conn._transport is not None
+            conn._transport.abort()
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(call, 2.0)
         assert sockets.view()["broken_connections"] == 1

@@ -78,6 +78,26 @@ def test_an_idle_replica_answers_a_small_call_without_the_queue_and_with_the_sam
     np.testing.assert_array_equal(inline.outputs, queued.outputs)
 
 
+def test_the_socket_gets_an_idle_replicas_answer_at_once_and_none_when_busy(
+    replica: _Replica, random_ref: ModelRef
+) -> None:
+    # What model.socket_server calls (on the replica's loop) as it reads a call: the
+    # answer, or None for the queue.
+    async def on_the_loop(batch: PredictBatch) -> BatchResult | PredictError | None:
+        answer: BatchResult | PredictError | None = replica.deployment.answer_now(batch)
+        return answer
+
+    batch = _batch(random_ref, 2)
+    now = asyncio.run(on_the_loop(batch))
+    assert isinstance(now, BatchResult)
+    assert now.forward_rows == 2
+    replica.deployment._queued = 1
+    assert asyncio.run(on_the_loop(batch)) is None
+    replica.deployment._queued = 0
+    assert asyncio.run(on_the_loop(_batch(random_ref, 9))) is None  # above the limit
+    assert replica.queued_calls == []
+
+
 def test_a_busy_replica_queues_every_call_so_it_joins_a_batch(
     replica: _Replica, random_ref: ModelRef
 ) -> None:
