@@ -31,6 +31,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 from model.common.protocol import BatchResult, PredictBatch, PredictError, as_predict_error
 from model.common.wire import Frames, WireError, decode_call, encode_answer, encode_goodbye
@@ -136,8 +137,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an asyncio.Transport subclass on uvloop (the replicas' loop): a duck.
+        self._transport = cast(asyncio.Transport, transport)
         self._server._connections.add(self)
 
     def data_received(self, data: bytes) -> None:

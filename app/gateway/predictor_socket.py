@@ -24,7 +24,7 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -57,8 +57,8 @@ class _Connection(asyncio.Protocol):
         return len(self._pending)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an asyncio.Transport subclass on uvloop (the replicas' loop): a duck.
+        self._transport = cast(asyncio.Transport, transport)
 
     async def call(self, batch: PredictBatch) -> BatchResult | PredictError:
         if not self.open or self._transport is None:

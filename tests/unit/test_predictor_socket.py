@@ -251,6 +251,31 @@ async def test_a_call_the_replica_can_answer_now_is_answered_as_it_is_read(
         await server.stop()
 
 
+def test_both_ends_work_on_uvloop_the_replicas_loop(directory: Path) -> None:
+    # Ray runs replicas on uvloop, whose transports are not asyncio.Transport subclasses.
+    uvloop = pytest.importorskip("uvloop")
+    replica = FakePredictor()
+
+    def answer_now(batch: PredictBatch) -> BatchResult | PredictError | None:
+        return PredictError(FailureKind.NOT_READY, "now") if batch.rows == 1 else None
+
+    async def main() -> None:
+        server = SocketServer(directory / "r1.sock", replica.dispatch, answer_now)
+        await server.start()
+        sockets = await _client(directory, FakePredictor())
+        try:
+            assert await sockets.dispatch(_batch(1)) == PredictError(FailureKind.NOT_READY, "now")
+            assert isinstance(await sockets.dispatch(_batch(2)), BatchResult)
+            assert sockets.view()["calls"] == {"socket": 2, "handle": 0}
+            assert len(replica.calls) == 1
+        finally:
+            await sockets.stop()
+            await server.stop(drain_s=0.1)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 10.0))
+
+
 async def test_an_exception_answering_now_comes_back_as_a_typed_error(directory: Path) -> None:
     def answer_now(batch: PredictBatch) -> BatchResult | PredictError | None:
         raise RuntimeError("boom")
