@@ -41,8 +41,8 @@ log = logging.getLogger("model.socket_server")
 Answer = Callable[[PredictBatch], Awaitable[BatchResult | PredictError]]
 # The answer to a call there and then, or None when the call has to wait (for the batch
 # queue): a lone call on an idle replica is answered in the read's own callback, with no
-# task to start and no reader to wake (two turns of the replica's loop, ~0.1 ms each at
-# 1 req/s, BENCHMARKS.md session 26).
+# reader to wake and no task to start (two turns of the replica's loop; with the gateway's
+# reader, 0.07-0.09 ms of a lone request at 1 req/s, BENCHMARKS.md session 26).
 AnswerNow = Callable[[PredictBatch], BatchResult | PredictError | None]
 
 # After the goodbye, how long no new call must arrive before the connections close: a
