@@ -138,7 +138,7 @@ def run_network(
     with torch.inference_mode():
         x = x.to(mean.device, non_blocking=True)
         with autocast(mean.device, autocast_dtype):
-            raw = network((x - mean) * inv_std)
+            raw = network.infer((x - mean) * inv_std)
         return network_outputs(raw, return_std)
 
 
