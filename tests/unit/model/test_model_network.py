@@ -71,3 +71,33 @@ def test_infer_in_training_mode_is_forward() -> None:
         if isinstance(a, nn.BatchNorm1d):
             assert isinstance(b, nn.BatchNorm1d)
             torch.testing.assert_close(a.running_mean, b.running_mean, rtol=0, atol=0)
+
+
+def test_infer_under_bf16_casts_the_lstm_once_and_keeps_the_state_dict() -> None:
+    net = _network()
+    keys = set(net.state_dict())
+    x = torch.randn(4, WINDOW, NUM_FEATURES)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        first = net.infer(x)
+        second = net.infer(x)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert {p.dtype for p in net.lstm.parameters()} == {torch.float32}  # the model's own
+    assert set(net.state_dict()) == keys  # the cast copy is not part of the artifact
+
+
+def test_a_weight_change_in_training_reaches_the_next_bf16_infer() -> None:
+    """The cast LSTM is dropped when the network goes back to training: what ``infer``
+    computes after new weights is what ``forward`` computes, never the old weights."""
+    net = _network()
+    x = torch.randn(8, WINDOW, NUM_FEATURES)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = net.infer(x).float()
+    net.train()
+    with torch.no_grad():
+        for p in net.lstm.parameters():
+            p.mul_(-1.5)
+    net.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after, reference = net.infer(x).float(), net(x).float()
+    torch.testing.assert_close(after, reference, rtol=0, atol=1e-3)
+    assert not torch.allclose(after, before, atol=1e-2)
