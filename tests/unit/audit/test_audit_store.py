@@ -249,7 +249,32 @@ def test_a_seal_finishes_the_gzip_written_with_the_records(
     assert _problems(tmp_path) == []
 
 
-def test_a_file_read_back_after_a_restart_is_compressed_whole_when_sealed(
+def test_a_file_read_back_after_a_restart_is_compressed_at_start_not_at_its_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records a restart reads back go into the new pending stream when the stream is
+    claimed (before the replica serves), so the file's seal only finishes that stream."""
+
+    def at_once(source: Path, target: Path) -> object:
+        raise AssertionError("a file was compressed at once when it was sealed")
+
+    monkeypatch.setattr(store, "_gzip_into", at_once)
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 5)  # under rotate_bytes: stays in current.jsonl
+    stream.close()
+    pending = tmp_path / "stream-0" / ".audit-pending.tmp"
+    assert not pending.exists()
+    again = _stream(tmp_path, clock)
+    assert pending.exists(), "the read-back records' stream, started with the claim"
+    _write(again, clock, 40, start=5)
+    again.close()
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == [f"r{i}" for i in range(45)]
+    assert _problems(tmp_path) == []
+
+
+def test_a_read_back_file_is_compressed_whole_when_its_pending_stream_cannot_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
@@ -262,12 +287,13 @@ def test_a_file_read_back_after_a_restart_is_compressed_whole_when_sealed(
     monkeypatch.setattr(store, "_gzip_into", spy)
     clock = Clock()
     stream = _stream(tmp_path, clock)
-    _write(stream, clock, 5)  # under rotate_bytes: stays in current.jsonl
+    _write(stream, clock, 5)
     stream.close()
-    again = _stream(tmp_path, clock)  # its pending stream would miss those 5 records
+    monkeypatch.setattr(store._PendingGzip, "start", classmethod(lambda cls, path: None))
+    again = _stream(tmp_path, clock)
     _write(again, clock, 40, start=5)
     again.close()
-    assert len(calls) == 1, "only the file read back was compressed whole"
+    assert calls, "without a pending stream the seal compresses current.jsonl itself"
     ids = [r["request_id"] for r in query_records(tmp_path, Query())]
     assert ids == [f"r{i}" for i in range(45)]
     assert _problems(tmp_path) == []
