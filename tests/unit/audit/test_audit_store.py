@@ -293,7 +293,9 @@ def test_a_read_back_file_is_compressed_whole_when_its_pending_stream_cannot_sta
     again = _stream(tmp_path, clock)
     _write(again, clock, 40, start=5)
     again.close()
-    assert calls, "without a pending stream the seal compresses current.jsonl itself"
+    # Without a pending stream every seal compresses current.jsonl itself.
+    assert calls
+    assert len(calls) == len(_sealed(tmp_path / "stream-0"))
     ids = [r["request_id"] for r in query_records(tmp_path, Query())]
     assert ids == [f"r{i}" for i in range(45)]
     assert _problems(tmp_path) == []
