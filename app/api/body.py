@@ -32,7 +32,7 @@ DEADLINE_HEADER = "X-Request-Deadline-Ms"
 PRIORITY_RANGE = (-100, 100)
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
     if not content_type:
         return True  # FastAPI's rule too: no content type, try JSON
     media = content_type.split(";", 1)[0].strip().lower()
@@ -46,7 +46,7 @@ def parse_model(raw: bytes, content_type: str | None, model: type[M]) -> M:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    if not _is_json(content_type):
+    if not is_json(content_type):
         raise RequestValidationError(
             [
                 {

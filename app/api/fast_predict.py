@@ -22,14 +22,16 @@ access line and metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.body import deadline_hint, parse_model, priority_hint
+from app.api.body import deadline_hint, is_json, parse_model, priority_hint
 from app.api.errors import known_error_response, unhandled_error_response
+from app.api.fast_body import DecodedItem, decode_plain
 from app.gateway.failures import PredictionFailure
 from app.gateway.predict import predict_rows, refuse_if_stopping, shed_if_overloaded
 from app.gateway.schemas import BatchPredictRequest, PredictRequest
@@ -201,9 +203,8 @@ class FastPredict:
                     authorization=headers.authorization,
                 )
                 hint = priority_hint(headers.priority)
-                body = parse_model(await _read_body(receive), headers.content_type, model)
+                items = self._items(await _read_body(receive), headers.content_type, model)
                 deadline = deadline_hint(headers.deadline)
-                items = body.items if isinstance(body, BatchPredictRequest) else [body]
                 preds, rows = await predict_rows(
                     self.state,
                     items,
@@ -218,7 +219,7 @@ class FastPredict:
                 await self._send(send, status, bytes(response.body), response.raw_headers, rid)
                 return status
             version, batch_size = rows[-1].ref.version, rows[-1].forward_rows
-            if isinstance(body, BatchPredictRequest):
+            if model is BatchPredictRequest:
                 content: dict[str, Any] = {"request_id": rid, "predictions": preds}
             else:
                 content = {**preds[0], "request_id": rid}
@@ -229,6 +230,23 @@ class FastPredict:
         finally:
             self._record(scope, rid, status, started, principal, version, batch_size)
             clear_request_id()
+
+    def _items(
+        self,
+        raw: bytes,
+        content_type: str | None,
+        model: type[PredictRequest] | type[BatchPredictRequest],
+    ) -> Sequence[PredictRequest] | Sequence[DecodedItem]:
+        """The body's items: straight to checked windows when it is plainly valid
+        (:func:`decode_plain`), else through :func:`parse_model` and its errors."""
+        batch = model is BatchPredictRequest
+        if raw and is_json(content_type):
+            limits = self.state.config.network_security.limits
+            decoded = decode_plain(raw, batch=batch, max_bars=limits.max_bars)
+            if decoded is not None:
+                return decoded
+        body = parse_model(raw, content_type, model)
+        return body.items if isinstance(body, BatchPredictRequest) else [body]
 
     def _record(
         self,

@@ -18,7 +18,7 @@ from app.gateway.failures import PredictionFailure
 from app.gateway.rows import RowResult
 from app.gateway.schemas import PredictRequest
 from app.gateway.state import GatewayState
-from app.gateway.windows import Window, windows_from_requests
+from app.gateway.windows import DecodedItem, Window, windows_of
 from model.common.errors import ModelNotFoundError
 from model.common.failures import FailureKind
 from model.common.refs import ModelRef
@@ -28,7 +28,7 @@ Prediction = dict[str, Any]  # a ``Prediction`` JSON object, rendered by orjson 
 
 async def predict_rows(
     state: GatewayState,
-    items: Sequence[PredictRequest],
+    items: Sequence[PredictRequest] | Sequence[DecodedItem],
     *,
     priority: int,
     deadline: float | None,
@@ -60,7 +60,7 @@ async def predict_rows(
 
 async def _predict(
     state: GatewayState,
-    items: Sequence[PredictRequest],
+    items: Sequence[PredictRequest] | Sequence[DecodedItem],
     priority: int,
     deadline: float | None,
     request_id: str,
@@ -76,7 +76,7 @@ async def _predict(
             )
         max_bars = state.config.network_security.limits.max_bars
         refs = [resolve(state, item.model, item.version) for item in items]
-        windows = windows_from_requests(items, max_bars=max_bars)
+        windows = windows_of(items, max_bars=max_bars)
         rows = await _run(state, refs, windows, priority, deadline, request_id)
     except PredictionFailure as failure:
         state.metrics.observe_failure(failure.rule.metric_status)

@@ -6,16 +6,19 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]{0,31}$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
 Symbol = Annotated[
     str,
     Field(
         min_length=1,
         max_length=32,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/=-]{0,31}$",
+        pattern=SYMBOL_PATTERN,
         description="Instrument identifier, e.g. AAPL or EURUSD",
     ),
 ]
-ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
 
 _EXAMPLE_BARS = 64
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -24,6 +25,15 @@ class Window:
     bars: np.ndarray  # [WINDOW, 5] float64: open, high, low, close, volume
     timestamps: np.ndarray  # [WINDOW] int64
     as_of: int
+
+
+class DecodedItem(NamedTuple):
+    """An item whose window was built and checked when its body was decoded
+    (:func:`app.api.fast_body.decode_plain`), with its model choice."""
+
+    model: str | None
+    version: str | None
+    window: Window
 
 
 def _invalid(message: str, field: str | None = None) -> PredictionFailure:
@@ -47,6 +57,16 @@ def window_from_request(req: PredictRequest, *, max_bars: int) -> Window:
     if problem is not None:
         raise _invalid(problem)
     return Window(symbol=req.symbol, bars=bars, timestamps=ts, as_of=int(ts[-1]))
+
+
+def windows_of(
+    items: Sequence[PredictRequest] | Sequence[DecodedItem], *, max_bars: int
+) -> list[Window]:
+    """Each item's checked window: a decoded item's own, else :func:`windows_from_requests`."""
+    decoded = [item.window for item in items if isinstance(item, DecodedItem)]
+    if len(decoded) == len(items):
+        return decoded
+    return windows_from_requests(cast(Sequence[PredictRequest], items), max_bars=max_bars)
 
 
 def windows_from_requests(reqs: Sequence[PredictRequest], *, max_bars: int) -> list[Window]:
