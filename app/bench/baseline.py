@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from app.bench.server_process import ServerProcess
 from app.config import ServiceConfig
 from app.config.env import Settings, load_service_config
 from app.gateway.cluster import StaticCluster
+from app.gateway.heap import settle_heap
 from app.gateway.state import build_gateway_state
 from app.observability.logging import configure_logging
 from app.serve.predictor_settings import predictor_settings as base_predictor_settings
@@ -95,9 +95,9 @@ def serve(config: ServiceConfig, settings: Settings, *, host: str, port: int) ->
     predictor = InProcessPredictor(service)
     app = build_baseline_app(config, predictor)
     # A full collection over torch's objects stalled this server for 130-150 ms every few
-    # seconds; everything built so far lives as long as the process.
-    gc.collect()
-    gc.freeze()
+    # seconds; everything built so far lives as long as the process. The gateway's own
+    # settings, so the peer runs its app as the Serve gateway does.
+    settle_heap()
     tls = config.network_security.tls
     try:
         uvicorn.run(

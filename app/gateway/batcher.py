@@ -194,10 +194,27 @@ class Batcher:
             )
         self.start()
         self._arrivals.arrived(self._clock())
-        return [
+        was_empty = not self._heap
+        queued = [
             self._queue(ref, window, request_id, priority, deadline)
             for ref, window in zip(refs, windows, strict=True)
         ]
+        # Once per request, not per row: a 32-row request made 64 metric updates here,
+        # each also recorded through Ray's exporter in the Serve gateway (~3 us apiece).
+        hits = sum(hit for _, hit in queued)
+        if hits:
+            self._metrics.observe_cache("feature", True, hits)
+        if len(windows) - hits:
+            self._metrics.observe_cache("feature", False, len(windows) - hits)
+        self._drained.clear()
+        self.stats.submitted += len(windows)
+        self._metrics.set_queue_depth(len(self._heap))
+        # Wake the collector only when it has something to do: the first row of a batch
+        # starts its clock, a full batch leaves at once. Rows that join a waiting batch
+        # just queue (a wake-up per row costs a loop iteration and a timer each).
+        if was_empty or len(self._heap) >= self.max_batch_size:
+            self._wakeup.set()
+        return [future for future, _ in queued]
 
     def _queue(
         self,
@@ -206,9 +223,9 @@ class Batcher:
         request_id: str,
         priority: int,
         deadline: float | None,
-    ) -> asyncio.Future[RowResult]:
+    ) -> tuple[asyncio.Future[RowResult], bool]:
+        """Queue one row: its future, and whether its features came from the cache."""
         key, features = self._cache.lookup(window)
-        self._metrics.observe_cache("feature", features is not None)
         future: asyncio.Future[RowResult] = asyncio.get_running_loop().create_future()
         item = QueuedRow(
             sort_key=(-priority, next(self._seq)),
@@ -223,15 +240,7 @@ class Batcher:
         )
         heapq.heappush(self._heap, item)
         self.admission.queued(priority)
-        self._drained.clear()
-        self.stats.submitted += 1
-        self._metrics.set_queue_depth(len(self._heap))
-        # Wake the collector only when it has something to do: the first row of a batch
-        # starts its clock, a full batch leaves at once. Rows in between just queue (a
-        # wake-up per row costs a loop iteration and a timer each).
-        if len(self._heap) == 1 or len(self._heap) >= self.max_batch_size:
-            self._wakeup.set()
-        return future
+        return future, features is not None
 
     def set_max_in_flight(self, n: int) -> None:
         """Allow ``n`` batches in flight from now on (batches already out stay out)."""

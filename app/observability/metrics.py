@@ -183,13 +183,14 @@ class GatewayMetrics(ServiceStateMetrics):
         """One batch sent to the predictor, ``transport`` one of :data:`TRANSPORTS`."""
         self._call_children[transport].inc()
 
-    def observe_cache(self, cache: str, hit: bool) -> None:
+    def observe_cache(self, cache: str, hit: bool, n: int = 1) -> None:
+        """``n`` lookups of ``cache`` that hit (or missed)."""
         cache = cache if cache in CACHES else "other"
-        self._cache_children[(cache, hit)].inc()
+        self._cache_children[(cache, hit)].inc(n)
         with self._lock:
-            self._cache[(cache, hit)] += 1
+            self._cache[(cache, hit)] += n
         if self._mirror is not None:
-            self._mirror.observe_cache(cache, hit)
+            self._mirror.observe_cache(cache, hit, n)
 
     def set_queue_depth(self, n: int) -> None:
         self.prediction_queue_depth.set(n)

@@ -160,9 +160,9 @@ class ReplicaMetrics:
         self.batch_size.observe(size)
         self.prediction_model_time_ms.observe(model_ms)
 
-    def observe_cache(self, cache: str, hit: bool) -> None:
+    def observe_cache(self, cache: str, hit: bool, n: int = 1) -> None:
         cache = cache if cache in CACHES else "other"
-        self.cache_requests.inc(1, tags={"cache": cache, "result": "hit" if hit else "miss"})
+        self.cache_requests.inc(n, tags={"cache": cache, "result": "hit" if hit else "miss"})
 
     def set_queue_depth(self, n: int) -> None:
         self.prediction_queue_depth.set(n)

@@ -8,7 +8,6 @@ read ``app.state.gateway`` and the same ``create_app`` serves the API tests.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from app.api.app import create_app
 from app.config import ServiceConfig
+from app.gateway.heap import settle_heap
 from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
@@ -186,7 +186,6 @@ class Gateway:
         fast = getattr(app.state, "fast_predict", None)
         if fast is not None and config.serving.gateway.answer_at_edge:
             answer_at_the_edge(fast.take, fast.refuse)
-        # Objects built so far live as long as the replica; keep the collector off them.
-        gc.collect()
-        gc.freeze()
+        # Objects built so far live as long as the replica: out of every collection.
+        settle_heap()
         return app

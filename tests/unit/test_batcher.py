@@ -187,13 +187,14 @@ async def test_cache_misses_get_features_with_the_batch_and_go_back_to_the_cache
         return compute_features(bars)
 
     cache = _cache(enabled=True)
+    metrics = GatewayMetrics(new_registry(), Metrics())
     batcher = Batcher(
         fake.dispatch,  # type: ignore[arg-type]
         max_batch_size=8,
         batch_wait_timeout_s=0.02,
         capacity=100,
         features=cache,
-        metrics=GatewayMetrics(new_registry(), Metrics()),
+        metrics=metrics,
         featurize=featurize,
     )
     rng = np.random.default_rng(0)
@@ -210,6 +211,15 @@ async def test_cache_misses_get_features_with_the_batch_and_go_back_to_the_cache
     np.testing.assert_allclose(cached, compute_features(bars[2]))
     expected = fake_outputs(compute_features(bars))
     assert [r.expected_return for r in rows] == pytest.approx(expected[:, 0].tolist())
+    assert metrics.snapshot()["cache"]["feature"] | {"hit_rate": 0} == {
+        "hits": 1, "misses": 3, "hit_rate": 0
+    }  # fmt: skip
+    # One request of four rows, all cached now (counted once per request, not per row).
+    again = await asyncio.gather(*batcher.submit_all([FAKE_REF] * 4, windows))
+    assert [r.expected_return for r in again] == pytest.approx(expected[:, 0].tolist())
+    assert calls == [3]
+    assert metrics.snapshot()["cache"]["feature"]["hits"] == 5
+    assert metrics.snapshot()["cache"]["feature"]["misses"] == 3
     await batcher.stop()
 
 
