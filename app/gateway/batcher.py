@@ -199,8 +199,8 @@ class Batcher:
             self._queue(ref, window, request_id, priority, deadline)
             for ref, window in zip(refs, windows, strict=True)
         ]
-        # Once per request, not per row: a 32-row request made 64 metric updates here,
-        # each also recorded through Ray's exporter in the Serve gateway (~3 us apiece).
+        # Once per request, not per row: a 32-row request made 64 metric updates here
+        # (a counter, a lock and a gauge each, and a mirror's too where one is set).
         hits = sum(hit for _, hit in queued)
         if hits:
             self._metrics.observe_cache("feature", True, hits)
