@@ -14,7 +14,7 @@ else (another type, a number that does not fit, nesting, a repeated or unknown k
 byte-order mark, bars the checks refuse) it returns None, and the caller parses the body
 the general way, which accepts or refuses it with exactly its own answer. So it never
 refuses a body and never accepts one the general path would not, with other values.
-``tests/unit/api/test_fast_body.py`` holds the two paths to that, body by body.
+``tests/unit/test_fast_body.py`` holds the two paths to that, body by body.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _decode(raw: bytes, batch: bool, max_bars: int) -> list[DecodedItem] | None:
     plain = [f for f in found if f is not None]
     # No array inside another: pysimdjson's buffers flatten nesting, and in a plain body
     # (its strings match patterns without "[") every "[" opens one of the known arrays.
-    if len(plain) != len(found) or raw.count(b"[") != len(plain) * len(_ARRAYS) + batch:
+    if len(plain) != len(found) or raw.count(b"[") != len(plain) * len(_ARRAYS) + int(batch):
         return None
     if len(plain) == 1:  # np.stack costs ~5 us even for one array
         timestamps = plain[0].timestamps[None]  # [items, WINDOW]
