@@ -27,10 +27,9 @@ import simdjson
 
 from app.gateway.schemas import MODEL_NAME_PATTERN, SYMBOL_PATTERN
 from app.gateway.windows import DecodedItem, Window
-from model.common.features import WINDOW, validate_bars
+from model.common.features import OHLCV_COLUMNS, WINDOW, validate_bars
 
-_COLUMNS = ("open", "high", "low", "close", "volume")
-_ARRAYS = ("timestamps", *_COLUMNS)
+_ARRAYS = ("timestamps", *OHLCV_COLUMNS)
 _REQUIRED = frozenset({"symbol", *_ARRAYS})
 _KEYS = _REQUIRED | {"model", "version"}
 _SYMBOL = re.compile(SYMBOL_PATTERN)
@@ -90,7 +89,7 @@ class _Fields(NamedTuple):
     model: str | None
     version: str | None
     timestamps: np.ndarray  # int64 [WINDOW]: the last WINDOW bars'
-    columns: np.ndarray  # float64 [5, WINDOW], in _COLUMNS order
+    columns: np.ndarray  # float64 [5, WINDOW], in OHLCV_COLUMNS order
 
 
 def _fields(obj: object, max_bars: int) -> _Fields | None:
@@ -120,5 +119,5 @@ def _fields(obj: object, max_bars: int) -> _Fields | None:
     timestamps = np.frombuffer(arrays[0].as_buffer(of_type="i"), dtype=np.int64)
     # The five columns as one buffer: one array op for the item instead of five.
     columns = b"".join([a.as_buffer(of_type="d") for a in arrays[1:]])
-    per_column = np.frombuffer(columns, dtype=np.float64).reshape(len(_COLUMNS), n)
+    per_column = np.frombuffer(columns, dtype=np.float64).reshape(len(OHLCV_COLUMNS), n)
     return _Fields(symbol, model, version, timestamps[-WINDOW:], per_column[:, -WINDOW:])

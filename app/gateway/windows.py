@@ -11,9 +11,8 @@ import numpy as np
 from app.gateway.failures import PredictionFailure
 from app.gateway.schemas import PredictRequest
 from model.common.failures import FailureKind
-from model.common.features import WINDOW, validate_bars
+from model.common.features import OHLCV_COLUMNS, WINDOW, validate_bars
 
-_COLUMNS = ("open", "high", "low", "close", "volume")
 TIMESTAMP_RANGE = "timestamps must be 64-bit integers (seconds since the epoch)"
 
 
@@ -96,7 +95,7 @@ def windows_from_requests(reqs: Sequence[PredictRequest], *, max_bars: int) -> l
 
 def _check_lengths(req: PredictRequest, max_bars: int) -> None:
     n = len(req.timestamps)
-    for name in _COLUMNS:
+    for name in OHLCV_COLUMNS:
         if len(getattr(req, name)) != n:
             raise _invalid(
                 f"all arrays must have the same length: timestamps has {n}, "
