@@ -26,8 +26,8 @@ import numpy as np
 import simdjson
 
 from app.gateway.schemas import MODEL_NAME_PATTERN, SYMBOL_PATTERN
-from app.gateway.windows import DecodedItem, Window
-from model.common.features import OHLCV_COLUMNS, WINDOW, validate_bars
+from app.gateway.windows import DecodedItem, Window, windows_pass
+from model.common.features import OHLCV_COLUMNS, WINDOW
 
 _ARRAYS = ("timestamps", *OHLCV_COLUMNS)
 _REQUIRED = frozenset({"symbol", *_ARRAYS})
@@ -76,7 +76,7 @@ def _decode(raw: bytes, batch: bool, max_bars: int) -> list[DecodedItem] | None:
         timestamps = np.stack([f.timestamps for f in plain])
         bars = np.ascontiguousarray(np.stack([f.columns for f in plain]).transpose(0, 2, 1))
     # The checks of windows_from_requests, on the same [items, WINDOW, 5] arrays.
-    if (timestamps[:, 1:] <= timestamps[:, :-1]).any() or validate_bars(bars) is not None:
+    if not windows_pass(timestamps, bars):
         return None
     return [
         DecodedItem(f.model, f.version, Window(f.symbol, bars[i], ts, int(ts[-1])))

@@ -85,12 +85,18 @@ def windows_from_requests(reqs: Sequence[PredictRequest], *, max_bars: int) -> l
                 [[c[-WINDOW:] for c in cols] for cols in columns], dtype=np.float64
             ).transpose(0, 2, 1)
             bars = np.ascontiguousarray(bars)  # [items, WINDOW, 5]
-            if not (ts[:, 1:] <= ts[:, :-1]).any() and validate_bars(bars) is None:
+            if windows_pass(ts, bars):
                 return [
                     Window(symbol=r.symbol, bars=bars[i], timestamps=ts[i], as_of=int(ts[i, -1]))
                     for i, r in enumerate(reqs)
                 ]
     return [window_from_request(req, max_bars=max_bars) for req in reqs]
+
+
+def windows_pass(timestamps: np.ndarray, bars: np.ndarray) -> bool:
+    """Whether ``[items, WINDOW]`` timestamps and ``[items, WINDOW, 5]`` bars pass every
+    check of a window after its lengths: increasing timestamps, usable bars."""
+    return not (timestamps[:, 1:] <= timestamps[:, :-1]).any() and validate_bars(bars) is None
 
 
 def _check_lengths(req: PredictRequest, max_bars: int) -> None:
