@@ -131,6 +131,7 @@ def plan_for(spec: LoadSpec, sender: int, n: int, n_warm: int) -> dict[str, Any]
         "connections": per,
         "max_connections": max(per, spec.max_connections // spec.senders),
         "nice": spec.generator_nice,
+        "spin_ms": spec.generator_spin_ms,
     }
 
 
@@ -253,5 +254,6 @@ def assemble(
     gen["senders"] = spec.senders
     gen["connections_opened"] = sum(int(o["connections_opened"]) for o in outs)
     gen["nice"] = max(int(o.get("nice", 0)) for o in outs)  # what the senders ran at
+    gen["spin_ms"] = spec.generator_spin_ms
     gen["peak_rss_mb"] = None  # per process, not measured here; see server.processes
     return result

@@ -68,6 +68,9 @@ class LoadSpec:
     senders: int = 2  # sender processes (the default generator, app.bench.generator)
     # The senders' niceness (app.bench.sender.take_niceness); kept where it cannot be set.
     generator_nice: int = -5
+    # How long before a due time a sender with a long idle wait stops sleeping and spins
+    # (app.bench.sender.wait_until); 0: sleep only.
+    generator_spin_ms: float = 2.0
     max_connections: int = 512  # in all; a sender opens more when every one is busy
 
     def __post_init__(self) -> None:

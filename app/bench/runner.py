@@ -64,6 +64,7 @@ class BenchOptions:
     arrivals: str = "even"
     senders: int = 2
     generator_nice: int = -5
+    generator_spin_ms: float = 2.0
     max_connections: int = 512
     seed: int = 0
     calibrate: bool = False  # also offer every rate to the bare hello app
@@ -100,6 +101,7 @@ def measure(
         seed=opts.seed,
         senders=opts.senders,
         generator_nice=opts.generator_nice,
+        generator_spin_ms=opts.generator_spin_ms,
         max_connections=opts.max_connections,
     )
     before = loadavg()

@@ -59,6 +59,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         arrivals=args.arrivals,
         senders=args.senders,
         generator_nice=args.generator_nice,
+        generator_spin_ms=args.generator_spin_ms,
         max_connections=args.max_connections,
         seed=args.seed,
         calibrate=args.calibrate,
@@ -166,6 +167,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the sender processes' niceness (pysock; default -5, ahead of the servers, so "
         "the generator is not what falls behind on a shared box; 0: the servers' own; kept "
         "where it cannot be raised)",
+    )
+    load.add_argument(
+        "--generator-spin-ms",
+        type=float,
+        default=2.0,
+        help="pysock: a sender idle for 100 ms or more sleeps until this long before its "
+        "next send and spins on the clock for the rest, because a timer fires 0.1-0.8 ms "
+        "late on a VM that halts idle vCPUs (default 2; 0: sleep only)",
     )
     load.add_argument(
         "--windows",

@@ -14,7 +14,7 @@ from app.bench.generator import generator_cpu, merge, run_load
 from app.bench.http1 import encode_requests, parse_response
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads
-from app.bench.sender import Sender
+from app.bench.sender import Sender, wait_until
 from tests.unit.bench.conftest import Handler, StartServer
 
 
@@ -118,6 +118,74 @@ async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
     assert len(slept) >= 3
     assert sum(slept) > 1.2
     assert max(out["lag"]) < 0.1
+
+
+def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A timer fires late on a VM that halts idle vCPUs: the sleep must end spin_s early,
+    # and the call must still never return before the due time.
+    ends: list[float] = []
+    real_sleep = time.sleep
+
+    def spy(seconds: float) -> None:
+        ends.append(time.monotonic() + seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
+    due = time.monotonic() + 0.05
+    wait_until(due, 0.01)
+    assert time.monotonic() >= due
+    assert len(ends) == 1
+    assert ends[0] <= due - 0.01 + 1e-4
+
+    ends.clear()
+    due = time.monotonic() + 0.05
+    wait_until(due, 0.0)  # sleep only: the whole wait on the timer
+    assert time.monotonic() >= due
+    assert len(ends) == 1
+    assert ends[0] == pytest.approx(due, abs=1e-3)
+
+    ends.clear()
+    due = time.monotonic() + 0.005
+    wait_until(due, 0.01)  # less left than the spin: no sleep at all
+    assert time.monotonic() >= due
+    assert ends == []
+
+
+async def test_an_idle_sender_spins_only_before_a_long_wait(
+    local_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4 req/s: 250 ms gaps, over SPIN_FROM_S, so each sleep ends spin_ms before its send;
+    # at 50 req/s (20 ms gaps) the sender sleeps to the due time, spinning never.
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    host = url.removeprefix("http://")
+    ends: list[float] = []
+    real_sleep = time.sleep
+
+    def spy(seconds: float) -> None:
+        ends.append(time.monotonic() + seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
+    requests = encode_requests(host, "/predict", _bodies(1), None)
+    for rate, spin_ms, early in ((4.0, 20.0, 0.02), (4.0, 0.0, 0.0), (50.0, 20.0, 0.0)):
+        ends.clear()
+        sender = Sender(_plan(url, rate=rate, n=4, spin_ms=spin_ms), requests)
+        out = await asyncio.to_thread(sender.run, time.monotonic() + 0.05)
+        assert out["outcome"] == [200] * 4
+        assert min(out["lag"]) >= 0.0
+        assert max(out["lag"]) < 0.1
+        due = out["done_at"][0] - out["latency"][0]  # request 0's due time, t0
+        dues = [due + k / rate for k in range(1, 4)]
+        # Each sleep with nothing in flight ends at a send's due time less the spin.
+        woke = [min(dues, key=lambda d, e=e: abs(d - e)) - e for e in ends]
+        assert len(woke) >= 3, (rate, spin_ms, ends)
+        assert all(w == pytest.approx(early, abs=2e-3) for w in woke), (rate, spin_ms, woke)
 
 
 async def test_a_slow_new_connection_holds_up_no_send_and_no_reply(
