@@ -133,18 +133,30 @@ def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
         real_sleep(seconds)
 
     monkeypatch.setattr("app.bench.sender.time.sleep", spy)
+    polled: list[float] = []
+
+    def poll() -> None:
+        polled.append(time.monotonic())
+
     due = time.monotonic() + 0.05
-    wait_until(due, 0.01)
+    wait_until(due, 0.01, poll)
     assert time.monotonic() >= due
     assert len(ends) == 1
     assert ends[0] <= due - 0.01 + 1e-4
+    # The spin polls on every turn (a spin in user space alone made the next system
+    # call slow): from the sleep's end to the due time.
+    assert len(polled) > 10
+    assert polled[0] <= due - 0.005
+    assert polled[-1] < due + 1e-4  # and stops at the due time
 
     ends.clear()
+    polled.clear()
     due = time.monotonic() + 0.05
-    wait_until(due, 0.0)  # sleep only: the whole wait on the timer
+    wait_until(due, 0.0, poll)  # sleep only: the whole wait on the timer
     assert time.monotonic() >= due
     assert len(ends) == 1
     assert ends[0] == pytest.approx(due, abs=1e-3)
+    assert len(polled) <= 1  # at most a turn for a timer that fired a hair early
 
     ends.clear()
     due = time.monotonic() + 0.005
