@@ -232,7 +232,8 @@ def format_report(result: dict[str, Any]) -> str:
         "",
         "latency in ms from the scheduled send time; batch = mean forward batch "
         "(server /stats); lag99 = client send lag p99 ms; gen = instrument; us/req = the "
-        "generator's own CPU per request; load1 = 1-min load average before the run; box = the "
+        "generator's own CPU per request (below ~20 req/s it includes the spin before each send, "
+        "--generator-spin-ms); load1 = 1-min load average before the run; box = the "
         "machine's busy CPU during the run in % of one core (200 = both cores of a 2-core box)",
         "",
         HEADER,
