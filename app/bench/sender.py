@@ -52,7 +52,7 @@ IDLE_REUSE_S = 4.0
 # A sender with nothing in flight and a long wait ahead sleeps until ``spin_s`` before the
 # due time and spins on the clock for the rest (:func:`wait_until`). A timer on this
 # box's VMs fires 0.1-0.8 ms late (the vCPU halts while idle and the host wakes it late),
-# and at 1 req/s the sends went out 0.16-0.32 ms late at p50, counted as server latency
+# and at 1 req/s the sends went out 0.16-0.40 ms late at p50, counted as server latency
 # (session 29). Only waits of ``SPIN_FROM_S`` or more spin, so the spin costs at most
 # spin_s / SPIN_FROM_S of a core (2% at the default) and nothing at the rates where the
 # generator's CPU competes with the server's.

@@ -32,6 +32,20 @@ def _bodies(n: int) -> list[bytes]:
     return [json.dumps({"i": i}).encode() for i in range(n)]
 
 
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """Each ``time.sleep`` of the sender module, as (when it was called, seconds)."""
+    calls: list[tuple[float, float]] = []
+    real_sleep = time.sleep
+
+    def spy(seconds: float) -> None:
+        calls.append((time.monotonic(), seconds))
+        real_sleep(seconds)
+
+    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
+    return calls
+
+
 def _answer_late(slow: int, delay_s: float) -> Handler:
     """A handler that answers request ``slow`` (its body's ``i``) after ``delay_s``, the
     rest at once."""
@@ -91,7 +105,7 @@ async def test_a_stalled_server_shows_as_latency_of_every_request_due_meanwhile(
 
 
 async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
-    local_server: StartServer, monkeypatch: pytest.MonkeyPatch
+    local_server: StartServer, sleeps: list[tuple[float, float]]
 ) -> None:
     # 2 req/s: each reply is back long before the next send is due. epoll_wait rounds its
     # timeout up to the millisecond and may fire 0.1% late (1 ms on a 1 s gap), which at 1
@@ -102,37 +116,24 @@ async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
 
     url = await local_server(handler)
     host = url.removeprefix("http://")
-    slept: list[float] = []
-    real_sleep = time.sleep
-
-    def spy(seconds: float) -> None:
-        slept.append(seconds)
-        real_sleep(seconds)
-
-    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
     sender = Sender(_plan(url, rate=2.0, n=4), encode_requests(host, "/predict", _bodies(1), None))
     t0 = time.monotonic() + 0.05
     out = await asyncio.to_thread(sender.run, t0)
     assert out["outcome"] == [200] * 4
     # The three 0.5 s gaps, less each reply's few ms, were slept, not polled.
-    assert len(slept) >= 3
-    assert sum(slept) > 1.2
+    assert len(sleeps) >= 3
+    assert sum(seconds for _, seconds in sleeps) > 1.2
     assert max(out["lag"]) < 0.1
 
 
 def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
-    monkeypatch: pytest.MonkeyPatch,
+    sleeps: list[tuple[float, float]],
 ) -> None:
     # A timer fires late on a VM that halts idle vCPUs: the sleep must end spin_s early,
     # and the call must still never return before the due time.
-    ends: list[float] = []
-    real_sleep = time.sleep
+    def ends() -> list[float]:
+        return [at + seconds for at, seconds in sleeps]
 
-    def spy(seconds: float) -> None:
-        ends.append(time.monotonic() + seconds)
-        real_sleep(seconds)
-
-    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
     polled: list[float] = []
 
     def poll() -> None:
@@ -141,32 +142,32 @@ def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
     due = time.monotonic() + 0.05
     wait_until(due, 0.01, poll)
     assert time.monotonic() >= due
-    assert len(ends) == 1
-    assert ends[0] <= due - 0.01 + 1e-4
+    assert len(ends()) == 1
+    assert ends()[0] <= due - 0.01 + 1e-4
     # The spin polls on every turn (a spin in user space alone made the next system
     # call slow): from the sleep's end to the due time.
     assert len(polled) > 10
     assert polled[0] <= due - 0.005
     assert polled[-1] < due + 1e-4  # and stops at the due time
 
-    ends.clear()
+    sleeps.clear()
     polled.clear()
     due = time.monotonic() + 0.05
     wait_until(due, 0.0, poll)  # sleep only: the whole wait on the timer
     assert time.monotonic() >= due
-    assert len(ends) == 1
-    assert ends[0] == pytest.approx(due, abs=1e-3)
+    assert len(ends()) == 1
+    assert ends()[0] == pytest.approx(due, abs=1e-3)
     assert len(polled) <= 1  # at most a turn for a timer that fired a hair early
 
-    ends.clear()
+    sleeps.clear()
     due = time.monotonic() + 0.005
     wait_until(due, 0.01)  # less left than the spin: no sleep at all
     assert time.monotonic() >= due
-    assert ends == []
+    assert sleeps == []
 
 
 async def test_an_idle_sender_spins_only_before_a_long_wait(
-    local_server: StartServer, monkeypatch: pytest.MonkeyPatch
+    local_server: StartServer, sleeps: list[tuple[float, float]]
 ) -> None:
     # 4 req/s: 250 ms gaps, over SPIN_FROM_S, so each sleep ends spin_ms before its send;
     # at 50 req/s (20 ms gaps) the sender sleeps to the due time, spinning never.
@@ -176,17 +177,9 @@ async def test_an_idle_sender_spins_only_before_a_long_wait(
 
     url = await local_server(handler)
     host = url.removeprefix("http://")
-    ends: list[float] = []
-    real_sleep = time.sleep
-
-    def spy(seconds: float) -> None:
-        ends.append(time.monotonic() + seconds)
-        real_sleep(seconds)
-
-    monkeypatch.setattr("app.bench.sender.time.sleep", spy)
     requests = encode_requests(host, "/predict", _bodies(1), None)
     for rate, spin_ms, early in ((4.0, 20.0, 0.02), (4.0, 0.0, 0.0), (50.0, 20.0, 0.0)):
-        ends.clear()
+        sleeps.clear()
         sender = Sender(_plan(url, rate=rate, n=4, spin_ms=spin_ms), requests)
         out = await asyncio.to_thread(sender.run, time.monotonic() + 0.05)
         assert out["outcome"] == [200] * 4
@@ -195,6 +188,7 @@ async def test_an_idle_sender_spins_only_before_a_long_wait(
         due = out["done_at"][0] - out["latency"][0]  # request 0's due time, t0
         dues = [due + k / rate for k in range(1, 4)]
         # Each sleep with nothing in flight ends at a send's due time less the spin.
+        ends = [at + seconds for at, seconds in sleeps]
         woke = [min(dues, key=lambda d, e=e: abs(d - e)) - e for e in ends]
         assert len(woke) >= 3, (rate, spin_ms, ends)
         assert all(w == pytest.approx(early, abs=2e-3) for w in woke), (rate, spin_ms, woke)
