@@ -46,6 +46,17 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
     return calls
 
 
+async def _answer(request: web.Request) -> web.Response:
+    """A handler that answers every request at once."""
+    await request.read()
+    return web.json_response({"prob_up": 0.5})
+
+
+def _ends(sleeps: list[tuple[float, float]]) -> list[float]:
+    """When each recorded sleep was due to end."""
+    return [at + seconds for at, seconds in sleeps]
+
+
 def _answer_late(slow: int, delay_s: float) -> Handler:
     """A handler that answers request ``slow`` (its body's ``i``) after ``delay_s``, the
     rest at once."""
@@ -110,11 +121,7 @@ async def test_an_idle_sender_waits_for_its_next_send_on_the_precise_timer(
     # 2 req/s: each reply is back long before the next send is due. epoll_wait rounds its
     # timeout up to the millisecond and may fire 0.1% late (1 ms on a 1 s gap), which at 1
     # req/s put the sends 2.8 ms late; with nothing in flight the sender sleeps instead.
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"prob_up": 0.5})
-
-    url = await local_server(handler)
+    url = await local_server(_answer)
     host = url.removeprefix("http://")
     sender = Sender(_plan(url, rate=2.0, n=4), encode_requests(host, "/predict", _bodies(1), None))
     t0 = time.monotonic() + 0.05
@@ -131,9 +138,6 @@ def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
 ) -> None:
     # A timer fires late on a VM that halts idle vCPUs: the sleep must end spin_s early,
     # and the call must still never return before the due time.
-    def ends() -> list[float]:
-        return [at + seconds for at, seconds in sleeps]
-
     polled: list[float] = []
 
     def poll() -> None:
@@ -142,8 +146,8 @@ def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
     due = time.monotonic() + 0.05
     wait_until(due, 0.01, poll)
     assert time.monotonic() >= due
-    assert len(ends()) == 1
-    assert ends()[0] <= due - 0.01 + 1e-4
+    assert len(sleeps) == 1
+    assert _ends(sleeps)[0] <= due - 0.01 + 1e-4
     # The spin polls on every turn (a spin in user space alone made the next system
     # call slow): from the sleep's end to the due time.
     assert len(polled) > 10
@@ -155,8 +159,8 @@ def test_wait_until_sleeps_short_of_the_due_time_and_spins_the_rest(
     due = time.monotonic() + 0.05
     wait_until(due, 0.0, poll)  # sleep only: the whole wait on the timer
     assert time.monotonic() >= due
-    assert len(ends()) == 1
-    assert ends()[0] == pytest.approx(due, abs=1e-3)
+    assert len(sleeps) == 1
+    assert _ends(sleeps)[0] == pytest.approx(due, abs=1e-3)
     assert len(polled) <= 1  # at most a turn for a timer that fired a hair early
 
     sleeps.clear()
@@ -171,11 +175,7 @@ async def test_an_idle_sender_spins_only_before_a_long_wait(
 ) -> None:
     # 4 req/s: 250 ms gaps, over SPIN_FROM_S, so each sleep ends spin_ms before its send;
     # at 50 req/s (20 ms gaps) the sender sleeps to the due time, spinning never.
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"prob_up": 0.5})
-
-    url = await local_server(handler)
+    url = await local_server(_answer)
     host = url.removeprefix("http://")
     requests = encode_requests(host, "/predict", _bodies(1), None)
     for rate, spin_ms, early in ((4.0, 20.0, 0.02), (4.0, 0.0, 0.0), (50.0, 20.0, 0.0)):
@@ -188,7 +188,7 @@ async def test_an_idle_sender_spins_only_before_a_long_wait(
         due = out["done_at"][0] - out["latency"][0]  # request 0's due time, t0
         dues = [due + k / rate for k in range(1, 4)]
         # Each sleep with nothing in flight ends at a send's due time less the spin.
-        ends = [at + seconds for at, seconds in sleeps]
+        ends = _ends(sleeps)
         woke = [min(dues, key=lambda d, e=e: abs(d - e)) - e for e in ends]
         assert len(woke) >= 3, (rate, spin_ms, ends)
         assert all(w == pytest.approx(early, abs=2e-3) for w in woke), (rate, spin_ms, woke)
