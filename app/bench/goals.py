@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.bench.plan import BEHIND
+
 Run = dict[str, Any]
 KEY = "issue_11"  # where they sit in a result: result["verdicts"][KEY]
 
@@ -63,36 +65,44 @@ def _limit(check: str, measured: float | None, limit: float, unit: str = "ms") -
     return _v(check, gap <= 0, f"{measured:g} {unit} vs <= {limit:g} ({how})", measured, limit)
 
 
+_AT_LIMIT = "reached --find-max-limit"
+
+
 def _ratio_check(
     check: str,
     a: float | None,
     b: float | None,
     want: float,
     *,
-    a_at_limit: bool = False,
-    b_at_limit: bool = False,
+    a_floor: str | None = None,
+    b_floor: str | None = None,
 ) -> Run:
-    """Serve's max rate ``a`` over a reference's ``b``. A max that reached
-    --find-max-limit is only a floor, so the ratio is a bound: a verdict only where the
-    bound decides it (a reference at the limit: at most; Serve at the limit: at least)."""
+    """Serve's max rate ``a`` over a reference's ``b``. A max that is only a floor (see
+    :func:`floors`; the value says why) makes the ratio a bound: a verdict only where the
+    bound decides it (a reference's floor: at most; Serve's: at least)."""
     if a is None or b is None:
         return _v(check, None if b is None else False, f"max rates {a} vs {b} req/s")
     ratio = round(a / b, 2) if b else None
     if ratio is None:
         return _v(check, None, "the reference passed no rate")
-    if a_at_limit and b_at_limit:
-        text = f"both reached --find-max-limit ({a:g} vs {b:g} req/s): raise it"
+    if a_floor and b_floor:
+        text = f"both only floors ({a:g} vs {b:g} req/s; {b_floor}): raise --find-max-limit"
         return _v(check, None, text, ratio, want)
-    if b_at_limit:  # the reference's true max is higher: ratio <= this
-        text = f"{a:g} vs >= {b:g} req/s (the reference reached --find-max-limit) = <= {ratio:g}x"
+    if b_floor:  # the reference's true max is higher: ratio <= this
+        text = f"{a:g} vs >= {b:g} req/s (the reference: {b_floor}) = <= {ratio:g}x"
         if ratio < want:
             return _v(check, False, f"{text} vs >= {want:g}x (missed)", ratio, want)
-        return _v(check, None, f"{text}: raise --find-max-limit to decide", ratio, want)
-    if a_at_limit and ratio < want:
+        undecided = (
+            "raise --find-max-limit to decide"
+            if b_floor.startswith(_AT_LIMIT)
+            else "this instrument cannot decide it on this box"
+        )
+        return _v(check, None, f"{text}: {undecided}", ratio, want)
+    if a_floor and ratio < want:
         text = f">= {a:g} (Serve reached --find-max-limit) vs {b:g} req/s = >= {ratio:g}x"
         return _v(check, None, f"{text}: raise --find-max-limit to decide", ratio, want)
     how = "met" if ratio >= want else f"missed by {want - ratio:.2f}x"
-    bound = ">= " if a_at_limit else ""
+    bound = ">= " if a_floor else ""
     text = f"{a:g} vs {b:g} req/s = {bound}{ratio:g}x vs >= {want:g}x ({how})"
     return _v(check, ratio >= want, text, ratio, want)
 
@@ -105,15 +115,25 @@ def max_rates(result: Run) -> dict[str, float | None]:
     }
 
 
-def at_limit(result: Run) -> set[str]:
-    """The systems whose find-max reached --find-max-limit without failing."""
-    return {
-        name
-        for name, t in result["targets"].items()
-        if str((t.get("find_max") or {}).get("stopped_because", "")).startswith(
-            "reached --find-max-limit"
-        )
-    }
+def floors(result: Run) -> dict[str, str]:
+    """The systems whose highest passing rate is only a floor of what they sustain, and why.
+
+    - Any system whose staircase reached --find-max-limit without failing.
+    - A reference (the peer, the hello) whose staircase ended because the generator fell
+      behind: the generator, not the server, failed that step. On session 30's Xeon the
+      hello answered at p50 0.26 ms at 4000 req/s while the senders stalled up to 62 ms
+      with the box half idle. Serve's own such stop stays a failure: a slow Serve can
+      make the senders late (a busy connection, a new one opened), so only the
+      references' floors are taken, and that only ever makes Serve's ratios harder.
+    """
+    out: dict[str, str] = {}
+    for name, t in result["targets"].items():
+        why = str((t.get("find_max") or {}).get("stopped_because", ""))
+        if why.startswith(_AT_LIMIT):
+            out[name] = why
+        elif why.startswith(BEHIND) and name != "serve":
+            out[name] = why.replace(BEHIND, "the generator fell behind", 1)
+    return out
 
 
 def check(result: Run, goals: Goals = Goals(), model_batch1_ms: float | None = None) -> list[Run]:
@@ -123,7 +143,7 @@ def check(result: Run, goals: Goals = Goals(), model_batch1_ms: float | None = N
         return []
     out: list[Run] = []
     maxes = max_rates(result)
-    limited = at_limit(result)
+    floor = floors(result)
     if "serve" in maxes:
         s = maxes["serve"]
         for name, what, want in (
@@ -136,8 +156,8 @@ def check(result: Run, goals: Goals = Goals(), model_batch1_ms: float | None = N
                     s,
                     maxes[name],
                     want,
-                    a_at_limit="serve" in limited,
-                    b_at_limit=name in limited,
+                    a_floor=floor.get("serve"),
+                    b_floor=floor.get(name),
                 )
                 sittings = len(serve["find_max"].get("sittings", ()))
                 if sittings > 1:

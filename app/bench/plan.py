@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+BEHIND = "the load generator fell behind"  # a failed step's reason (goals reads it)
 _NONE_PASSED = -1.0  # orders a sitting in which no rate passed below every rate
 
 Run = dict[str, Any]
@@ -43,7 +44,7 @@ def passes(run: Run, p99_limit_ms: float) -> tuple[bool, str]:
     rate = float(run["offered_rps"])
     p99 = run["latency_ms"]["p99"]
     if not run["generator"]["kept_up"]:
-        return False, f"the load generator fell behind at {rate:g} req/s"
+        return False, f"{BEHIND} at {rate:g} req/s"
     errors = run["errors"]["total"]
     if errors:
         return False, f"{errors} errors at {rate:g} req/s"

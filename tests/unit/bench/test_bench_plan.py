@@ -279,6 +279,43 @@ def test_a_max_rate_at_the_find_max_limit_is_only_a_bound() -> None:
     assert v["max rate Serve / hello"]["met"] is None
 
 
+def test_a_reference_the_generator_fell_behind_on_is_only_a_floor_serve_never_is() -> None:
+    behind = {"stopped_because": "the load generator fell behind at 4000 req/s"}
+
+    def ratio(serve: dict, ref: dict, name: str = "hello") -> dict:
+        targets = {
+            "serve": {"runs": [], "batch_runs": [], "find_max": serve},
+            name: {"runs": [], "find_max": ref},
+        }
+        checks = {c["check"]: c for c in goals.check({"targets": targets})}
+        return checks["max rate Serve / " + ("hello" if name == "hello" else "peer")]
+
+    def failed(rate: float) -> dict:
+        return {"stopped_because": f"p99 184 ms > 100 ms at {rate:g} req/s"}
+
+    hello = {"max_passing_rps": 3400.0, **behind}
+    v = ratio({"max_passing_rps": 1700.0, **failed(1800)}, hello)
+    assert v["met"] is None, "0.5x against a hello the generator could not push further"
+    assert "the generator fell behind at 4000 req/s" in v["text"]
+    assert "cannot decide" in v["text"]
+    assert "<= 0.5x" in v["text"]
+    v = ratio({"max_passing_rps": 1600.0, **failed(1700)}, hello)
+    assert v["met"] is False
+    assert "<= 0.47x" in v["text"]
+    v = ratio(
+        {"max_passing_rps": 1200.0, **failed(1300)},
+        {"max_passing_rps": 1100.0, **behind},
+        "baseline",
+    )
+    assert v["met"] is None, "1.09x over a peer whose staircase the generator ended"
+    # Serve's own stop by the generator is a failure (a slow Serve makes the senders late):
+    # 0.47x is missed, not left undecided as a floor would leave it.
+    serve_behind = {"max_passing_rps": 1400.0, **behind}
+    v = ratio(serve_behind, {"max_passing_rps": 3000.0, **failed(3100)})
+    assert v["met"] is False
+    assert "missed by 0.03x" in v["text"]
+
+
 def test_goal_verdicts_name_the_flag_that_measures_what_is_missing() -> None:
     t = _texts(goals.check({"targets": {"serve": {"runs": [], "batch_runs": []}}}))
     assert t["500 req/s"] == "[n/a] 500 req/s: not measured (add 500 to --rates)"
