@@ -29,7 +29,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from app.api.app import create_app
-from app.bench.server_process import ServerProcess
+from app.bench.server_process import KEEP_ALIVE_S, ServerProcess
 from app.config import ServiceConfig
 from app.config.env import Settings, load_service_config
 from app.gateway.cluster import StaticCluster
@@ -110,6 +110,7 @@ def serve(config: ServiceConfig, settings: Settings, *, host: str, port: int) ->
             access_log=False,  # the app writes its own access line per request
             server_header=False,
             lifespan="on",
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
     finally:
         predictor.close()

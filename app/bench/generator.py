@@ -132,6 +132,7 @@ def plan_for(spec: LoadSpec, sender: int, n: int, n_warm: int) -> dict[str, Any]
         "max_connections": max(per, spec.max_connections // spec.senders),
         "nice": spec.generator_nice,
         "spin_ms": spec.generator_spin_ms,
+        "idle_reuse_s": spec.idle_reuse_s,
     }
 
 
@@ -255,5 +256,6 @@ def assemble(
     gen["connections_opened"] = sum(int(o["connections_opened"]) for o in outs)
     gen["nice"] = max(int(o.get("nice", 0)) for o in outs)  # what the senders ran at
     gen["spin_ms"] = spec.generator_spin_ms
+    gen["idle_reuse_s"] = spec.idle_reuse_s
     gen["peak_rss_mb"] = None  # per process, not measured here; see server.processes
     return result

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from app.bench.server_process import ServerProcess
+from app.bench.server_process import KEEP_ALIVE_S, ServerProcess
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         date_header=False,
         lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return 0
 

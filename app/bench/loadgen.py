@@ -72,6 +72,8 @@ class LoadSpec:
     # (app.bench.sender.wait_until); 0: sleep only.
     generator_spin_ms: float = 2.0
     max_connections: int = 512  # in all; a sender opens more when every one is busy
+    # A connection idle this long is closed, not reused: under the server's keep-alive.
+    idle_reuse_s: float = IDLE_REUSE_S
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.duration_s <= 0 or self.connections < 1 or self.senders < 1:
@@ -146,7 +148,10 @@ async def run_open_loop(spec: LoadSpec, bodies: list[bytes]) -> dict[str, Any]:
         headers["X-API-Key"] = spec.api_key
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     load_conn = aiohttp.TCPConnector(
-        limit=spec.connections, ssl=_ssl(spec), keepalive_timeout=IDLE_REUSE_S, ttl_dns_cache=None
+        limit=spec.connections,
+        ssl=_ssl(spec),
+        keepalive_timeout=spec.idle_reuse_s,
+        ttl_dns_cache=None,
     )
     # /stats gets its own connection: it must not queue behind the load in the pool.
     stats_conn = aiohttp.TCPConnector(limit=1, ssl=_ssl(spec))

@@ -23,6 +23,7 @@ from app.bench.generator import fetch_stats_at, run_load
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads, batch_payloads, predict_payloads
 from app.bench.report import comparison, verdicts
+from app.bench.sender import IDLE_REUSE_S
 from app.bench.targets import (
     Target,
     baseline_target,
@@ -65,6 +66,7 @@ class BenchOptions:
     senders: int = 2
     generator_nice: int = -5
     generator_spin_ms: float = 2.0
+    idle_reuse_s: float = IDLE_REUSE_S
     max_connections: int = 512
     seed: int = 0
     calibrate: bool = False  # also offer every rate to the bare hello app
@@ -103,6 +105,7 @@ def measure(
         generator_nice=opts.generator_nice,
         generator_spin_ms=opts.generator_spin_ms,
         max_connections=opts.max_connections,
+        idle_reuse_s=opts.idle_reuse_s,
     )
     before = loadavg()
     if opts.instrument == "aiohttp":

@@ -42,13 +42,18 @@ from app.bench.schedule import offsets, share
 
 _READ = selectors.EVENT_READ
 _RW = selectors.EVENT_READ | selectors.EVENT_WRITE
-# A connection idle this long is closed, not reused. A server closes idle keep-alive
-# connections on its own timer (uvicorn's default, which the hello and the peer run with,
-# is 5 s), and a request written as that timer fires dies with the connection: a
-# "ServerDisconnectedError" that is the race's, not the server's (once in ~30,000 requests
-# at 1100 req/s, where it ended the hello's find-max a step early; BENCHMARKS.md, session
-# 19). Every target gets the same client, whatever its server's timeout.
-IDLE_REUSE_S = 4.0
+# A connection idle this long is closed, not reused (``--idle-reuse-s``). A server closes
+# idle keep-alive connections on its own timer, and a request written as that timer fires
+# dies with the connection: a "ServerDisconnectedError" that is the race's, not the
+# server's (session 19, against uvicorn's default 5 s). The bound sits under the timers
+# of every server the bench runs (KEEP_ALIVE_S, 90 s, as Serve's gateway) and of common
+# balancers (60 s), and above a run's length. It was 4 s until session 30: the senders
+# reuse their warmest connection first, so at a few thousand requests a second most of
+# the 64 sat idle, were closed after 4 s, and the next hiccup opened hundreds of new ones.
+# Their TLS handshakes stalled the server's loop, which opened more: the hello at 4000
+# req/s stalled for 70-170 ms every ~5 s (1852-2680 connections opened, p99 115-132 ms)
+# where with the connections kept it opened 64 (p99 0.8 ms).
+IDLE_REUSE_S = 50.0
 # A sender with nothing in flight and a long wait ahead sleeps until ``spin_s`` before the
 # due time and spins on the clock for the rest (:func:`wait_until`). A timer on this
 # box's VMs fires 0.1-0.8 ms late (the vCPU halts while idle and the host wakes it late),
@@ -236,8 +241,9 @@ class Sender:
         self.outcome[pos] = outcome
 
     def _idle_conn(self) -> _Conn | None:
-        """The warmest idle connection, closing those idle for :data:`IDLE_REUSE_S` or
-        more on the way (the stack's deeper ones have been idle longer still)."""
+        """The warmest idle connection, closing those idle for the reuse bound
+        (:data:`IDLE_REUSE_S` by default) or more on the way (the stack's deeper ones
+        have been idle longer still)."""
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()

@@ -6,6 +6,11 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
+# How long the servers the bench starts keep an idle keep-alive connection: the same as the
+# Serve gateway's direct ingress (Ray's DEFAULT_UVICORN_KEEP_ALIVE_TIMEOUT_S), so every
+# target treats the generator's connections alike (uvicorn's own default is 5 s).
+KEEP_ALIVE_S = 90
+
 
 @dataclass
 class ServerProcess:

@@ -10,6 +10,8 @@ from pathlib import Path
 from app.bench.report import format_report
 from app.bench.runner import INSTRUMENTS, BenchOptions, run_bench
 from app.bench.schedule import ARRIVALS
+from app.bench.sender import IDLE_REUSE_S
+from app.bench.server_process import KEEP_ALIVE_S
 
 
 def _rates(text: str) -> list[float]:
@@ -60,6 +62,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         senders=args.senders,
         generator_nice=args.generator_nice,
         generator_spin_ms=args.generator_spin_ms,
+        idle_reuse_s=args.idle_reuse_s,
         max_connections=args.max_connections,
         seed=args.seed,
         calibrate=args.calibrate,
@@ -175,6 +178,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pysock: a sender idle for 100 ms or more sleeps until this long before its "
         "next send and spins on the clock for the rest, because a timer fires 0.1-0.8 ms "
         "late on a VM that halts idle vCPUs (default 2; 0: sleep only)",
+    )
+    load.add_argument(
+        "--idle-reuse-s",
+        type=float,
+        default=IDLE_REUSE_S,
+        help="a connection idle this long is closed, not reused; keep it under the "
+        f"server's keep-alive timeout (default {IDLE_REUSE_S:g}: the bench's own servers "
+        f"keep {KEEP_ALIVE_S} s, as Serve's gateway; uvicorn's default is 5 s)",
     )
     load.add_argument(
         "--windows",

@@ -14,7 +14,8 @@ from app.bench.generator import generator_cpu, merge, run_load
 from app.bench.http1 import encode_requests, parse_response
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads
-from app.bench.sender import Sender, wait_until
+from app.bench.sender import IDLE_REUSE_S, Sender, wait_until
+from app.bench.server_process import KEEP_ALIVE_S
 from tests.unit.bench.conftest import Handler, StartServer
 
 
@@ -341,6 +342,51 @@ async def test_run_load_from_two_sender_processes(local_server: StartServer) -> 
     unwatched = box["processes_pct_of_core"] - watched
     assert box["unwatched_pct_of_core"] == pytest.approx(unwatched, abs=0.2)
     json.dumps(result)
+
+
+async def test_a_run_keeps_its_connections_for_its_reuse_bound(local_server: StartServer) -> None:
+    # The senders reuse their warmest connection first, so the rest sit idle. Under a
+    # short bound they are closed and the run keeps opening new ones (each a handshake
+    # for the server: session 30's stalls); under the default it keeps the ones it has.
+    url = await local_server(_answer)
+    payloads = Payloads("/predict", tuple(_bodies(40)), 1)
+    opened = {}
+    for bound in (0.005, IDLE_REUSE_S):
+        spec = LoadSpec(
+            base_url=url, path="/predict", rate=50.0, duration_s=0.5, timeout_s=10.0,
+            senders=1, connections=2, idle_reuse_s=bound,
+        )  # fmt: skip
+        result = await asyncio.to_thread(run_load, spec, payloads)
+        assert result["requests"]["ok"] == 25
+        assert result["generator"]["idle_reuse_s"] == bound
+        opened[bound] = result["generator"]["connections_opened"]
+    assert opened[IDLE_REUSE_S] == 2
+    assert opened[0.005] >= 20  # one per request, as the 20 ms gaps outlast the bound
+
+
+def test_the_reuse_bound_sits_under_every_bench_servers_keep_alive() -> None:
+    from ray.serve._private.constants import DEFAULT_UVICORN_KEEP_ALIVE_TIMEOUT_S
+
+    from app.config import ServiceConfig
+    from app.serve.options import http_options
+
+    # The gateway keeps Ray's default (nothing overrides it); the hello and the peer the same.
+    assert "keep_alive_timeout_s" not in http_options(ServiceConfig())
+    assert KEEP_ALIVE_S == DEFAULT_UVICORN_KEEP_ALIVE_TIMEOUT_S
+    assert 30 <= IDLE_REUSE_S < KEEP_ALIVE_S  # kept through a step, closed before the server
+
+
+def test_the_hello_keeps_idle_connections_as_the_gateway_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    from app.bench import hello
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    assert hello.main(["--port", "0"]) == 0
+    assert seen["timeout_keep_alive"] == KEEP_ALIVE_S
 
 
 async def test_refused_connections_are_counted_per_request() -> None:
