@@ -129,10 +129,8 @@ def floors(result: Run) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, t in result["targets"].items():
         why = str((t.get("find_max") or {}).get("stopped_because", ""))
-        if why.startswith(_AT_LIMIT):
+        if why.startswith(_AT_LIMIT) or (why.startswith(BEHIND) and name != "serve"):
             out[name] = why
-        elif why.startswith(BEHIND) and name != "serve":
-            out[name] = why.replace(BEHIND, "the generator fell behind", 1)
     return out
 
 

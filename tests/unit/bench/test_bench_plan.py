@@ -296,7 +296,7 @@ def test_a_reference_the_generator_fell_behind_on_is_only_a_floor_serve_never_is
     hello = {"max_passing_rps": 3400.0, **behind}
     v = ratio({"max_passing_rps": 1700.0, **failed(1800)}, hello)
     assert v["met"] is None, "0.5x against a hello the generator could not push further"
-    assert "the generator fell behind at 4000 req/s" in v["text"]
+    assert "the load generator fell behind at 4000 req/s" in v["text"]
     assert "cannot decide" in v["text"]
     assert "<= 0.5x" in v["text"]
     v = ratio({"max_passing_rps": 1600.0, **failed(1700)}, hello)
