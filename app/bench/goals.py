@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.bench.plan import BEHIND
+from app.bench.plan import AT_LIMIT, BEHIND
 
 Run = dict[str, Any]
 KEY = "issue_11"  # where they sit in a result: result["verdicts"][KEY]
@@ -65,9 +65,6 @@ def _limit(check: str, measured: float | None, limit: float, unit: str = "ms") -
     return _v(check, gap <= 0, f"{measured:g} {unit} vs <= {limit:g} ({how})", measured, limit)
 
 
-_AT_LIMIT = "reached --find-max-limit"
-
-
 def _ratio_check(
     check: str,
     a: float | None,
@@ -94,7 +91,7 @@ def _ratio_check(
             return _v(check, False, f"{text} vs >= {want:g}x (missed)", ratio, want)
         undecided = (
             "raise --find-max-limit to decide"
-            if b_floor.startswith(_AT_LIMIT)
+            if b_floor.startswith(AT_LIMIT)
             else "this instrument cannot decide it on this box"
         )
         return _v(check, None, f"{text}: {undecided}", ratio, want)
@@ -129,7 +126,7 @@ def floors(result: Run) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, t in result["targets"].items():
         why = str((t.get("find_max") or {}).get("stopped_because", ""))
-        if why.startswith(_AT_LIMIT) or (why.startswith(BEHIND) and name != "serve"):
+        if why.startswith(AT_LIMIT) or (why.startswith(BEHIND) and name != "serve"):
             out[name] = why
     return out
 

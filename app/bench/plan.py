@@ -24,7 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-BEHIND = "the load generator fell behind"  # a failed step's reason (goals reads it)
+# Why a staircase stopped, as goals reads it: the generator failed a step, or none failed.
+BEHIND = "the load generator fell behind"
+AT_LIMIT = "reached --find-max-limit"
 _NONE_PASSED = -1.0  # orders a sitting in which no rate passed below every rate
 
 Run = dict[str, Any]
@@ -75,7 +77,7 @@ def find_max(
     out: dict[str, dict[str, Any]] = {
         n: {
             "max_passing_rps": None,
-            "stopped_because": f"reached --find-max-limit {limit:g}",
+            "stopped_because": f"{AT_LIMIT} {limit:g}",
             "steps": [],
         }
         for n in names
