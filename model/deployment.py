@@ -16,11 +16,10 @@ the controller (preloading green before traffic shifts to it).
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray import serve
@@ -54,6 +53,15 @@ def _rows(batches: list[PredictBatch]) -> int:
     return sum(b.rows for b in batches)
 
 
+class BatchMetrics(Protocol):
+    """Where a replica records each forward it ran (``app.observability.replica_metrics``,
+    exported by Ray's node exporter), built by the factory the app hands in."""
+
+    def observe_batch(self, *, size: int, model_ms: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @serve.deployment(name=DEPLOYMENT_NAME)
 class PredictorDeployment:
     # Serve awaits an async constructor; it lets the replica ask the controller which
@@ -63,11 +71,13 @@ class PredictorDeployment:
         settings: dict[str, Any],
         controller: DeploymentHandle | None = None,
         log_setup: Callable[..., None] | None = None,
+        metrics_setup: Callable[[], BatchMetrics | None] | None = None,
     ) -> None:
         if log_setup is not None:
             # JSON lines like every other component, one file per replica process.
             unique = serve.get_replica_context().replica_id.unique_id
             log_setup(component=f"predictor-{unique}")
+        self.metrics = metrics_setup() if metrics_setup is not None else None
         self.service = PredictorService(PredictorSettings.from_dict(settings))
         self._queued = 0  # calls in the batch queue or its forward (the idle fast path's gauge)
         self.controller = controller
@@ -117,6 +127,8 @@ class PredictorDeployment:
         if self.socket is not None:
             await self.socket.stop(self.service.settings.socket_drain_s)
             self.socket = None
+        if self.metrics is not None:
+            self.metrics.close()
 
     async def _sync_routing(
         self, replica: str, loaded: list[str], failed: dict[str, str]
@@ -163,9 +175,9 @@ class PredictorDeployment:
         *,
         log_later: bool = False,
     ) -> list[BatchResult | PredictError]:
-        """The callers' answers, and the batch's log line: at once, or (``log_later``)
-        ``LINE_AFTER_ANSWER_S`` later, when the gateway has read the answer and written
-        its response. Rendering and writing the line costs 0.2-0.4 ms of a cold loop at
+        """The callers' answers, and the batch's log line and metrics: at once, or
+        (``log_later``) ``LINE_AFTER_ANSWER_S`` later, when the gateway has read the answer
+        and written its response. Rendering and writing the line costs 0.2-0.4 ms of a cold loop at
         1 req/s. Where the kernel runs both replicas on one CPU (the 2-vCPU VM of
         BENCHMARKS.md session 25 did so in about half of the lone requests traced), a line
         written on the loop's next turn held the gateway's read of the answer back by
@@ -175,23 +187,26 @@ class PredictorDeployment:
         # followed from its access line to the batch that computed it.
         # Rendered by the process's own renderer (model.common.log_lines): half the CPU
         # of structlog's chain.
-        line = functools.partial(
-            info_line,
-            BATCH_LOGGER,
-            "predict_batch",
-            {
-                "calls": len(batches),
-                "rows": sum(b.rows for b in batches),
-                "forward_rows": max((r.forward_rows for r in done), default=0),
-                "model_ms": round(done[0].model_ms, 3) if done else None,
-                "failed": len(results) - len(done),
-                "request_ids": [rid for b in batches for rid in b.request_ids],
-            },
-        )
+        rows = sum(b.rows for b in batches)
+        fields = {
+            "calls": len(batches),
+            "rows": rows,
+            "forward_rows": max((r.forward_rows for r in done), default=0),
+            "model_ms": round(done[0].model_ms, 3) if done else None,
+            "failed": len(results) - len(done),
+            "request_ids": [rid for b in batches for rid in b.request_ids],
+        }
+        metrics, model_ms = self.metrics, done[0].model_ms if done else None
+
+        def after() -> None:
+            info_line(BATCH_LOGGER, "predict_batch", fields)
+            if metrics is not None and model_ms is not None:
+                metrics.observe_batch(size=rows, model_ms=model_ms)
+
         if log_later:
-            asyncio.get_running_loop().call_later(LINE_AFTER_ANSWER_S, line)
+            asyncio.get_running_loop().call_later(LINE_AFTER_ANSWER_S, after)
         else:
-            line()
+            after()
         return [r if isinstance(r, BatchResult) else as_predict_error(r) for r in results]
 
     def answer_now(self, batch: PredictBatch) -> BatchResult | PredictError | None:

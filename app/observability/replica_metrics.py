@@ -1,21 +1,24 @@
-"""Per-replica prediction metrics through ``ray.serve.metrics``, exported by Ray on 9090.
+"""Per-replica metrics through ``ray.serve.metrics``, exported by Ray on 9090.
 
 A ``prometheus_client`` registry is per process, and Serve runs many processes; Ray's
 metrics agent on each node collects what every replica records with
 ``ray.serve.metrics`` and serves it on the node's metrics export port (spec 6.1: 9090),
 adding ``deployment``, ``replica`` and ``application`` labels. Ray prefixes each exported
-name with ``ray_`` (counters also get ``_total``): ``prediction_latency_ms`` recorded here is
-scraped as ``ray_prediction_latency_ms_bucket{deployment=..., replica=...}``.
+name with ``ray_`` (counters also get ``_total``): ``batch_size`` recorded here is
+scraped as ``ray_batch_size_bucket{deployment=..., replica=...}``.
 
-Two users:
+Two users, each built inside its replica (the Serve tags come from the replica's context)
+and only where the node exporter is on (``metrics.prometheus_exporter.enabled``):
 
-- the predictor deployment (``prefix=""``): replica-side latency, queue wait, model time
-  and the batch sizes it actually ran (``observe_batch``, one observation per batch);
-- the gateway deployment (``prefix="gateway_"``) as the ``mirror`` of
-  :class:`app.observability.metrics.GatewayMetrics`: the same observations the gateway's own
-  ``/metrics`` shows, so that with several gateway replicas Prometheus can read all of them
-  from the node exporters (``deploy/prometheus/prometheus-cluster.yml`` strips the
-  ``ray_gateway_`` prefix so alerts and dashboards use one set of names).
+- the gateway deployment (``prefix="gateway_"``, :func:`gateway_mirror`) as the ``mirror``
+  of :class:`app.observability.metrics.GatewayMetrics`: the same observations the gateway's
+  own ``/metrics`` shows, so that with several gateway replicas Prometheus can read all of
+  them from the node exporters (``deploy/prometheus/prometheus-cluster.yml`` strips the
+  ``ray_gateway_`` prefix so alerts and dashboards use one set of names);
+- the predictor deployment (``prefix=""``, :func:`predictor_replica_metrics`, handed to
+  ``model.deployment`` as a factory: ``model/`` never imports ``app/``): the batches it
+  actually ran (``observe_batch``, one observation per forward) and, on a GPU replica, the
+  NVML utilisation of its GPUs (``gpu_utilization``, every ``collection_interval_s``).
 
 Ray is imported inside the constructor: unit tests and the CLI import this module without it.
 """
@@ -27,6 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.config import Metrics
+from app.observability.gpu import GpuSampler
 from app.observability.metric_schema import CACHES, PROFILES, buckets_for, canonical_status
 
 PREDICTOR_PREFIX = ""
@@ -69,6 +73,9 @@ class ReplicaMetrics:
         metrics_module: Any = None,
     ) -> None:
         m = metrics_module or importlib.import_module("ray.serve.metrics")
+        # Ray's own metrics, without Serve's replica tags: for a series whose label is
+        # itself "deployment", a tag ray.serve.metrics reserves inside a replica.
+        plain = metrics_module or importlib.import_module("ray.util.metrics")
         p = prefix
         self.prediction_latency_ms = m.Histogram(
             f"{p}prediction_latency_ms",
@@ -125,11 +132,28 @@ class ReplicaMetrics:
         self.rollout_green_weight_pct = m.Gauge(
             f"{p}rollout_green_weight_pct", description="Share of traffic sent to green, percent"
         )
-        self.replicas = m.Gauge(
-            f"{p}replicas", description="Running replicas per deployment", tag_keys=("deployment",)
+        self.replicas = plain.Gauge(
+            f"{p}replicas",
+            description="Running replicas per deployment",
+            tag_keys=("deployment",),
         )
         self._models: set[tuple[str, str, str]] = set()
         self._rollout_states: set[str] = set()
+        self._gpu_sampler: GpuSampler | None = None
+
+    def sample_gpus(self, interval_s: float, **sampler_kwargs: Any) -> bool:
+        """Read every visible GPU's utilisation into ``gpu_utilization`` every
+        ``interval_s`` on a thread; False (no thread) where NVML or a GPU is missing."""
+        if self._gpu_sampler is None:
+            self._gpu_sampler = GpuSampler(
+                self.set_gpu_utilization, interval_s=interval_s, **sampler_kwargs
+            )
+        return self._gpu_sampler.start()
+
+    def close(self) -> None:
+        """Stop the GPU sampler, if one runs."""
+        if self._gpu_sampler is not None:
+            self._gpu_sampler.stop()
 
     def observe_prediction(
         self,
@@ -190,3 +214,24 @@ class ReplicaMetrics:
 
     def set_replicas(self, deployment: str, n: int) -> None:
         self.replicas.set(n, tags={"deployment": deployment})
+
+
+def gateway_mirror(config: Metrics) -> ReplicaMetrics | None:
+    """The gateway's mirror into Ray's node exporter; None where the exporter is off."""
+    if not (config.enabled and config.prometheus_exporter.enabled):
+        return None
+    return ReplicaMetrics(config, prefix=GATEWAY_MIRROR_PREFIX)
+
+
+def predictor_replica_metrics(
+    config_json: dict[str, Any], sample_gpu: bool
+) -> ReplicaMetrics | None:
+    """A predictor replica's own series (see the module docstring), built in its
+    ``__init__``; None where the exporter is off. ``config_json``: the ``metrics`` section."""
+    config = Metrics.model_validate(config_json)
+    if not (config.enabled and config.prometheus_exporter.enabled):
+        return None
+    metrics = ReplicaMetrics(config, prefix=PREDICTOR_PREFIX)
+    if sample_gpu:
+        metrics.sample_gpus(config.collection_interval_s)
+    return metrics

@@ -51,14 +51,6 @@ class SessionTable:
         """Sessions of ``exchange`` (an ISO MIC such as ``XNYS``) between two dates."""
         return _exchange_table(exchange, start.isoformat(), end.isoformat())
 
-    @property
-    def first_open(self) -> float:
-        return self._opens[0]
-
-    @property
-    def last_close(self) -> float:
-        return self._closes[-1]
-
     def __len__(self) -> int:
         return len(self._opens)
 

@@ -43,12 +43,6 @@ def security_context(request: Request) -> SecurityContext:
     return ctx
 
 
-def current_principal(request: Request) -> Principal | None:
-    """The principal the auth dependency resolved for this request (for logs/metrics)."""
-    principal = getattr(request.state, "principal", None)
-    return principal if isinstance(principal, Principal) else None
-
-
 def _unauthorized(
     ctx: SecurityContext, methods: frozenset[AuthMethod], error: str | None
 ) -> ApiError:

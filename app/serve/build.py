@@ -17,6 +17,7 @@ from app.config import ServiceConfig
 from app.config.env import Settings, load_service_config
 from app.control.rollout_controller import RolloutController, controller_options
 from app.observability.logging import configure_replica_logging
+from app.observability.replica_metrics import predictor_replica_metrics
 from app.serve.ingress import Gateway
 from app.serve.options import gateway_options, predictor_options
 from app.serve.predictor_settings import predictor_settings
@@ -36,8 +37,14 @@ def build_from_config(config: ServiceConfig, settings: Settings) -> Application:
         .bind(
             predictor_settings(config, settings),
             controller,
-            # model/ never imports app/: the predictor gets its logging set-up handed in.
+            # model/ never imports app/: the predictor gets its logging and metrics set-up
+            # handed in.
             functools.partial(configure_replica_logging, config.logging.model_dump(mode="json")),
+            functools.partial(
+                predictor_replica_metrics,
+                config.metrics.model_dump(mode="json"),
+                settings.DEVICE == "gpu",
+            ),
         )
     )
     return (

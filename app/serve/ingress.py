@@ -23,6 +23,7 @@ from app.gateway.heap import settle_heap
 from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
+from app.observability.replica_metrics import gateway_mirror
 from app.serve.node_priority import keep_housekeeping_low
 from app.serve.serve_patches import (
     announce_drain,
@@ -176,6 +177,9 @@ class Gateway:
             cluster=ServeCluster(self.app_name),
             rollout=(self._routing, self._report) if self.controller is not None else None,
             push_shadow=self._report_shadow,
+            # Each replica's numbers on its node's exporter too: with several gateways,
+            # the only complete view (deploy/METRICS.md).
+            mirror=gateway_mirror(config.metrics),
         )
         state.predictor_sockets = sockets
         sockets.on_call = state.metrics.observe_predictor_call

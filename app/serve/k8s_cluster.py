@@ -111,7 +111,20 @@ def pod_monitor(config: ServiceConfig) -> dict[str, Any]:
         "spec": {
             "selector": ray_pod_selector(),
             "podMetricsEndpoints": [
-                {"port": "metrics", "path": "/metrics", "interval": interval},
+                {
+                    "port": "metrics",
+                    "path": "/metrics",
+                    "interval": interval,
+                    # GPU predictors' NVML readings under the spec 6.1 name (deploy/METRICS.md).
+                    "metricRelabelings": [
+                        {
+                            "sourceLabels": ["__name__"],
+                            "regex": "ray_(gpu_utilization)",
+                            "targetLabel": "__name__",
+                            "replacement": "$1",
+                        }
+                    ],
+                },
                 {
                     "port": "serve",
                     "scheme": "https",

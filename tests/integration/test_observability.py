@@ -55,14 +55,10 @@ def _traffic(stack: ServeStack, key: str, n: int) -> list[str]:
 def prometheus(
     serve_stack: ServeStack, keys: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is not installed (.ci/setup installs Debian's prometheus)")
     root = tmp_path_factory.mktemp("prom")
     token_file = root / "token"
     token_file.write_text(keys[1])
     token_file.chmod(0o600)
-    port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [
@@ -78,6 +74,20 @@ def prometheus(
             }
         ],
     }
+    proc, url = _start_prometheus(root, config)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _start_prometheus(root: Path, config: dict[str, object]) -> tuple[subprocess.Popen[bytes], str]:
+    """A real Prometheus on a free port with ``config``; its URL once it is ready."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed (.ci/setup installs Debian's prometheus)")
+    port = free_port()
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
         [
@@ -90,23 +100,16 @@ def prometheus(
         stderr=(root / "prometheus.log").open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(
-                "prometheus did not become ready: " + (root / "prometheus.log").read_text()[-2000:]
-            )
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    pytest.fail("prometheus did not become ready: " + (root / "prometheus.log").read_text()[-2000:])
 
 
 def _query(url: str, promql: str) -> list[dict[str, object]]:
@@ -202,3 +205,45 @@ def test_every_log_line_is_json_with_one_access_line_per_request(
     assert isinstance(ok["batch_size"], int)
     assert ok["batch_size"] >= 1
     assert access[ids[-1]][0]["status"] == 401
+
+
+def test_the_cluster_scrape_job_reads_every_replica_from_the_node_exporter(
+    serve_stack: ServeStack, keys: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """deploy/prometheus/prometheus-cluster.yml's job, pointed at this node's Ray exporter:
+    the gateway's mirror arrives under the gateway's own names (the relabel rule), labelled
+    by replica, and the predictor's per-forward series beside it."""
+    import ray
+
+    cluster = yaml.safe_load(
+        (ROOT / "deploy" / "prometheus" / "prometheus-cluster.yml").read_text()
+    )
+    (job,) = [j for j in cluster["scrape_configs"] if j["job_name"] == "ray-nodes"]
+    exporter_port = ray._private.worker.global_worker.node.metrics_export_port
+    job.pop("file_sd_configs")  # the head's discovery file: this node is the whole cluster
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{exporter_port}"]}]
+    config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [job]}
+    proc, url = _start_prometheus(tmp_path_factory.mktemp("prom-cluster"), config)
+    try:
+        _traffic(serve_stack, keys[0], 5)
+        # Ray's agent exports what replicas recorded every few seconds.
+        deadline = time.monotonic() + 90
+        mirrored: list[dict[str, object]] = []
+        forwards: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            mirrored = _query(url, 'sum by (replica) (predictions_total{deployment="gateway"})')
+            forwards = _query(url, 'sum(ray_batch_size_count{deployment="cnn_lstm_predictor"})')
+            if mirrored and forwards and float(mirrored[0]["value"][1]) >= 5:  # type: ignore[index]
+                break
+            time.sleep(1)
+        assert mirrored, "no gateway series on the node exporter"
+        assert all(s["metric"].get("replica") for s in mirrored)  # type: ignore[union-attr]
+        assert float(mirrored[0]["value"][1]) >= 5  # type: ignore[index]
+        assert _query(url, "ray_gateway_predictions_total") == []  # renamed, not doubled
+        assert forwards, "no predictor series on the node exporter"
+        assert float(forwards[0]["value"][1]) >= 1  # type: ignore[index]
+        latency = _query(url, 'prediction_latency_ms_bucket{deployment="gateway"}')
+        assert {float(s["metric"]["le"]) for s in latency} == LATENCY_BOUNDS  # type: ignore[index]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -194,6 +194,7 @@ PODMONITOR_SCHEMA: dict[str, Any] = {
                                 "additionalProperties": False,
                             },
                             "relabelings": {"type": "array", "items": _OBJ},
+                            "metricRelabelings": {"type": "array", "items": _OBJ},
                         },
                     },
                 },
@@ -431,6 +432,8 @@ def test_pod_monitor_scrapes_ray_exporters_and_gateway_metrics() -> None:
     assert set(endpoints) == {"metrics", "serve"}
     assert endpoints["serve"]["scheme"] == "https"
     assert endpoints["serve"]["relabelings"][0]["regex"] == "gateway"
+    (gpu,) = endpoints["metrics"]["metricRelabelings"]
+    assert (gpu["regex"], gpu["replacement"]) == ("ray_(gpu_utilization)", "$1")
     named = {
         p["name"]: p["containerPort"]
         for g in groups().values()

@@ -17,6 +17,19 @@ from model.deployment import LINE_AFTER_ANSWER_S, PredictorDeployment
 from model.service import PredictorService, PredictorSettings
 
 
+class _BatchRecorder:
+    """Stands in for the replica's Ray metrics (``app.observability.replica_metrics``)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, float]] = []
+
+    def observe_batch(self, *, size: int, model_ms: float) -> None:
+        self.batches.append((size, model_ms))
+
+    def close(self) -> None:
+        pass
+
+
 class _Replica:
     """A predictor replica without Serve: the deployment's class, its service loaded,
     and ``predict_batch`` (Serve's batch queue) replaced by a recorder."""
@@ -38,6 +51,7 @@ class _Replica:
         )
         self.deployment.service.load_default()
         self.deployment._queued = 0
+        self.deployment.metrics = self.metrics = _BatchRecorder()
         self.queued_calls: list[PredictBatch] = []
 
         async def through_the_queue(batch: PredictBatch) -> BatchResult | PredictError:
@@ -154,3 +168,27 @@ def test_a_lone_calls_batch_line_is_written_after_its_answer_leaves(
     assert lines[0]["logger"] == "model.batches"
     assert lines[0]["request_ids"] == ["r0", "r1"]
     assert (lines[0]["calls"], lines[0]["rows"], lines[0]["failed"]) == (1, 2, 0)
+
+
+def test_each_forward_is_recorded_once_with_its_rows_and_time_a_lone_one_after_its_answer(
+    replica: _Replica, random_ref: ModelRef
+) -> None:
+    async def calls() -> tuple[int, int]:
+        await replica.deployment.predict(_batch(random_ref, 2))  # inline: recorded later
+        at_answer = len(replica.metrics.batches)
+        await asyncio.sleep(LINE_AFTER_ANSWER_S * 2)
+        after = len(replica.metrics.batches)
+        replica.deployment._queued = 1  # busy: the queue's forward records at once
+        await replica.deployment.predict(_batch(random_ref, 5))
+        replica.deployment._queued = 0
+        return at_answer, after
+
+    assert asyncio.run(calls()) == (0, 1)
+    assert [size for size, _ in replica.metrics.batches] == [2, 5]
+    assert all(model_ms > 0 for _, model_ms in replica.metrics.batches)
+
+
+def test_a_failed_forward_records_no_batch(replica: _Replica, random_ref: ModelRef) -> None:
+    elsewhere = ModelRef(random_ref.name, "9.9.9", "0" * 64)  # not in the registry
+    assert isinstance(replica.predict(_batch(elsewhere, 1)), PredictError)
+    assert replica.metrics.batches == []

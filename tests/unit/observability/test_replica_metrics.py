@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from app.observability.replica_metrics import (
     GATEWAY_MIRROR_PREFIX,
     ReplicaMetrics,
     exported_names,
+    gateway_mirror,
+    predictor_replica_metrics,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,6 +80,48 @@ def test_control_plane_gauges_zero_what_is_no_longer_current() -> None:
     }  # fmt: skip
 
 
+class FakeNvml:
+    """pynvml's calls the GPU sampler makes, for two GPUs at 40 and 75 %."""
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
+        return type("Rates", (), {"gpu": (40, 75)[handle]})()
+
+
+def test_a_gpu_replica_samples_its_gpus_into_gpu_utilization_until_closed() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    assert m.sample_gpus(0.01, nvml_loader=FakeNvml)
+    deadline = time.monotonic() + 10
+    while len(m.gpu_utilization.records) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    m.close()
+    assert {(v, t["gpu"]) for v, t in m.gpu_utilization.records if t} == {(40.0, "0"), (75.0, "1")}
+    seen = len(m.gpu_utilization.records)
+    time.sleep(0.05)
+    assert len(m.gpu_utilization.records) == seen  # the thread stopped
+
+
+def test_no_nvml_means_no_sampler_and_no_reading() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    assert not m.sample_gpus(0.01, nvml_loader=lambda: None)
+    m.close()
+    assert m.gpu_utilization.records == []
+
+
+def test_no_replica_metrics_where_the_node_exporter_or_metrics_are_off() -> None:
+    off = Metrics.model_validate({"prometheus_exporter": {"enabled": False}})
+    assert gateway_mirror(off) is None
+    assert predictor_replica_metrics(off.model_dump(mode="json"), True) is None
+    disabled = Metrics(enabled=False)
+    assert gateway_mirror(disabled) is None
+    assert predictor_replica_metrics(disabled.model_dump(mode="json"), False) is None
+
+
 def test_exported_names_follow_rays_prefix_and_counter_suffix() -> None:
     names = exported_names()
     assert "ray_prediction_latency_ms_bucket" in names
@@ -95,10 +140,17 @@ def test_module_import_does_not_load_ray() -> None:
 def test_real_ray_serve_metrics_accept_our_definitions_without_starting_ray() -> None:
     pytest.importorskip("ray", reason="ray is not installed")
     # A subprocess, so this test process never imports Ray; nothing here calls ray.init.
+    # Inside a replica, ray.serve.metrics adds its own tags and refuses ours of the same
+    # names: the replica context is faked so that check runs here too.
     code = """
+import types
 import ray
+import ray.serve.context
+ray.serve.context._get_internal_replica_context = lambda: types.SimpleNamespace(
+    deployment="gateway", replica_tag="r1", app_name="cnnlstm")
 from app.config import Metrics
 from app.observability.replica_metrics import ReplicaMetrics, GATEWAY_MIRROR_PREFIX
+from app.observability.replica_metrics import gateway_mirror, predictor_replica_metrics
 for prefix in ("", GATEWAY_MIRROR_PREFIX):
     m = ReplicaMetrics(Metrics(), prefix=prefix)
     m.observe_prediction(latency_ms=12.0, model_version="1", batch_size=3, queue_wait_ms=1.0,
@@ -111,6 +163,11 @@ for prefix in ("", GATEWAY_MIRROR_PREFIX):
     m.set_profile("off_hours")
     m.set_rollout("idle", 0.0)
     m.set_replicas("Predictor", 2)
+assert gateway_mirror(Metrics()) is not None
+replica = predictor_replica_metrics(Metrics().model_dump(mode="json"), False)
+assert replica is not None
+replica.observe_batch(size=4, model_ms=1.0)
+replica.close()
 print("started" if ray.is_initialized() else "not-started")
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
