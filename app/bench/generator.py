@@ -49,7 +49,6 @@ from app.bench.schedule import offsets, share
 from app.bench.stats import run_rows, server_window
 
 INSTRUMENT = "pysock"
-READY_TIMEOUT_S = 60.0
 
 
 def fetch_stats(spec: LoadSpec, recent: int | None = None) -> dict[str, Any]:

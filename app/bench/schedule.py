@@ -11,7 +11,6 @@ generator, so every sender computes the same global schedule and takes its share
 
 from __future__ import annotations
 
-import itertools
 import random
 from typing import Literal
 
@@ -41,8 +40,3 @@ def share(n: int, sender: int, senders: int) -> range:
     if not 0 <= sender < senders:
         raise ValueError("sender out of range")
     return range(sender, n, senders)
-
-
-def gaps(times: list[float]) -> list[float]:
-    """Inter-arrival gaps of sorted due times."""
-    return [b - a for a, b in itertools.pairwise(times)]

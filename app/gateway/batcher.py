@@ -200,7 +200,7 @@ class Batcher:
             for ref, window in zip(refs, windows, strict=True)
         ]
         # Once per request, not per row: a 32-row request made 64 metric updates here
-        # (a counter, a lock and a gauge each, and a mirror's too where one is set).
+        # (a counter, a lock and a gauge each).
         hits = sum(hit for _, hit in queued)
         if hits:
             self._metrics.observe_cache("feature", True, hits)

@@ -29,7 +29,7 @@ from app.gateway.readiness import Readiness
 from app.gateway.rollout_router import FetchRouting, PushCounts, PushShadow, RolloutRouter
 from app.gateway.serving_view import current_profile, keep_gauges_current
 from app.gateway.shadow import ShadowScorer
-from app.observability.metrics import GatewayMetrics, MetricsMirror
+from app.observability.metrics import GatewayMetrics
 from app.observability.process_metrics import new_registry
 from model.common.failures import FailureKind
 from model.common.features import warm_up as warm_up_features
@@ -131,15 +131,13 @@ def build_gateway_state(
     cluster: ClusterView,
     rollout: tuple[FetchRouting, PushCounts] | None = None,
     push_shadow: PushShadow | None = None,
-    mirror: MetricsMirror | None = None,
 ) -> GatewayState:
     """The one wiring of a gateway's parts, shared by the Serve gateway and the no-Ray
     benchmark baseline (so the two measure the same code). ``rollout``: how to reach the
     rollout controller (fetch the routing, push outcome counts), when there is one;
-    ``push_shadow``: how to report shadow comparisons to it; ``mirror``: where the metrics
-    are also recorded (Ray's node exporter, in a Serve gateway replica)."""
+    ``push_shadow``: how to report shadow comparisons to it."""
     warm_up_features()  # compiled here, not on the first request (model.common.features_kernel)
-    metrics = GatewayMetrics(new_registry(), config.metrics, mirror=mirror)
+    metrics = GatewayMetrics(new_registry(), config.metrics)
     batching = config.batching
     feature_cfg = config.caching.feature_cache
     features = FeatureCache(

@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability.replica_metrics import GATEWAY_MIRROR_PREFIX, exported_names
+from app.observability.replica_metrics import exported_names
 
 # Verified against Ray 2.60's source:
 #   ray/dashboard/modules/reporter/reporter_agent.py METRICS_GAUGES (node_* gauges, tags
@@ -42,12 +42,7 @@ RAY_NODE_METRICS = frozenset(
     }
 )
 RAY_SERVE_METRICS = frozenset({"ray_serve_autoscaling_target_replicas"})
-RAY_METRICS_ALLOWLIST = (
-    RAY_NODE_METRICS
-    | RAY_SERVE_METRICS
-    | frozenset(exported_names())
-    | frozenset(exported_names(GATEWAY_MIRROR_PREFIX))
-)
+RAY_METRICS_ALLOWLIST = RAY_NODE_METRICS | RAY_SERVE_METRICS | frozenset(exported_names())
 
 _KEYWORDS = frozenset(
     {

@@ -6,9 +6,6 @@ recorders fold anything else into a catch-all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
-
 from app.config import Metrics
 
 # "rejected" is load shedding (429/503), which a caller experiences as unavailability, so it
@@ -42,32 +39,3 @@ def buckets_for(config: Metrics, name: str) -> list[float]:
         return config.buckets(name)
     except KeyError:
         return list(DEFAULT_BUCKETS[name])
-
-
-class MetricsMirror(Protocol):
-    """Where a gateway replica also records, so a Ray node exporter can show it."""
-
-    def observe_prediction(
-        self,
-        *,
-        latency_ms: float,
-        model_version: str,
-        batch_size: int | None,
-        queue_wait_ms: float | None,
-        model_ms: float | None,
-        status: str,
-    ) -> None: ...
-
-    def observe_cache(self, cache: str, hit: bool, n: int = 1) -> None: ...
-
-    def set_queue_depth(self, n: int) -> None: ...
-
-    def set_models(self, models: Iterable[tuple[str, str, str]]) -> None: ...
-
-    def set_profile(self, profile: str) -> None: ...
-
-    def set_rollout(self, state: str, green_weight_pct: float) -> None: ...
-
-    def set_replicas(self, deployment: str, n: int) -> None: ...
-
-    def set_gpu_utilization(self, gpu: str, pct: float) -> None: ...

@@ -5,9 +5,9 @@ dashboard and ``/stats`` read them. The two spec 6.1 histograms take their bucke
 configuration so that changing the spec's buckets changes them here too.
 
 A ``prometheus_client`` registry lives in one process. With one gateway replica that is the
-whole truth; with several, each replica's registry is a different partial truth, so the
-gateway can also ``mirror`` every observation into Ray's per-node exporter (see
-:mod:`app.observability.replica_metrics` and ``deploy/METRICS.md``).
+whole truth; with several, each replica's registry is a different partial truth, so a Serve
+gateway also copies its registry onto Ray's per-node exporter (see
+:mod:`app.observability.ray_export` and ``deploy/METRICS.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from app.observability.metric_schema import (
     PREDICTION_STATUSES,
     SLO_BAD_STATUSES,
     TRANSPORTS,
-    MetricsMirror,
     buckets_for,
     canonical_status,
 )
@@ -33,21 +32,15 @@ from app.observability.service_state_metrics import ServiceStateMetrics
 from app.observability.shadow_metrics import ShadowMetrics
 from app.observability.window import SampleWindow
 
-__all__ = ["GatewayMetrics", "MetricsMirror"]
+__all__ = ["GatewayMetrics"]
 
 
 class GatewayMetrics(ServiceStateMetrics):
     """Every series the gateway exports, plus in-process figures for ``/stats``: the
     prediction series here, the service-state gauges in :class:`ServiceStateMetrics`."""
 
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        config: Metrics,
-        *,
-        mirror: MetricsMirror | None = None,
-    ) -> None:
-        super().__init__(registry, mirror=mirror)
+    def __init__(self, registry: CollectorRegistry, config: Metrics) -> None:
+        super().__init__(registry)
         r = registry
         self.prediction_latency_ms = Histogram(
             "prediction_latency_ms",
@@ -141,15 +134,6 @@ class GatewayMetrics(ServiceStateMetrics):
             self._by_status[status] += 1
             if status == "ok" and batch_size is not None:
                 self._batch_sizes[batch_size] += 1
-        if self._mirror is not None:
-            self._mirror.observe_prediction(
-                latency_ms=latency_ms,
-                model_version=model_version,
-                batch_size=batch_size,
-                queue_wait_ms=queue_wait_ms,
-                model_ms=model_ms,
-                status=status,
-            )
         if status != "ok":
             return
         child = self._latency_children.get(model_version)
@@ -189,14 +173,10 @@ class GatewayMetrics(ServiceStateMetrics):
         self._cache_children[(cache, hit)].inc(n)
         with self._lock:
             self._cache[(cache, hit)] += n
-        if self._mirror is not None:
-            self._mirror.observe_cache(cache, hit, n)
 
     def set_queue_depth(self, n: int) -> None:
         self.prediction_queue_depth.set(n)
         self._queue_depth = n
-        if self._mirror is not None:
-            self._mirror.set_queue_depth(n)
 
     # --- /stats -------------------------------------------------------------------------
 

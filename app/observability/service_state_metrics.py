@@ -12,13 +12,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.observability.metric_schema import PROFILES, MetricsMirror
+from app.observability.metric_schema import PROFILES
 
 
 class ServiceStateMetrics:
-    def __init__(self, registry: CollectorRegistry, *, mirror: MetricsMirror | None) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._mirror = mirror
         self._lock = threading.Lock()
         r = registry
         self.gpu_utilization = Gauge(
@@ -61,8 +60,6 @@ class ServiceStateMetrics:
             self.model_info.labels(name, version, sha256).set(1)
         with self._lock:
             self._models = [{"name": n, "version": v, "sha256": s} for n, v, s in models]
-        if self._mirror is not None:
-            self._mirror.set_models(models)
 
     def set_profile(self, profile: str) -> None:
         if profile not in PROFILES:
@@ -70,8 +67,6 @@ class ServiceStateMetrics:
         for p in PROFILES:
             self.autoscaling_profile.labels(p).set(1 if p == profile else 0)
         self._profile = profile
-        if self._mirror is not None:
-            self._mirror.set_profile(profile)
 
     def set_rollout(self, state: str, green_weight_pct: float) -> None:
         # Keep every state seen so far at 0 instead of deleting it: a panel or alert on
@@ -83,23 +78,17 @@ class ServiceStateMetrics:
         for s in states:
             self.rollout_state.labels(s).set(1 if s == state else 0)
         self.rollout_green_weight_pct.set(green_weight_pct)
-        if self._mirror is not None:
-            self._mirror.set_rollout(state, green_weight_pct)
 
     def set_replicas(self, deployment: str, n: int) -> None:
         self.replicas.labels(deployment).set(n)
         with self._lock:
             self._replicas[deployment] = n
-        if self._mirror is not None:
-            self._mirror.set_replicas(deployment, n)
 
     def set_gpu_utilization(self, gpu: str, pct: float) -> None:
         """Sink for :class:`app.observability.gpu.GpuSampler`."""
         self.gpu_utilization.labels(gpu).set(pct)
         with self._lock:
             self._gpu[gpu] = pct
-        if self._mirror is not None:
-            self._mirror.set_gpu_utilization(gpu, pct)
 
     def _state_figures(self) -> dict[str, Any]:
         """This part of ``/stats``; the caller holds ``self._lock``."""

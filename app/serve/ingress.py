@@ -23,7 +23,7 @@ from app.gateway.heap import settle_heap
 from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.state import GatewayState, build_gateway_state
 from app.observability.logging import configure_logging
-from app.observability.replica_metrics import gateway_mirror
+from app.observability.ray_export import gateway_export
 from app.serve.node_priority import keep_housekeeping_low
 from app.serve.serve_patches import (
     announce_drain,
@@ -177,15 +177,15 @@ class Gateway:
             cluster=ServeCluster(self.app_name),
             rollout=(self._routing, self._report) if self.controller is not None else None,
             push_shadow=self._report_shadow,
-            # Each replica's numbers on its node's exporter too: with several gateways,
-            # the only complete view (deploy/METRICS.md).
-            mirror=gateway_mirror(config.metrics),
         )
         state.predictor_sockets = sockets
         sockets.on_call = state.metrics.observe_predictor_call
         state.extra_stats["predictor_socket"] = sockets.view
         self._state = state
         registry = state.metrics.registry
+        # Each replica's numbers on its node's exporter too: with several gateways, the
+        # only complete view (deploy/METRICS.md).
+        self._ray_export = gateway_export(config.metrics, registry)
         app = create_app(config, state, metrics_registry=registry, behind_serve_proxy=True)
         fast = getattr(app.state, "fast_predict", None)
         if fast is not None and config.serving.gateway.answer_at_edge:

@@ -267,34 +267,3 @@ def test_nearest_rank_rejects_empty_and_bad_quantile() -> None:
     assert nearest_rank([1.0, 2.0, 3.0], 1.0) == 3.0
     with pytest.raises(ValueError, match="size"):
         SampleWindow(0)
-
-
-class RecordingMirror:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.calls.append((name, kwargs or args))
-
-        return record
-
-
-def test_mirror_receives_every_observation_and_state_change() -> None:
-    mirror = RecordingMirror()
-    m = GatewayMetrics(CollectorRegistry(), Metrics(), mirror=mirror)
-    m.observe_failure("something_new")
-    m.observe_cache("feature", True)
-    m.set_queue_depth(4)
-    m.set_model("cnn_lstm", "1", "x")
-    m.set_profile("off_hours")
-    m.set_rollout("idle", 0.0)
-    m.set_replicas("Predictor", 2)
-    m.set_gpu_utilization("0", 10.0)
-
-    names = [name for name, _ in mirror.calls]
-    assert names == [
-        "observe_prediction", "observe_cache", "set_queue_depth", "set_models",
-        "set_profile", "set_rollout", "set_replicas", "set_gpu_utilization",
-    ]  # fmt: skip
-    assert mirror.calls[0][1]["status"] == "error"  # the mirror gets the canonical status

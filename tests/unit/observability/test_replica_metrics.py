@@ -1,4 +1,4 @@
-"""ReplicaMetrics: the per-replica series recorded through ray.serve.metrics."""
+"""ReplicaMetrics: a predictor replica's series recorded through ray.serve.metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import pytest
 
 from app.config import Metrics
 from app.observability.replica_metrics import (
-    GATEWAY_MIRROR_PREFIX,
     ReplicaMetrics,
     exported_names,
-    gateway_mirror,
     predictor_replica_metrics,
 )
 
@@ -38,48 +36,6 @@ class FakeRayMetrics:
     Counter = Gauge = Histogram = FakeMetric
 
 
-def test_histograms_use_the_spec_buckets_and_model_version_tag() -> None:
-    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
-    assert m.prediction_latency_ms.boundaries == [10, 25, 50, 75, 100, 250, 500, 1000]
-    assert m.prediction_latency_ms.tag_keys == ("model_version",)
-    assert m.batch_size.boundaries == [1, 5, 10, 20, 32]
-
-
-def test_observe_batch_records_one_batch() -> None:
-    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
-    m.observe_batch(size=12, model_ms=1.5)
-    assert m.batch_size.records == [(12, None)]
-    assert m.prediction_model_time_ms.records == [(1.5, None)]
-
-
-def test_observe_prediction_counts_failures_without_latency() -> None:
-    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
-    m.observe_prediction(latency_ms=9.0, model_version="2", queue_wait_ms=1.0)
-    m.observe_prediction(latency_ms=0.0, model_version="2", status="timeout")
-    assert m.predictions.records == [(1, {"status": "ok"}), (1, {"status": "timeout"})]
-    assert m.prediction_latency_ms.records == [(9.0, {"model_version": "2"})]
-    assert m.prediction_queue_wait_ms.records == [(1.0, None)]
-
-
-def test_control_plane_gauges_zero_what_is_no_longer_current() -> None:
-    m = ReplicaMetrics(Metrics(), prefix=GATEWAY_MIRROR_PREFIX, metrics_module=FakeRayMetrics)
-    assert m.model_info.name == "gateway_model_info"
-    m.set_models([("cnn", "1", "a")])
-    m.set_models([("cnn", "2", "b")])
-    last = {tuple(sorted(t.items())): v for v, t in m.model_info.records[-2:] if t}
-    assert last == {
-        (("name", "cnn"), ("sha256", "a"), ("version", "1")): 0,
-        (("name", "cnn"), ("sha256", "b"), ("version", "2")): 1,
-    }
-    m.set_rollout("shifting", 10.0)
-    m.set_rollout("done", 100.0)
-    assert (0, {"state": "shifting"}) in m.rollout_state.records[-2:]
-    m.set_profile("off_hours")
-    assert {t["profile"]: v for v, t in m.autoscaling_profile.records if t} == {
-        "market_hours": 0, "off_hours": 1, "prescale": 0,
-    }  # fmt: skip
-
-
 class FakeNvml:
     """pynvml's calls the GPU sampler makes, for two GPUs at 40 and 75 %."""
 
@@ -91,6 +47,19 @@ class FakeNvml:
 
     def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
         return type("Rates", (), {"gpu": (40, 75)[handle]})()
+
+
+def test_batch_histograms_use_the_spec_buckets() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    assert m.batch_size.boundaries == [1, 5, 10, 20, 32]
+    assert m.prediction_model_time_ms.boundaries
+
+
+def test_observe_batch_records_one_forward() -> None:
+    m = ReplicaMetrics(Metrics(), metrics_module=FakeRayMetrics)
+    m.observe_batch(size=12, model_ms=1.5)
+    assert m.batch_size.records == [(12, None)]
+    assert m.prediction_model_time_ms.records == [(1.5, None)]
 
 
 def test_a_gpu_replica_samples_its_gpus_into_gpu_utilization_until_closed() -> None:
@@ -115,19 +84,16 @@ def test_no_nvml_means_no_sampler_and_no_reading() -> None:
 
 def test_no_replica_metrics_where_the_node_exporter_or_metrics_are_off() -> None:
     off = Metrics.model_validate({"prometheus_exporter": {"enabled": False}})
-    assert gateway_mirror(off) is None
     assert predictor_replica_metrics(off.model_dump(mode="json"), True) is None
     disabled = Metrics(enabled=False)
-    assert gateway_mirror(disabled) is None
     assert predictor_replica_metrics(disabled.model_dump(mode="json"), False) is None
 
 
-def test_exported_names_follow_rays_prefix_and_counter_suffix() -> None:
+def test_exported_names_follow_rays_prefix() -> None:
     names = exported_names()
-    assert "ray_prediction_latency_ms_bucket" in names
-    assert "ray_predictions_total" in names
+    assert "ray_batch_size_bucket" in names
+    assert "ray_prediction_model_time_ms_count" in names
     assert "ray_gpu_utilization" in names
-    assert "ray_gateway_predictions_total" in exported_names(GATEWAY_MIRROR_PREFIX)
 
 
 def test_module_import_does_not_load_ray() -> None:
@@ -137,7 +103,7 @@ def test_module_import_does_not_load_ray() -> None:
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_real_ray_serve_metrics_accept_our_definitions_without_starting_ray() -> None:
+def test_real_ray_serve_metrics_accept_our_definitions_in_a_replica_without_starting_ray() -> None:
     pytest.importorskip("ray", reason="ray is not installed")
     # A subprocess, so this test process never imports Ray; nothing here calls ray.init.
     # Inside a replica, ray.serve.metrics adds its own tags and refuses ours of the same
@@ -147,27 +113,13 @@ import types
 import ray
 import ray.serve.context
 ray.serve.context._get_internal_replica_context = lambda: types.SimpleNamespace(
-    deployment="gateway", replica_tag="r1", app_name="cnnlstm")
+    deployment="cnn_lstm_predictor", replica_tag="r1", app_name="cnnlstm")
 from app.config import Metrics
-from app.observability.replica_metrics import ReplicaMetrics, GATEWAY_MIRROR_PREFIX
-from app.observability.replica_metrics import gateway_mirror, predictor_replica_metrics
-for prefix in ("", GATEWAY_MIRROR_PREFIX):
-    m = ReplicaMetrics(Metrics(), prefix=prefix)
-    m.observe_prediction(latency_ms=12.0, model_version="1", batch_size=3, queue_wait_ms=1.0,
-                         model_ms=0.5)
-    m.observe_batch(size=4, model_ms=1.0)
-    m.observe_cache("feature", True)
-    m.set_queue_depth(2)
-    m.set_gpu_utilization("0", 5.0)
-    m.set_models([("cnn", "1", "abc")])
-    m.set_profile("off_hours")
-    m.set_rollout("idle", 0.0)
-    m.set_replicas("Predictor", 2)
-assert gateway_mirror(Metrics()) is not None
-replica = predictor_replica_metrics(Metrics().model_dump(mode="json"), False)
-assert replica is not None
-replica.observe_batch(size=4, model_ms=1.0)
-replica.close()
+from app.observability.replica_metrics import predictor_replica_metrics
+m = predictor_replica_metrics(Metrics().model_dump(mode="json"), False)
+m.observe_batch(size=4, model_ms=1.0)
+m.set_gpu_utilization("0", 5.0)
+m.close()
 print("started" if ray.is_initialized() else "not-started")
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
