@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
 
-from app.bench.schedule import gaps, offsets, share
+from app.bench.schedule import offsets, share
+
+
+def gaps(times: list[float]) -> list[float]:
+    """Inter-arrival gaps of sorted due times."""
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def test_even_arrivals_are_evenly_spaced() -> None:
