@@ -141,7 +141,8 @@ class PredictorDeployment:
         if self.controller is None:
             return None
         try:
-            routing: Routing = await asyncio.wait_for(self._routing(), 10.0)
+            async with asyncio.timeout(10.0):  # not wait_for: see model.common.tasks
+                routing: Routing = await self._routing()
         except Exception as exc:  # no controller yet: the registry's default will do
             log.warning("controller_unreachable_at_start", extra={"error": type(exc).__name__})
             return None

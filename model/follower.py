@@ -59,9 +59,8 @@ class RoutingFollower:
     async def step(self) -> bool:
         """One exchange with the controller; returns whether anything was (re)loaded."""
         failures = {key: why for key, (_, why) in self.failed.items()}
-        routing = await asyncio.wait_for(
-            self._sync(self.replica, self.loaded_keys(), failures), self.call_timeout_s
-        )
+        async with asyncio.timeout(self.call_timeout_s):  # not wait_for: model.common.tasks
+            routing = await self._sync(self.replica, self.loaded_keys(), failures)
         self.routing = routing
         return await self.apply(routing)
 

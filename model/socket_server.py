@@ -97,7 +97,8 @@ class SocketServer:
             conn.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
             self._server = None
 
     def _take(self, conn: _Connection, call_id: int, batch: PredictBatch) -> None:

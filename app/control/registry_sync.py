@@ -59,7 +59,8 @@ def bounded_validator(validator: Validator | None, timeout_s: float) -> Validato
         if validator is None:
             return None
         try:
-            return await asyncio.wait_for(validator(ref), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: see model.common.tasks
+                return await validator(ref)
         except Exception as exc:
             return f"validation did not complete: {type(exc).__name__}: {exc}"
 

@@ -60,7 +60,8 @@ class Readiness:
     async def refresh(self) -> PredictorStatus:
         generation = self._generation
         try:
-            status = await asyncio.wait_for(self._probe(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # never wait_for: see model.common.tasks
+                status = await self._probe()
         except TimeoutError:
             status = PredictorStatus(
                 ready=False, stage="unreachable", error="predictor did not answer in time"

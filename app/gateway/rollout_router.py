@@ -98,7 +98,8 @@ class RolloutRouter:
 
     async def refresh(self) -> Routing | None:
         try:
-            routing = await asyncio.wait_for(self._fetch(), self.call_timeout_s)
+            async with asyncio.timeout(self.call_timeout_s):  # not wait_for: model.common.tasks
+                routing = await self._fetch()
         except Exception as exc:  # controller restarting: keep the last routing a while
             self.last_error = type(exc).__name__
             return self.routing
@@ -132,9 +133,8 @@ class RolloutRouter:
                 pending[name] = pending.get(name, 0.0) + value
         for key in list(self._shadow_pending):
             try:
-                await asyncio.wait_for(
-                    self._push_shadow(key, self._shadow_pending[key]), self.call_timeout_s
-                )
+                async with asyncio.timeout(self.call_timeout_s):
+                    await self._push_shadow(key, self._shadow_pending[key])
             except Exception as exc:
                 self.last_error = type(exc).__name__
                 return
@@ -146,7 +146,8 @@ class RolloutRouter:
         counts, self._counts = self._counts, {}
         payload = {key: (ok, err) for key, (ok, err) in counts.items()}
         try:
-            await asyncio.wait_for(self._push(payload), self.call_timeout_s)
+            async with asyncio.timeout(self.call_timeout_s):
+                await self._push(payload)
         except Exception as exc:
             self.last_error = type(exc).__name__
             for key, (ok, err) in payload.items():

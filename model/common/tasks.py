@@ -1,4 +1,12 @@
-"""asyncio helpers shared by the gateway (``app/``) and the replicas (``model/``)."""
+"""asyncio helpers shared by the gateway (``app/``) and the replicas (``model/``).
+
+Bound an await with ``async with asyncio.timeout(t)``, never ``asyncio.wait_for``: on
+CPython 3.11, ``wait_for`` returns the result and drops the cancellation when the awaited
+call is already done as a cancel lands, so a background loop built on it can outlive
+:func:`cancel_and_wait` and hang a shutdown (a gateway's lifespan did, in a CI run of
+session 31; ``tests/unit/test_readiness.py`` provokes that window). ``asyncio.timeout``
+runs the call in the same task and keeps the cancellation.
+"""
 
 from __future__ import annotations
 

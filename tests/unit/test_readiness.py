@@ -47,3 +47,24 @@ async def test_a_poll_sent_before_mark_unreachable_cannot_undo_it() -> None:
     assert not readiness.ready, "the poll that left before the mark is stale"
     assert readiness.status.error == "no replica answered"
     assert (await readiness.refresh()).ready, "a poll sent after the mark counts"
+
+
+async def test_stop_ends_the_poller_even_when_it_lands_as_a_poll_completes() -> None:
+    # CPython 3.11's asyncio.wait_for returns the result and drops the cancellation when
+    # the awaited call is already done as the cancel lands: a poller built on it never
+    # stopped, and a gateway's shutdown hung (a CI run of tests/api, session 31). Here
+    # the stop is started by the probe itself, so it lands in exactly that window.
+    readiness: Readiness
+    stopping: list[asyncio.Task[None]] = []
+
+    async def probe() -> PredictorStatus:
+        if not stopping:
+            stopping.append(asyncio.get_running_loop().create_task(readiness.stop()))
+        return READY
+
+    readiness = Readiness(probe, timeout_s=1.0)
+    readiness.start()
+    while not stopping:
+        await asyncio.sleep(0)
+    done, _ = await asyncio.wait(stopping, timeout=5.0)
+    assert done, "stop() never returned: the cancellation was swallowed"
