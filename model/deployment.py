@@ -183,12 +183,15 @@ class PredictorDeployment:
         BENCHMARKS.md session 25 did so in about half of the lone requests traced), a line
         written on the loop's next turn held the gateway's read of the answer back by
         ~0.2 ms."""
+        answers = [r if isinstance(r, BatchResult) else as_predict_error(r) for r in results]
+        if all(b.warm for b in batches):
+            return answers  # keep-warm calls leave no line and no metrics
         done = [r for r in results if isinstance(r, BatchResult)]
         # One line per forward, carrying the gateway's request ids so a request can be
         # followed from its access line to the batch that computed it.
         # Rendered by the process's own renderer (model.common.log_lines): half the CPU
         # of structlog's chain.
-        rows = sum(b.rows for b in batches)
+        rows = sum(b.rows for b in batches if not b.warm)
         fields = {
             "calls": len(batches),
             "rows": rows,
@@ -208,7 +211,7 @@ class PredictorDeployment:
             asyncio.get_running_loop().call_later(LINE_AFTER_ANSWER_S, after)
         else:
             after()
-        return [r if isinstance(r, BatchResult) else as_predict_error(r) for r in results]
+        return answers
 
     def answer_now(self, batch: PredictBatch) -> BatchResult | PredictError | None:
         """The answer to ``batch`` computed on this loop now, or None when it goes to the

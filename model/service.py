@@ -261,7 +261,8 @@ class PredictorService:
         for ref, all_indices in groups.items():
             indices = []
             for i in all_indices:
-                if self.faults.should_fail(ref, batches[i].rows):
+                # Injected faults are for traffic; a keep-warm call never takes one.
+                if not batches[i].warm and self.faults.should_fail(ref, batches[i].rows):
                     results[i] = InjectedFaultError()
                 else:
                     indices.append(i)
@@ -278,8 +279,10 @@ class PredictorService:
                 for i in indices:
                     results[i] = exc
                 continue
-            self.batches += 1
-            self.rows += int(stacked.shape[0])
+            served = sum(batches[i].rows for i in indices if not batches[i].warm)
+            if served:  # keep-warm rows are not traffic (autoscaling reads ``rows``)
+                self.batches += 1
+                self.rows += served
             offset = 0
             for i, part in zip(indices, parts, strict=True):
                 n = part.shape[0]

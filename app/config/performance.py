@@ -26,6 +26,12 @@ class Batching(Section):
     # off the box (predictor 49 -> 32 % of a core) for +3.5 ms of p50 (BENCHMARKS.md,
     # session 21). A lone request never waits. 0: an idle predictor gets every row at once.
     idle_hold_ms: float = Field(3, ge=0, le=10_000)
+    # Not in the spec: keep an idle gateway's prediction path warm (app/gateway/keep_warm.py).
+    # When no row was queued or answered for this long, one synthetic row goes the whole
+    # way to a predictor and back, counted nowhere. On the 2-vCPU box of BENCHMARKS.md
+    # session 32, 20 ms took ~1 ms off a lone request's p50 for about a tenth of a core
+    # while idle; nothing under traffic. 0: off (the default: it spends idle CPU).
+    keep_warm_ms: float = Field(0, ge=0, le=60_000)
     # Not in the spec: latency-aware admission (app/gateway/admission.py). A row whose
     # expected queue wait exceeds this is refused with 429 + Retry-After (rows below the
     # default priority get half), so admitted requests keep the p99 target of spec 12.1

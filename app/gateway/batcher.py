@@ -17,6 +17,8 @@ sends rows to the predictor in batches of up to ``max_batch_size``:
 - when a request's rows would not fit in the ``capacity`` rows of the queue, or its
   expected queue wait would exceed the latency budget (:mod:`app.gateway.admission`),
   it is refused whole (``queue_full``, 429 + ``Retry-After``);
+- a keep-warm row (:meth:`Batcher.warm`, from :mod:`app.gateway.keep_warm`) takes the
+  same way when the batcher is idle, alone, and is counted nowhere;
 - at most ``max_in_flight`` batches are outstanding (the gateway sets it from the
   predictor's replica count, :meth:`set_max_in_flight`); while they are, rows pile up and
   the next batch is fuller, which is what keeps throughput up under load.
@@ -50,11 +52,14 @@ from app.gateway.rows import BatcherStats, BatchMetrics, QueuedRow, RowResult
 from app.gateway.windows import Window
 from model.common.failures import FailureKind
 from model.common.features import compute_features
-from model.common.protocol import PredictBatch, PredictError
+from model.common.protocol import BatchResult, PredictBatch, PredictError
 from model.common.refs import ModelRef
 from model.common.tasks import cancel_and_wait
 
 Featurize = Callable[[np.ndarray], np.ndarray]
+
+# Keep-warm rows queue behind every real priority.
+WARM_PRIORITY = -(2**31)
 
 # What the predictor may say about a batch that the client should read verbatim; any
 # other kind gets the failure table's own message (no internals leak).
@@ -129,6 +134,10 @@ class Batcher:
         self._model_ms_ewma = 5.0
         self.idle_hold_s = idle_hold_s
         self._arrivals = ArrivalGap()
+        self.last_active = clock()  # the last row queued or batch answered (keep-warm)
+        # A keep-warm batch is out: not counted in ``_busy``, so a real row that arrives
+        # meanwhile leaves at once instead of waiting for it.
+        self._warm_out = False
 
     # -- public -----------------------------------------------------------------------
 
@@ -193,7 +202,8 @@ class Batcher:
                 retry_after_s=retry_after,
             )
         self.start()
-        self._arrivals.arrived(self._clock())
+        self.last_active = self._clock()
+        self._arrivals.arrived(self.last_active)
         was_empty = not self._heap
         queued = [
             self._queue(ref, window, request_id, priority, deadline)
@@ -216,6 +226,20 @@ class Batcher:
             self._wakeup.set()
         return [future for future, _ in queued]
 
+    def warm(self, ref: ModelRef, window: Window) -> asyncio.Future[RowResult] | None:
+        """Queue a keep-warm row for ``ref`` if nothing is queued or in flight (else
+        None): it leaves as a batch of its own (a real row that arrives meanwhile goes
+        first and leaves it out, :meth:`_take`), as a ``warm`` call the predictor serves
+        and counts nowhere, and touches none of this batcher's stats, admission estimates
+        or metrics."""
+        if self._heap or self._busy or self._warm_out:
+            return None
+        self.start()
+        future, _ = self._queue(ref, window, "", WARM_PRIORITY, None, warm=True)
+        self._drained.clear()
+        self._wakeup.set()
+        return future
+
     def _queue(
         self,
         ref: ModelRef,
@@ -223,6 +247,8 @@ class Batcher:
         request_id: str,
         priority: int,
         deadline: float | None,
+        *,
+        warm: bool = False,
     ) -> tuple[asyncio.Future[RowResult], bool]:
         """Queue one row: its future, and whether its features came from the cache."""
         key, features = self._cache.lookup(window)
@@ -237,6 +263,7 @@ class Batcher:
             future=future,
             enqueued=self._clock(),
             deadline=deadline,
+            warm=warm,
         )
         heapq.heappush(self._heap, item)
         self.admission.queued(priority)
@@ -294,7 +321,10 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
-            self._busy += 1
+            if batch[0].warm:  # then alone (_take)
+                self._warm_out = True
+            else:
+                self._busy += 1
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -320,6 +350,11 @@ class Batcher:
                 item.future.set_exception(PredictionFailure(FailureKind.DEADLINE_EXCEEDED))
                 continue
             taken.append(item)
+        if len(taken) > 1 and any(item.warm for item in taken):
+            for item in taken:  # a keep-warm row never rides with traffic: left out
+                if item.warm:
+                    item.future.cancel()
+            taken = [item for item in taken if not item.warm]
         if not self._heap:
             self._drained.set()
         return taken
@@ -337,7 +372,11 @@ class Batcher:
                 await asyncio.gather(*(self._send_group(r, i) for r, i in groups.items()))
         finally:
             del self._sending[id(batch)]
-            self._busy -= 1
+            if batch[0].warm:
+                self._warm_out = False
+            else:
+                self.last_active = self._clock()
+                self._busy -= 1
             self._slot_free.set()
             if self._heap:
                 self._wakeup.set()
@@ -354,17 +393,20 @@ class Batcher:
         return np.stack([i.features for i in items]).astype(np.float32, copy=False)  # type: ignore[misc]
 
     def _fail(self, items: list[QueuedRow], failure: PredictionFailure) -> None:
-        self.stats.failures += 1
+        if not items[0].warm:
+            self.stats.failures += 1
         for item in items:
             if not item.future.done():
                 item.future.set_exception(failure)
 
     async def _send_group(self, ref: ModelRef, items: list[QueuedRow]) -> None:
         sent = self._clock()
+        warm = items[0].warm  # then it is alone (_take)
         call = PredictBatch(
             ref=ref,
             features=self._fill_features(items),
-            request_ids=tuple(dict.fromkeys(i.request_id for i in items)),
+            request_ids=() if warm else tuple(dict.fromkeys(i.request_id for i in items)),
+            warm=warm,
         )
         result = await self.delivery.send(call, items)  # retried once if the call failed
         if result is None:  # the replica died or the call was not delivered, twice
@@ -377,6 +419,10 @@ class Batcher:
         if result.ref != ref or result.outputs.shape[0] != len(items):
             # Never hand a row an answer from another model version or another row.
             self._fail(items, PredictionFailure(FailureKind.UNAVAILABLE))
+            return
+        if warm:
+            if not items[0].future.done():
+                items[0].future.set_result(_warm_result(ref, result))
             return
         self.stats.batches += 1
         self.stats.rows += len(items)
@@ -407,3 +453,15 @@ class Batcher:
                 queue_wait_ms=queue_ms,
                 model_ms=result.model_ms,
             )
+
+
+def _warm_result(ref: ModelRef, result: BatchResult) -> RowResult:
+    return RowResult(
+        ref=ref,
+        expected_return=float(result.outputs[0, 0]),
+        prob_up=float(result.outputs[0, 1]),
+        horizon_bars=result.horizon_bars,
+        forward_rows=result.forward_rows,
+        model_ms=result.model_ms,
+        queue_ms=0.0,
+    )

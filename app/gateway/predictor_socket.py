@@ -140,8 +140,9 @@ class PredictorSockets:
             if conn.open and not conn.draining and (best is None or conn.waiting < best.waiting):
                 best = conn
         transport = "handle" if best is None else "socket"
-        self.calls[transport] += 1
-        self.on_call(transport)
+        if not batch.warm:  # keep-warm calls are not traffic
+            self.calls[transport] += 1
+            self.on_call(transport)
         if best is None:
             return await self._fallback(batch)
         return await best.call(batch)

@@ -53,6 +53,7 @@ class QueuedRow:
     future: asyncio.Future[RowResult] = field(compare=False)
     enqueued: float = field(compare=False)
     deadline: float | None = field(compare=False)
+    warm: bool = field(default=False, compare=False)  # a keep-warm row (Batcher.warm)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from app.gateway.cluster import ClusterView, StaticCluster
 from app.gateway.concurrency import ConcurrencyLimit
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
+from app.gateway.keep_warm import KeepWarm
 from app.gateway.loop_lag import LoopLag
 from app.gateway.predictor_socket import PredictorSockets
 from app.gateway.readiness import Readiness
@@ -69,6 +70,8 @@ class GatewayState:
     # The predictor replicas' sockets on this node (app.gateway.predictor_socket), when
     # the Serve gateway uses them; the batcher's dispatch goes through them then.
     predictor_sockets: PredictorSockets | None = None
+    # Warm rows through an idle path (batching.keep_warm_ms); None: off.
+    keep_warm: KeepWarm | None = None
     _gauges: asyncio.Task[None] | None = None
 
     def begin_stop(self) -> None:
@@ -100,6 +103,8 @@ class GatewayState:
             self.rollout.start()
             await self.rollout.refresh()
         await self.readiness.refresh()
+        if self.keep_warm is not None:
+            self.keep_warm.start()
 
     def _size_batches_in_flight(self, counts: dict[str, int]) -> None:
         # Per predictor replica; a count of 0 (all restarting) keeps one replica's worth.
@@ -109,6 +114,8 @@ class GatewayState:
         )
 
     async def stop(self) -> None:
+        if self.keep_warm is not None:
+            await self.keep_warm.stop()
         await cancel_and_wait(self._gauges)
         await self.readiness.stop()
         await self.loop_lag.stop()
@@ -172,7 +179,7 @@ def build_gateway_state(
 
     batcher.on_predictor_lost = lambda: readiness.mark_unreachable("no replica answered")
     readiness.on_lost = release_rows
-    return GatewayState(
+    state = GatewayState(
         config=config,
         registry=ModelRegistry(config.model_registry.path),
         batcher=batcher,
@@ -190,6 +197,16 @@ def build_gateway_state(
             batching.max_in_flight_mean_ms / 1000.0, min_limit=batching.max_batch_size
         ),
     )
+    if batching.keep_warm_ms > 0:
+        state.keep_warm = KeepWarm(
+            batcher,
+            interval_s=batching.keep_warm_ms / 1000.0,
+            # Blue: a warm row never goes to green, whose share is the rollout's to set.
+            in_service=lambda: readiness.model,
+            busy=lambda: state.stopping or state.concurrency.in_flight > 0,
+        )
+        state.extra_stats["keep_warm"] = state.keep_warm.view
+    return state
 
 
 def _shadow_scorer(

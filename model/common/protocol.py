@@ -26,6 +26,10 @@ class PredictBatch:
     # The gateway requests whose rows these are, each once and in row order (a 32-item
     # /predict/batch is one id), for the predictor's batch line.
     request_ids: tuple[str, ...] = ()
+    # A keep-warm call (app.gateway.keep_warm): served like any other, counted nowhere
+    # (no rows served, no batch line, no metrics), so an idle replica's path stays warm
+    # without the traffic showing up as traffic.
+    warm: bool = False
 
     @property
     def rows(self) -> int:

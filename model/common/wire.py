@@ -111,6 +111,8 @@ def encode_call(call_id: int, batch: PredictBatch) -> bytes:
         "shape": list(batch.features.shape),
         "request_ids": list(batch.request_ids),
     }
+    if batch.warm:
+        header["warm"] = True
     return _frame(header, batch.features)
 
 
@@ -120,7 +122,10 @@ def decode_call(payload: bytes) -> tuple[int, PredictBatch]:
     try:
         ref = ModelRef(**header["ref"])
         return int(header["id"]), PredictBatch(
-            ref=ref, features=features, request_ids=tuple(header["request_ids"])
+            ref=ref,
+            features=features,
+            request_ids=tuple(header["request_ids"]),
+            warm=header.get("warm") is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"undecodable call: {type(exc).__name__}") from exc

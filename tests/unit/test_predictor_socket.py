@@ -80,7 +80,10 @@ def test_a_call_and_its_answers_cross_the_wire_unchanged() -> None:
     assert call_id == 7
     assert back.ref == batch.ref
     assert back.request_ids == batch.request_ids
+    assert not back.warm
     np.testing.assert_array_equal(back.features, batch.features)
+    warm = PredictBatch(ref=batch.ref, features=batch.features, warm=True)
+    assert decode_call(_unframe(encode_call(8, warm)))[1].warm  # a keep-warm call stays one
 
     result = BatchResult(
         ref=FAKE_REF,

@@ -192,3 +192,40 @@ def test_a_failed_forward_records_no_batch(replica: _Replica, random_ref: ModelR
     elsewhere = ModelRef(random_ref.name, "9.9.9", "0" * 64)  # not in the registry
     assert isinstance(replica.predict(_batch(elsewhere, 1)), PredictError)
     assert replica.metrics.batches == []
+
+
+def test_a_keep_warm_call_is_served_and_counted_nowhere(
+    replica: _Replica, random_ref: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app.gateway.keep_warm: a warm call runs the forward like any other, but the replica
+    writes no batch line, records no metrics and reports no rows to the autoscaler."""
+    lines: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        "model.common.log_lines._writer",
+        lambda logger, event, fields: lines.append({"logger": logger, **fields}),
+    )
+    plain = _batch(random_ref, 1)
+    warm = PredictBatch(ref=random_ref, features=plain.features, warm=True)
+    service = replica.deployment.service
+
+    async def calls() -> list[BatchResult | PredictError]:
+        inline = await replica.deployment.predict(warm)  # idle: answered on the loop
+        replica.deployment._queued = 1  # busy: through the queue
+        queued = await replica.deployment.predict(warm)
+        replica.deployment._queued = 0
+        real = await replica.deployment.predict(plain)  # counted, for comparison
+        await asyncio.sleep(LINE_AFTER_ANSWER_S * 2)
+        return [inline, queued, real]
+
+    answers = asyncio.run(calls())
+    expected = answers[-1]
+    assert all(isinstance(a, BatchResult) for a in answers)
+    assert isinstance(expected, BatchResult)
+    for answer in answers[:2]:
+        assert isinstance(answer, BatchResult)
+        np.testing.assert_allclose(answer.outputs, expected.outputs)
+    assert (service.batches, service.rows) == (1, 1)  # the real call only
+    replica.deployment.socket = None
+    assert replica.deployment.record_autoscaling_stats()["requests_total"] == 1.0
+    assert replica.metrics.batches == [(1, pytest.approx(expected.model_ms))]
+    assert [line["rows"] for line in lines] == [1]
