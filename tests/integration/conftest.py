@@ -139,7 +139,7 @@ def _stack_config(root: Path, certs: Any, webhook_url: str) -> tuple[ServiceConf
         # The functional tests run on a loaded 2-core box beside their own clients: shed on
         # event-loop lag only when it is far past anything a working stack shows there (the
         # overload drill drives it well beyond this).
-        "batching": {"max_loop_lag_ms": 250},
+        "batching": {"max_loop_lag_ms": 250, "keep_warm_ms": 20},  # as the local profile
     }
     material = write_security_material(root, cert=certs.cert, key=certs.key, overrides=overrides)
     return material.config, material.rsa_private_key_path

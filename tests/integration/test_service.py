@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -373,3 +374,51 @@ def test_replica_counts_come_from_the_controllers_details_and_agree_with_serve_s
     monkeypatch.setattr(context, "_get_global_client", lambda *a, **k: _Older())
     assert cluster._fetch() == counts
     assert "serve_details_missing" in ingress._warned
+
+
+_PREDICTION_SERIES = (
+    "predictions_total",
+    "predictor_calls_total",
+    "prediction_latency_ms_count",
+    "prediction_model_time_ms_count",
+    "batch_size_count",
+)
+
+
+def _prediction_samples(metrics_text: str) -> list[str]:
+    return sorted(line for line in metrics_text.splitlines() if line.startswith(_PREDICTION_SERIES))
+
+
+def _batch_lines(serve_stack: ServeStack) -> int:
+    return sum(
+        path.read_text(errors="replace").count('"predict_batch"')
+        for path in serve_stack.log_dir.glob("predictor-*.log*")
+        if path.suffix != ".gz"
+    )
+
+
+def test_an_idle_gateway_keeps_its_path_warm_and_counts_none_of_it(
+    serve_stack: ServeStack, stats_token: str
+) -> None:
+    """batching.keep_warm_ms (20 ms here, as in the local profile): with no client
+    traffic, warm rows reach the predictor and back, and show in their own counts only:
+    not in the prediction metrics, the gateway's /stats figures or the predictor's batch
+    lines."""
+    headers = {"Authorization": f"Bearer {stats_token}"}
+    with serve_stack.client() as client:
+        time.sleep(0.5)  # the previous test's rows answered and their lines written
+        before = client.get("/stats", headers=headers).json()
+        metrics_before = _prediction_samples(client.get("/metrics", headers=headers).text)
+        lines_before = _batch_lines(serve_stack)
+        time.sleep(1.5)
+        after = client.get("/stats", headers=headers).json()
+        metrics_after = _prediction_samples(client.get("/metrics", headers=headers).text)
+    assert after["keep_warm"]["interval_ms"] == 20.0
+    assert after["keep_warm"]["sent"] >= before["keep_warm"]["sent"] + 10, after["keep_warm"]
+    assert any(line.startswith("predictions_total") for line in metrics_after)
+    assert metrics_after == metrics_before
+    for figure in ("requests", "latency_ms", "model_time_ms", "batch_size"):
+        assert after[figure] == before[figure], figure
+    # (the queue's depth may catch a warm row in the one loop turn it waits)
+    assert {**after["queue"], "depth": 0} == {**before["queue"], "depth": 0}
+    assert _batch_lines(serve_stack) == lines_before
