@@ -162,6 +162,13 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
     _, config = load_service_config(opts.config_path)
     up: dict[str, Target] = {}
     ca_hint = opts.ca_file
+    keep_warm = not side_by_side(opts)
+    if not keep_warm and config.batching.keep_warm_ms and not opts.url:
+        # An idle system's warm rows would run on the cores the measured one is using
+        # (BENCHMARKS.md, session 32): the systems this bench starts side by side run
+        # without them. Measure keep-warm one stack at a time (--url, or no peer/hello).
+        progress("keep-warm off in the systems started side by side (batching.keep_warm_ms)")
+        config.batching.keep_warm_ms = 0
     if not opts.calibrate_only:
         if opts.url:
             serve = external_target(
@@ -188,6 +195,7 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
                     progress,
                     port=opts.baseline_port,
                     ready_timeout_s=opts.ready_timeout_s,
+                    keep_warm=keep_warm,
                 )
             )
     if opts.calibrate or opts.calibrate_only or opts.find_max:
@@ -195,6 +203,12 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
             hello_target(config, ca_hint, progress, ready_timeout_s=opts.ready_timeout_s)
         )
     return up
+
+
+def side_by_side(opts: BenchOptions) -> bool:
+    """Whether this run keeps more than one server up at once (Serve, the peer, hello)."""
+    others = opts.compare_baseline or opts.calibrate or opts.find_max
+    return not opts.calibrate_only and bool(others)
 
 
 def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:

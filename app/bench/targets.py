@@ -111,14 +111,18 @@ def baseline_target(
     *,
     port: int,
     ready_timeout_s: float,
+    keep_warm: bool = True,
 ) -> Iterator[Target]:
-    """The no-Ray peer with ``like``'s credentials; stopped on exit."""
+    """The no-Ray peer with ``like``'s credentials; stopped on exit. ``keep_warm``
+    False: without ``batching.keep_warm_ms`` whatever the config says."""
     from app.bench import baseline
     from app.serve import runner as serve_runner
 
     port = port or free_port()
     progress(f"starting the no-Ray peer (uvicorn, one process) on port {port}")
-    proc = baseline.launch(config_path, port=port, registry=Path(config.model_registry.path))
+    proc = baseline.launch(
+        config_path, port=port, registry=Path(config.model_registry.path), keep_warm=keep_warm
+    )
     try:
         verify = serve_runner.ssl_context(like.ca_file)
         info = serve_runner.wait_ready(proc.url, verify=verify, timeout_s=ready_timeout_s)

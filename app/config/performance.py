@@ -29,7 +29,7 @@ class Batching(Section):
     # Not in the spec: keep an idle gateway's prediction path warm (app/gateway/keep_warm.py).
     # When no row was queued or answered for this long, one synthetic row goes the whole
     # way to a predictor and back, counted nowhere. On the 2-vCPU box of BENCHMARKS.md
-    # session 32, 20 ms took ~1 ms off a lone request's p50 for about a tenth of a core
+    # session 32, 20 ms took 0.35-1.1 ms off a lone request's p50 for 3-10 % of a core
     # while idle; nothing under traffic. 0: off (the default: it spends idle CPU).
     keep_warm_ms: float = Field(0, ge=0, le=60_000)
     # Not in the spec: latency-aware admission (app/gateway/admission.py). A row whose

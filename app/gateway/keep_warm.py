@@ -3,17 +3,17 @@
 On a VM a lone request after a quiet second runs its whole path on cold caches: ~20
 steps of 50-250 us each, the forward itself twice its warm time (BENCHMARKS.md, sessions
 20, 22 and 32). With another stream of requests 20 ms apart on the same stack, a lone
-request's p50 fell by 1.0-1.4 ms; the same row sent from inside the gateway every 20 ms
-gave most of that (session 32). So when no row has been queued or answered for
-``keep_warm_ms``, the gateway sends one synthetic row the way a real one goes: the
+request's p50 fell by 0.8-1.4 ms (session 32). So when no row has been queued or answered
+for ``keep_warm_ms``, the gateway sends one synthetic row the way a real one goes: the
 batcher's queue and features, the call to a predictor replica (its socket or the handle),
-the predictor's forward and answer. It is counted nowhere: not in the metrics, the access
-or audit lines, ``/stats``, the rollout's outcome counts, or the rows the predictor
-reports to the autoscaler (``PredictBatch.warm``).
+the predictor's forward and answer; 0.35-1.1 ms off the lone request's p50 in 8
+alternated pairs. It is counted nowhere: not in the metrics, the access or audit lines,
+``/stats``, the rollout's outcome counts, or the rows the predictor reports to the
+autoscaler (``PredictBatch.warm``).
 
-What it costs: one row's path every ``keep_warm_ms`` while the gateway is idle (about a
-tenth of a core at 20 ms on the 2-vCPU box of session 32), nothing under traffic (a row
-every ``keep_warm_ms`` or faster suppresses it), and a real row that arrives during a
+What it costs: one row's path every ``keep_warm_ms`` while the gateway is idle (3-10 %
+of a core at 20 ms on the 2-vCPU box of session 32), nothing under traffic (a row every
+``keep_warm_ms`` or faster suppresses it), and a real row that arrives during a
 warm forward waits for that forward on the predictor (below 1 ms on a CPU).
 """
 
