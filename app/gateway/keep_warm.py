@@ -6,7 +6,7 @@ steps of 50-250 us each, the forward itself twice its warm time (BENCHMARKS.md, 
 request's p50 fell by 0.8-1.4 ms (session 32). So when no row has been queued or answered
 for ``keep_warm_ms``, the gateway sends one synthetic row the way a real one goes: the
 batcher's queue and features, the call to a predictor replica (its socket or the handle),
-the predictor's forward and answer; 0.35-1.1 ms off the lone request's p50 in 8
+the predictor's forward and answer; 0.35-1.1 ms off the lone request's p50 in 9
 alternated pairs. It is counted nowhere: not in the metrics, the access or audit lines,
 ``/stats``, the rollout's outcome counts, or the rows the predictor reports to the
 autoscaler (``PredictBatch.warm``).
