@@ -4,34 +4,24 @@ idle, alone, and are counted nowhere; traffic suppresses them and goes first."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import numpy as np
 import pytest
 
-from app.config import Metrics
 from app.gateway.batcher import Batcher
-from app.gateway.feature_cache import FeatureCache
 from app.gateway.keep_warm import KeepWarm, synthetic_window
 from app.observability.metrics import GatewayMetrics
-from app.observability.process_metrics import new_registry
 from model.common.features import compute_features, validate_bars
 from tests.fakes import FAKE_REF, FakePredictor, fake_outputs
+from tests.unit.test_batcher import _batcher as batcher_for
 from tests.unit.test_batcher import _row, _stand_in_features
 
 
 def _batcher(fake: FakePredictor) -> tuple[Batcher, GatewayMetrics]:
-    metrics = GatewayMetrics(new_registry(), Metrics())
-    batcher = Batcher(
-        fake.dispatch,  # type: ignore[arg-type]
-        max_batch_size=8,
-        batch_wait_timeout_s=0.01,
-        capacity=100,
-        max_in_flight=1,
-        features=FeatureCache(ttl_seconds=60, max_entries=100, enabled=False),
-        metrics=metrics,
-        featurize=_stand_in_features,
-    )
-    return batcher, metrics
+    """test_batcher's batcher (8 rows, a 10 ms window, one batch in flight), and its metrics."""
+    batcher = batcher_for(fake)
+    return batcher, cast(GatewayMetrics, batcher._metrics)
 
 
 def _sample(metrics: GatewayMetrics, name: str) -> float:
