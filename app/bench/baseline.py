@@ -125,13 +125,13 @@ def launch(
     port: int,
     registry: Path,
     host: str = "127.0.0.1",
-    keep_warm: bool = True,
+    keep_warm_for_s: float | None = None,
 ) -> ServerProcess:
     """Start ``python -m app.bench.baseline`` (no waiting: poll ``/ready`` yourself)."""
     argv = [sys.executable, "-m", "app.bench.baseline", "--port", str(port), "--host", host]
     argv += ["--registry", str(registry)]
-    if not keep_warm:
-        argv.append("--no-keep-warm")
+    if keep_warm_for_s is not None:
+        argv += ["--keep-warm-for", str(keep_warm_for_s)]
     if config_path:
         argv += ["--config", str(config_path)]
     proc = subprocess.Popen(argv, env=dict(os.environ), stdin=subprocess.DEVNULL)
@@ -151,14 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--registry", type=Path, default=None, help="model registry path")
     parser.add_argument(
-        "--no-keep-warm", action="store_true", help="batching.keep_warm_ms 0, whatever the config"
+        "--keep-warm-for",
+        type=float,
+        default=None,
+        metavar="S",
+        help="batching.keep_warm_for_s, whatever the config says",
     )
     args = parser.parse_args(argv)
     settings, config = load_service_config(args.config)
     if args.registry is not None:
         config.model_registry.path = args.registry
-    if args.no_keep_warm:
-        config.batching.keep_warm_ms = 0
+    if args.keep_warm_for is not None:
+        config.batching.keep_warm_for_s = args.keep_warm_for
     serve(config, settings, host=args.host, port=args.port)
     return 0
 

@@ -162,13 +162,20 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
     _, config = load_service_config(opts.config_path)
     up: dict[str, Target] = {}
     ca_hint = opts.ca_file
-    keep_warm = not side_by_side(opts)
-    if not keep_warm and config.batching.keep_warm_ms and not opts.url:
+    keep_warm_for_s = side_by_side_keep_warm_s(opts, config.batching.keep_warm_for_s)
+    if keep_warm_for_s is not None and config.batching.keep_warm_ms and not opts.url:
         # An idle system's warm rows would run on the cores the measured one is using
-        # (BENCHMARKS.md, session 32): the systems this bench starts side by side run
-        # without them. Measure keep-warm one stack at a time (--url, or no peer/hello).
-        progress("keep-warm off in the systems started side by side (batching.keep_warm_ms)")
-        config.batching.keep_warm_ms = 0
+        # (BENCHMARKS.md, session 32), so each system started here keeps warm only until
+        # the next one's warm-up is over; the one measured stays warm on its own requests.
+        progress(
+            f"keep-warm in the systems started side by side: every "
+            f"{config.batching.keep_warm_ms:g} ms for {keep_warm_for_s:g} s after each "
+            f"one's last request (batching.keep_warm_for_s), so none warms while another "
+            f"is measured"
+        )
+        config.batching.keep_warm_for_s = keep_warm_for_s
+    else:
+        keep_warm_for_s = None
     if not opts.calibrate_only:
         if opts.url:
             serve = external_target(
@@ -195,7 +202,7 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
                     progress,
                     port=opts.baseline_port,
                     ready_timeout_s=opts.ready_timeout_s,
-                    keep_warm=keep_warm,
+                    keep_warm_for_s=keep_warm_for_s,
                 )
             )
     if opts.calibrate or opts.calibrate_only or opts.find_max:
@@ -209,6 +216,17 @@ def side_by_side(opts: BenchOptions) -> bool:
     """Whether this run keeps more than one server up at once (Serve, the peer, hello)."""
     others = opts.compare_baseline or opts.calibrate or opts.find_max
     return not opts.calibrate_only and bool(others)
+
+
+def side_by_side_keep_warm_s(opts: BenchOptions, configured_s: float) -> float | None:
+    """The keep-warm horizon for systems kept up side by side (None: one system alone,
+    as configured). The warm-up that starts each run outlasts it, so an idle system has
+    stopped warming before another is measured; it still exceeds the gap between the
+    measured system's requests at the lowest rate, so that one stays warm throughout."""
+    if not side_by_side(opts):
+        return None
+    slowest = min([*opts.rates, *(opts.batch_rates or [])], default=1.0)
+    return min(configured_s, max(opts.warmup_s, 1.5 / slowest))
 
 
 def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:

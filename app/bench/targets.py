@@ -111,17 +111,20 @@ def baseline_target(
     *,
     port: int,
     ready_timeout_s: float,
-    keep_warm: bool = True,
+    keep_warm_for_s: float | None = None,
 ) -> Iterator[Target]:
-    """The no-Ray peer with ``like``'s credentials; stopped on exit. ``keep_warm``
-    False: without ``batching.keep_warm_ms`` whatever the config says."""
+    """The no-Ray peer with ``like``'s credentials; stopped on exit. ``keep_warm_for_s``:
+    ``batching.keep_warm_for_s`` instead of the config's."""
     from app.bench import baseline
     from app.serve import runner as serve_runner
 
     port = port or free_port()
     progress(f"starting the no-Ray peer (uvicorn, one process) on port {port}")
     proc = baseline.launch(
-        config_path, port=port, registry=Path(config.model_registry.path), keep_warm=keep_warm
+        config_path,
+        port=port,
+        registry=Path(config.model_registry.path),
+        keep_warm_for_s=keep_warm_for_s,
     )
     try:
         verify = serve_runner.ssl_context(like.ca_file)

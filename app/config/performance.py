@@ -32,6 +32,10 @@ class Batching(Section):
     # session 32, 20 ms took 0.35-1.1 ms off a lone request's p50 for 3-10 % of a core
     # while idle; nothing under traffic. 0: off (the default: it spends idle CPU).
     keep_warm_ms: float = Field(0, ge=0, le=60_000)
+    # Not in the spec: how long after the last real request keep-warm goes on. Sparse
+    # traffic (a request a second, or a minute) stays warm; a gateway nobody calls spends
+    # nothing, and none before its first request.
+    keep_warm_for_s: float = Field(60, gt=0, le=86_400)
     # Not in the spec: latency-aware admission (app/gateway/admission.py). A row whose
     # expected queue wait exceeds this is refused with 429 + Retry-After (rows below the
     # default priority get half), so admitted requests keep the p99 target of spec 12.1

@@ -135,6 +135,7 @@ class Batcher:
         self.idle_hold_s = idle_hold_s
         self._arrivals = ArrivalGap()
         self.last_active = clock()  # the last row queued or batch answered (keep-warm)
+        self.last_request = -math.inf  # the last real row queued (keep-warm's horizon)
         # A keep-warm batch is out: not counted in ``_busy``, so a real row that arrives
         # meanwhile leaves at once instead of waiting for it.
         self._warm_out = False
@@ -202,7 +203,7 @@ class Batcher:
                 retry_after_s=retry_after,
             )
         self.start()
-        self.last_active = self._clock()
+        self.last_active = self.last_request = self._clock()
         self._arrivals.arrived(self.last_active)
         was_empty = not self._heap
         queued = [

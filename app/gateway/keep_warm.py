@@ -15,6 +15,10 @@ What it costs: one row's path every ``keep_warm_ms`` while the gateway is idle (
 of a core at 20 ms on the 2-vCPU box of session 32), nothing under traffic (a row every
 ``keep_warm_ms`` or faster suppresses it), and a real row that arrives during a
 warm forward waits for that forward on the predictor (below 1 ms on a CPU).
+
+It warms only for ``keep_warm_for_s`` after the last real request: sparse traffic keeps
+its path warm, a gateway nobody calls (off-hours, or a bench's idle system beside the
+one being measured) spends nothing. Before the first real request it does not warm.
 """
 
 from __future__ import annotations
@@ -56,19 +60,22 @@ def synthetic_window(seed: int = 7) -> Window:
 
 
 class KeepWarm:
-    """Sends a warm row through ``batcher`` whenever it has been idle ``interval_s``."""
+    """Sends a warm row through ``batcher`` whenever it has been idle ``interval_s``,
+    until ``for_s`` after the last real request."""
 
     def __init__(
         self,
         batcher: Batcher,
         *,
         interval_s: float,
+        for_s: float,
         in_service: Callable[[], ModelRef | None],
         busy: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.batcher = batcher
         self.interval_s = interval_s
+        self.for_s = for_s
         self._in_service = in_service  # the version to warm; None: not ready, skip
         self._busy = busy  # requests in the gateway but not yet queued, or stopping
         self._clock = clock
@@ -77,9 +84,20 @@ class KeepWarm:
         self.sent = 0  # warm rows answered (for tests and /stats)
         self.failed = 0
 
-    def view(self) -> dict[str, float | int]:
-        """For ``/stats``: the interval, and the warm rows answered and failed."""
-        return {"interval_ms": self.interval_s * 1000.0, "sent": self.sent, "failed": self.failed}
+    def view(self) -> dict[str, float | int | bool]:
+        """For ``/stats``: the settings, whether it is warming now, and the warm rows
+        answered and failed."""
+        return {
+            "interval_ms": self.interval_s * 1000.0,
+            "for_s": self.for_s,
+            "active": self.active(),
+            "sent": self.sent,
+            "failed": self.failed,
+        }
+
+    def active(self) -> bool:
+        """Whether a real request came within ``for_s``: only then does it warm."""
+        return self._clock() - self.batcher.last_request <= self.for_s
 
     def start(self) -> None:
         if self.interval_s > 0 and self._task is None:
@@ -91,6 +109,9 @@ class KeepWarm:
 
     async def _run(self) -> None:
         while True:
+            if not self.active():  # nobody called lately: look again in a moment
+                await asyncio.sleep(self.interval_s)
+                continue
             idle_s = self._clock() - self.batcher.last_active
             if idle_s < self.interval_s:
                 await asyncio.sleep(self.interval_s - idle_s)

@@ -201,6 +201,7 @@ def build_gateway_state(
         state.keep_warm = KeepWarm(
             batcher,
             interval_s=batching.keep_warm_ms / 1000.0,
+            for_s=batching.keep_warm_for_s,
             # Blue: a warm row never goes to green, whose share is the rollout's to set.
             in_service=lambda: readiness.model,
             busy=lambda: state.stopping or state.concurrency.in_flight > 0,

@@ -398,15 +398,18 @@ def _batch_lines(serve_stack: ServeStack) -> int:
 
 
 def test_an_idle_gateway_keeps_its_path_warm_and_counts_none_of_it(
-    serve_stack: ServeStack, stats_token: str
+    serve_stack: ServeStack, stats_token: str, predict_key: str
 ) -> None:
-    """batching.keep_warm_ms (20 ms here, as in the local profile): with no client
-    traffic, warm rows reach the predictor and back, and show in their own counts only:
-    not in the prediction metrics, the gateway's /stats figures or the predictor's batch
-    lines."""
+    """batching.keep_warm_ms (20 ms here, as in the local profile): after a request,
+    with no client traffic, warm rows reach the predictor and back, and show in their own
+    counts only: not in the prediction metrics, the gateway's /stats figures or the
+    predictor's batch lines."""
     headers = {"Authorization": f"Bearer {stats_token}"}
     with serve_stack.client() as client:
-        time.sleep(0.5)  # the previous test's rows answered and their lines written
+        # keep-warm goes on for batching.keep_warm_for_s (60 s) after a real request
+        r = client.post("/predict", json=sample_request(), headers={"X-API-Key": predict_key})
+        assert r.status_code == 200, r.text
+        time.sleep(0.5)  # the rows answered and their lines written
         before = client.get("/stats", headers=headers).json()
         metrics_before = _prediction_samples(client.get("/metrics", headers=headers).text)
         lines_before = _batch_lines(serve_stack)
@@ -414,6 +417,7 @@ def test_an_idle_gateway_keeps_its_path_warm_and_counts_none_of_it(
         after = client.get("/stats", headers=headers).json()
         metrics_after = _prediction_samples(client.get("/metrics", headers=headers).text)
     assert after["keep_warm"]["interval_ms"] == 20.0
+    assert after["keep_warm"]["active"] is True
     assert after["keep_warm"]["sent"] >= before["keep_warm"]["sent"] + 10, after["keep_warm"]
     assert any(line.startswith("predictions_total") for line in metrics_after)
     assert metrics_after == metrics_before

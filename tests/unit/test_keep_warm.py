@@ -46,7 +46,9 @@ def test_the_synthetic_window_is_valid_input_with_finite_features() -> None:
 async def test_a_warm_row_goes_alone_as_a_warm_call_and_is_counted_nowhere() -> None:
     fake = FakePredictor()
     batcher, metrics = _batcher(fake)
-    warm = KeepWarm(batcher, interval_s=0.01, in_service=lambda: FAKE_REF, busy=lambda: False)
+    warm = KeepWarm(
+        batcher, interval_s=0.01, for_s=60, in_service=lambda: FAKE_REF, busy=lambda: False
+    )
     assert await warm.warm_once()
     [call] = fake.calls
     assert call.warm
@@ -67,7 +69,9 @@ async def test_no_warm_row_while_traffic_is_queued_in_flight_or_entering() -> No
     fake = FakePredictor(gate=gate)
     batcher, _ = _batcher(fake)
     entering = False
-    warm = KeepWarm(batcher, interval_s=0.01, in_service=lambda: FAKE_REF, busy=lambda: entering)
+    warm = KeepWarm(
+        batcher, interval_s=0.01, for_s=60, in_service=lambda: FAKE_REF, busy=lambda: entering
+    )
     real = batcher.submit(FAKE_REF, _row(1.0))
     await _turns()  # the real row is in flight behind the gate
     assert not await warm.warm_once()
@@ -114,7 +118,9 @@ async def test_a_real_row_does_not_wait_for_a_warm_call_in_flight() -> None:
 async def test_the_loop_warms_only_after_the_interval_of_idle_and_stops() -> None:
     fake = FakePredictor()
     batcher, _ = _batcher(fake)
-    warm = KeepWarm(batcher, interval_s=0.1, in_service=lambda: FAKE_REF, busy=lambda: False)
+    warm = KeepWarm(
+        batcher, interval_s=0.1, for_s=60, in_service=lambda: FAKE_REF, busy=lambda: False
+    )
     warm.start()
     for _ in range(20):  # a row every ~5 ms: never idle for 100 ms
         await batcher.submit(FAKE_REF, _row(1.0))
@@ -127,14 +133,47 @@ async def test_the_loop_warms_only_after_the_interval_of_idle_and_stops() -> Non
     sent = warm.sent
     await asyncio.sleep(0.25)
     assert warm.sent == sent
-    assert warm.view() == {"interval_ms": 100.0, "sent": sent, "failed": 0}
+    assert warm.view() == {
+        "interval_ms": 100.0,
+        "for_s": 60,
+        "active": True,
+        "sent": sent,
+        "failed": 0,
+    }
+    await batcher.stop()
+
+
+async def test_it_warms_only_within_its_horizon_after_a_real_request() -> None:
+    """batching.keep_warm_for_s: nothing before the first request, warm rows for the
+    horizon after each real one, then quiet until the next."""
+    fake = FakePredictor()
+    batcher, _ = _batcher(fake)
+    warm = KeepWarm(
+        batcher, interval_s=0.02, for_s=0.2, in_service=lambda: FAKE_REF, busy=lambda: False
+    )
+    warm.start()
+    await asyncio.sleep(0.15)
+    assert (warm.sent, warm.active()) == (0, False), "warmed before any request"
+    await batcher.submit(FAKE_REF, _row(1.0))
+    assert warm.active()
+    await asyncio.sleep(0.45)  # ~10 warm rows in the 200 ms horizon, then none
+    in_horizon = warm.sent
+    assert 4 <= in_horizon <= 11
+    assert not warm.active()
+    await asyncio.sleep(0.15)
+    assert warm.sent == in_horizon, "warmed past its horizon"
+    await batcher.submit(FAKE_REF, _row(2.0))  # a new request: warm again
+    await asyncio.sleep(0.1)
+    assert warm.sent > in_horizon
+    assert warm.view()["active"] is True
+    await warm.stop()
     await batcher.stop()
 
 
 async def test_nothing_is_warmed_before_a_version_is_in_service() -> None:
     fake = FakePredictor()
     batcher, _ = _batcher(fake)
-    warm = KeepWarm(batcher, interval_s=0.01, in_service=lambda: None, busy=lambda: False)
+    warm = KeepWarm(batcher, interval_s=0.01, for_s=60, in_service=lambda: None, busy=lambda: False)
     assert not await warm.warm_once()
     assert fake.calls == []
     await batcher.stop()
@@ -146,7 +185,9 @@ async def test_a_failed_warm_call_is_counted_in_the_keep_warm_only() -> None:
 
     fake = FakePredictor(fail_with=PredictError(FailureKind.NOT_READY, "loading"))
     batcher, _ = _batcher(fake)
-    warm = KeepWarm(batcher, interval_s=0.01, in_service=lambda: FAKE_REF, busy=lambda: False)
+    warm = KeepWarm(
+        batcher, interval_s=0.01, for_s=60, in_service=lambda: FAKE_REF, busy=lambda: False
+    )
     assert not await warm.warm_once()
     assert warm.failed == 1
     assert batcher.stats.failures == 0

@@ -1,5 +1,6 @@
-"""Systems the bench keeps up side by side run without keep-warm (BENCHMARKS.md, session
-32): an idle system's warm rows would run on the cores the measured one is using."""
+"""Systems the bench keeps up side by side keep warm only briefly (BENCHMARKS.md,
+sessions 32-33): an idle system's warm rows would run on the cores the measured one is
+using, so each stops warming within the warm-up that starts another's run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.bench import baseline, runner
-from app.bench.runner import BenchOptions, side_by_side
+from app.bench.runner import BenchOptions, side_by_side, side_by_side_keep_warm_s
 from app.bench.targets import Target
 
 
@@ -23,53 +24,71 @@ def test_side_by_side_means_a_second_server_is_up() -> None:
     assert not side_by_side(BenchOptions(rates=[1], calibrate_only=True))
 
 
+def test_the_side_by_side_horizon_ends_within_the_warm_up_but_spans_the_slowest_gap() -> None:
+    alone = BenchOptions(rates=[1, 200])
+    assert side_by_side_keep_warm_s(alone, 60) is None  # as configured
+    paired = BenchOptions(rates=[1, 200], compare_baseline=True, warmup_s=5)
+    assert side_by_side_keep_warm_s(paired, 60) == 5  # stops before the next run counts
+    assert side_by_side_keep_warm_s(paired, 3) == 3  # never longer than configured
+    slow = BenchOptions(rates=[0.1], compare_baseline=True, warmup_s=5)
+    assert side_by_side_keep_warm_s(slow, 60) == 15  # requests 10 s apart stay warm
+    short = BenchOptions(rates=[1], calibrate=True, warmup_s=0)
+    assert side_by_side_keep_warm_s(short, 60) == 1.5
+
+
 def _target(name: str) -> Target:
     return Target(name, "https://127.0.0.1:1", Path("ca.crt"), "key", "token", dict)
 
 
 @pytest.mark.parametrize(
-    ("compare", "serve_ms", "peer_warm"), [(True, 0, False), (False, 20, None)]
+    ("compare", "serve_for_s", "peer_for_s"), [(True, 5.0, 5.0), (False, 60.0, "not started")]
 )
-def test_the_started_systems_keep_warm_only_when_measured_alone(
+def test_the_started_systems_keep_warm_only_briefly_when_side_by_side(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     compare: bool,
-    serve_ms: float,
-    peer_warm: bool | None,
+    serve_for_s: float,
+    peer_for_s: float | str,
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("batching:\n  keep_warm_ms: 20\n")
-    seen: dict[str, Any] = {}
+    config.write_text("batching:\n  keep_warm_ms: 20\n  keep_warm_for_s: 60\n")
+    seen: dict[str, Any] = {"peer": "not started"}
 
     @contextlib.contextmanager
     def serve_stack(_path: str, cfg: Any, *_a: Any, **_k: Any) -> Iterator[Target]:
-        seen["serve"] = cfg.batching.keep_warm_ms
+        seen["serve"] = (cfg.batching.keep_warm_ms, cfg.batching.keep_warm_for_s)
         yield _target("serve")
 
     @contextlib.contextmanager
-    def baseline_target(*_a: Any, keep_warm: bool = True, **_k: Any) -> Iterator[Target]:
-        seen["peer"] = keep_warm
+    def baseline_target(*_a: Any, keep_warm_for_s: Any = None, **_k: Any) -> Iterator[Target]:
+        seen["peer"] = keep_warm_for_s
         yield _target("baseline")
 
     monkeypatch.setattr(runner, "serve_stack", serve_stack)
     monkeypatch.setattr(runner, "baseline_target", baseline_target)
-    opts = BenchOptions(rates=[1], compare_baseline=compare, config_path=str(config))
+    opts = BenchOptions(
+        rates=[1, 200], compare_baseline=compare, config_path=str(config), warmup_s=5
+    )
     with contextlib.ExitStack() as stack:
         up = runner._up(stack, opts, lambda _line: None)
-    assert seen["serve"] == serve_ms
-    assert seen.get("peer") == peer_warm
+    assert seen["serve"] == (20, serve_for_s)
+    assert seen["peer"] == peer_for_s
     assert set(up) == ({"serve", "baseline"} if compare else {"serve"})
 
 
-def test_the_peer_process_takes_no_keep_warm_when_told(
+def test_the_peer_process_takes_the_horizon_it_is_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("batching:\n  keep_warm_ms: 20\n")
-    served: list[float] = []
+    config.write_text("batching:\n  keep_warm_ms: 20\n  keep_warm_for_s: 60\n")
+    served: list[tuple[float, float]] = []
     monkeypatch.setattr(
-        baseline, "serve", lambda cfg, *_a, **_k: served.append(cfg.batching.keep_warm_ms)
+        baseline,
+        "serve",
+        lambda cfg, *_a, **_k: served.append(
+            (cfg.batching.keep_warm_ms, cfg.batching.keep_warm_for_s)
+        ),
     )
     baseline.main(["--config", str(config)])
-    baseline.main(["--config", str(config), "--no-keep-warm"])
-    assert served == [20, 0]
+    baseline.main(["--config", str(config), "--keep-warm-for", "5"])
+    assert served == [(20, 60), (20, 5)]
