@@ -212,6 +212,27 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
     return up
 
 
+def idle_keep_warm(
+    up: dict[str, Target], measured: str, *, window_start: float
+) -> dict[str, dict[str, float]]:
+    """For each other system up with keep-warm (the hello has none): how far into
+    ``measured``'s window (unix ``window_start``) its last warm row came, in seconds
+    (negative: before it began, so it warmed nothing that was measured)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, target in up.items():
+        if name == measured or name == "hello" or not target.stats_token:
+            continue
+        ca = str(target.ca_file) if target.ca_file else None
+        keep_warm = fetch_stats_at(target.url, ca, target.stats_token).get("keep_warm")
+        if not isinstance(keep_warm, dict) or keep_warm.get("last_at") is None:
+            continue
+        out[name] = {
+            "sent": keep_warm["sent"],
+            "last_warm_into_window_s": round(keep_warm["last_at"] - window_start, 3),
+        }
+    return out
+
+
 def side_by_side(opts: BenchOptions) -> bool:
     """Whether this run keeps more than one server up at once (Serve, the peer, hello)."""
     others = opts.compare_baseline or opts.calibrate or opts.find_max
@@ -248,8 +269,18 @@ def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:
 
         def run(name: str, payloads: Payloads, rate: float, seq: int) -> dict[str, Any]:
             progress(f"{name}: {rate:g} req/s on {payloads.path} ({opts.duration_s:g}s)")
+            began = time.time()
             result = measure(up[name], opts, payloads, rate, pids[name])
             result["sequence"] = seq
+            idle = idle_keep_warm(up, name, window_start=began + opts.warmup_s)
+            if idle:
+                result["idle_keep_warm"] = idle
+                for other, seen in idle.items():
+                    if seen["last_warm_into_window_s"] > 0:
+                        progress(
+                            f"warning: {other} was still keeping warm "
+                            f"{seen['last_warm_into_window_s']:.1f} s into {name}'s window"
+                        )
             return result
 
         at_rates = [n for n in up if n != "hello" or opts.calibrate or opts.calibrate_only]

@@ -83,16 +83,18 @@ class KeepWarm:
         self._task: asyncio.Task[None] | None = None
         self.sent = 0  # warm rows answered (for tests and /stats)
         self.failed = 0
+        self.last_at: float | None = None  # wall clock of the last one answered (bench)
 
-    def view(self) -> dict[str, float | int | bool]:
-        """For ``/stats``: the settings, whether it is warming now, and the warm rows
-        answered and failed."""
+    def view(self) -> dict[str, float | int | bool | None]:
+        """For ``/stats``: the settings, whether it is warming now, the warm rows
+        answered and failed, and when the last was answered (unix seconds)."""
         return {
             "interval_ms": self.interval_s * 1000.0,
             "for_s": self.for_s,
             "active": self.active(),
             "sent": self.sent,
             "failed": self.failed,
+            "last_at": self.last_at,
         }
 
     def active(self) -> bool:
@@ -143,6 +145,7 @@ class KeepWarm:
             if not future.done():
                 future.cancel()  # timed out: the row leaves the queue
         self.sent += 1
+        self.last_at = time.time()
         return True
 
 

@@ -92,3 +92,29 @@ def test_the_peer_process_takes_the_horizon_it_is_given(
     baseline.main(["--config", str(config)])
     baseline.main(["--config", str(config), "--keep-warm-for", "5"])
     assert served == [(20, 60), (20, 5)]
+
+
+def test_each_run_records_how_far_the_idle_systems_warmed_into_its_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bodies = {
+        "https://serve": {"keep_warm": {"sent": 40, "last_at": 995.5}},
+        "https://peer": {"keep_warm": {"sent": 900, "last_at": 1002.25}},
+        "https://off": {"requests": {}},  # keep-warm off: no block in /stats
+    }
+    monkeypatch.setattr(runner, "fetch_stats_at", lambda url, _ca, _token: bodies[url])
+    up = {
+        name: Target(name, url, None, "key", "token", dict)
+        for name, url in [
+            ("serve", "https://serve"),
+            ("baseline", "https://peer"),
+            ("third", "https://off"),
+            ("hello", "https://hello-has-no-stats"),
+        ]
+    }
+    assert runner.idle_keep_warm(up, "serve", window_start=1000.0) == {
+        "baseline": {"sent": 900, "last_warm_into_window_s": 2.25}
+    }
+    assert runner.idle_keep_warm(up, "baseline", window_start=1000.0) == {
+        "serve": {"sent": 40, "last_warm_into_window_s": -4.5}
+    }
