@@ -241,13 +241,14 @@ def side_by_side(opts: BenchOptions) -> bool:
 
 def side_by_side_keep_warm_s(opts: BenchOptions, configured_s: float) -> float | None:
     """The keep-warm horizon for systems kept up side by side (None: one system alone,
-    as configured). The warm-up that starts each run outlasts it, so an idle system has
-    stopped warming before another is measured; it still exceeds the gap between the
-    measured system's requests at the lowest rate, so that one stays warm throughout."""
+    as configured). The warm-up that starts each run outlasts it by a second, so an idle
+    system has stopped warming before another is measured; it still exceeds the gap
+    between the measured system's requests at the lowest rate, so that one stays warm
+    throughout."""
     if not side_by_side(opts):
         return None
     slowest = min([*opts.rates, *(opts.batch_rates or [])], default=1.0)
-    return min(configured_s, max(opts.warmup_s, 1.5 / slowest))
+    return min(configured_s, max(opts.warmup_s - 1.0, 1.5 / slowest))
 
 
 def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,21 +40,13 @@ ROUTED_LOGGERS: tuple[str, ...] = ("uvicorn", "uvicorn.error", "fastapi", "ray",
 _SILENCED_LOGGERS = ("uvicorn.access", "httpx")
 _OURS = "_cnnlstm_handler"
 
-_request_id: ContextVar[str | None] = ContextVar("cnnlstm_request_id", default=None)
-
 
 def bind_request_id(rid: str) -> None:
     """Make ``rid`` this context's request id: every log line in it carries the field."""
-    _request_id.set(rid)
     structlog.contextvars.bind_contextvars(request_id=rid)
 
 
-def current_request_id() -> str | None:
-    return _request_id.get()
-
-
 def clear_request_id() -> None:
-    _request_id.set(None)
     structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -260,10 +260,3 @@ def http_options(config: ServiceConfig, tls_enabled: bool | None = None) -> dict
         options["ssl_keyfile"] = str(tls.key_path)
         options["ssl_certfile"] = str(tls.cert_path)
     return options
-
-
-def deployment_metadata(config: ServiceConfig) -> dict[str, str]:
-    """Spec 2.1 name/version/description: Serve 2.60 has no field for the last two (its
-    ``version`` argument was removed), so they are reported by ``/stats`` instead."""
-    info = config.deployment
-    return {"name": info.deployment_name, "version": info.version, "description": info.description}

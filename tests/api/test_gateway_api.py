@@ -219,6 +219,11 @@ def test_stats_reports_counts_caches_and_replicas(harness: Harness) -> None:
     assert s["cache"]["feature"]["entries"] >= 1
     assert s["serving"]["ingress"] == "direct"
     assert s["serving"]["resource_tier"].startswith("custom")
+    # spec 2.1's version and description: Serve 2.60 has no field for them (its
+    # ``version`` argument was removed), so /stats is where they show
+    assert s["deployment"]["deployment_name"] == "cnn_lstm_predictor"
+    assert s["deployment"]["version"] == "1.0.0"
+    assert s["deployment"]["description"].startswith("CNN+LSTM")
 
 
 def test_stats_summarises_the_recent_rows_when_asked(harness: Harness) -> None:

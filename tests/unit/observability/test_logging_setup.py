@@ -14,7 +14,6 @@ from app.observability.logging import (
     bind_request_id,
     clear_request_id,
     configure_logging,
-    current_request_id,
 )
 from tests.unit.observability.log_capture import LogLines, parse_lines
 
@@ -37,7 +36,7 @@ def test_structlog_and_stdlib_lines_are_json_with_common_fields(log_lines: LogLi
 
 def test_bound_request_id_is_in_every_line_until_cleared(log_lines: LogLines) -> None:
     bind_request_id("req-12345678")
-    assert current_request_id() == "req-12345678"
+    assert structlog.contextvars.get_contextvars()["request_id"] == "req-12345678"
     structlog.get_logger("a").info("one")
     logging.getLogger("fastapi").info("two")
     clear_request_id()
@@ -45,7 +44,7 @@ def test_bound_request_id_is_in_every_line_until_cleared(log_lines: LogLines) ->
 
     lines = log_lines()
     assert [line.get("request_id") for line in lines] == ["req-12345678", "req-12345678", None]
-    assert current_request_id() is None
+    assert "request_id" not in structlog.contextvars.get_contextvars()
 
 
 def test_level_from_config_filters_lower_levels() -> None:

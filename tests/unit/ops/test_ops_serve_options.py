@@ -14,7 +14,6 @@ from app.config import ServiceConfig, parse_config
 from app.scaling.spec_mapping import doc_table
 from app.serve.options import (
     POLICY_IMPORT_PATH,
-    deployment_metadata,
     gateway_options,
     http_options,
     predictor_autoscaling_config,
@@ -211,12 +210,6 @@ def test_the_raylets_gc_requests_are_spaced_by_the_configured_interval() -> None
     assert serve_env_vars(often)["RAY_local_gc_min_interval_s"] == "30"
     rays = parse_config({"serving": {"ray_gc_min_interval_s": 0}})
     assert "RAY_local_gc_min_interval_s" not in serve_env_vars(rays)
-
-
-def test_metadata_keeps_version_and_description_for_stats() -> None:
-    meta = deployment_metadata(ServiceConfig())
-    assert meta["version"] == "1.0.0"
-    assert meta["description"].startswith("CNN+LSTM")
 
 
 def test_env_vars_replace_the_deprecated_metrics_interval() -> None:
