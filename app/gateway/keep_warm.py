@@ -41,6 +41,9 @@ log = structlog.get_logger("app.gateway.keep_warm")
 # A warm call that has no answer by then is given up (the predictor is restarting, or
 # slow): real rows and the readiness probe report such trouble, not this.
 ANSWER_TIMEOUT_S = 2.0
+# Outside its horizon it looks for a new request this often: 4 wake-ups a second, so the
+# first gap after a quiet spell is warmed from at most this far into it.
+DORMANT_POLL_S = 0.25
 
 
 def synthetic_window(seed: int = 7) -> Window:
@@ -72,10 +75,12 @@ class KeepWarm:
         in_service: Callable[[], ModelRef | None],
         busy: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
+        dormant_poll_s: float = DORMANT_POLL_S,
     ) -> None:
         self.batcher = batcher
         self.interval_s = interval_s
         self.for_s = for_s
+        self._dormant_poll_s = max(interval_s, dormant_poll_s)
         self._in_service = in_service  # the version to warm; None: not ready, skip
         self._busy = busy  # requests in the gateway but not yet queued, or stopping
         self._clock = clock
@@ -112,7 +117,7 @@ class KeepWarm:
     async def _run(self) -> None:
         while True:
             if not self.active():  # nobody called lately: look again in a moment
-                await asyncio.sleep(self.interval_s)
+                await asyncio.sleep(self._dormant_poll_s)
                 continue
             idle_s = self._clock() - self.batcher.last_active
             if idle_s < self.interval_s:

@@ -146,7 +146,12 @@ async def test_it_warms_only_within_its_horizon_after_a_real_request() -> None:
     fake = FakePredictor()
     batcher, _ = _batcher(fake)
     warm = KeepWarm(
-        batcher, interval_s=0.02, for_s=0.2, in_service=lambda: FAKE_REF, busy=lambda: False
+        batcher,
+        interval_s=0.02,
+        for_s=0.2,
+        in_service=lambda: FAKE_REF,
+        busy=lambda: False,
+        dormant_poll_s=0.02,
     )
     warm.start()
     await asyncio.sleep(0.15)
