@@ -162,8 +162,12 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
     _, config = load_service_config(opts.config_path)
     up: dict[str, Target] = {}
     ca_hint = opts.ca_file
-    keep_warm_for_s = side_by_side_keep_warm_s(opts, config.batching.keep_warm_for_s)
-    if keep_warm_for_s is not None and config.batching.keep_warm_ms and not opts.url:
+    keep_warm_for_s = (
+        None
+        if opts.url or not config.batching.keep_warm_ms
+        else side_by_side_keep_warm_s(opts, config.batching.keep_warm_for_s)
+    )
+    if keep_warm_for_s is not None:
         # An idle system's warm rows would run on the cores the measured one is using
         # (BENCHMARKS.md, session 32), so each system started here keeps warm only until
         # the next one's warm-up is over; the one measured stays warm on its own requests.
@@ -174,8 +178,6 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
             f"is measured"
         )
         config.batching.keep_warm_for_s = keep_warm_for_s
-    else:
-        keep_warm_for_s = None
     if not opts.calibrate_only:
         if opts.url:
             serve = external_target(

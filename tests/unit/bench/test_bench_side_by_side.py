@@ -41,17 +41,23 @@ def _target(name: str) -> Target:
 
 
 @pytest.mark.parametrize(
-    ("compare", "serve_for_s", "peer_for_s"), [(True, 4.0, 4.0), (False, 60.0, "not started")]
+    ("compare", "warm_ms", "serve_for_s", "peer_for_s"),
+    [
+        (True, 20, 4.0, 4.0),
+        (False, 20, 60.0, "not started"),
+        (True, 0, 60.0, None),  # keep-warm off: nothing to shorten
+    ],
 )
 def test_the_started_systems_keep_warm_only_briefly_when_side_by_side(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     compare: bool,
+    warm_ms: float,
     serve_for_s: float,
-    peer_for_s: float | str,
+    peer_for_s: float | str | None,
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("batching:\n  keep_warm_ms: 20\n  keep_warm_for_s: 60\n")
+    config.write_text(f"batching:\n  keep_warm_ms: {warm_ms}\n  keep_warm_for_s: 60\n")
     seen: dict[str, Any] = {"peer": "not started"}
 
     @contextlib.contextmanager
@@ -71,7 +77,7 @@ def test_the_started_systems_keep_warm_only_briefly_when_side_by_side(
     )
     with contextlib.ExitStack() as stack:
         up = runner._up(stack, opts, lambda _line: None)
-    assert seen["serve"] == (20, serve_for_s)
+    assert seen["serve"] == (warm_ms, serve_for_s)
     assert seen["peer"] == peer_for_s
     assert set(up) == ({"serve", "baseline"} if compare else {"serve"})
 
