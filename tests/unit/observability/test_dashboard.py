@@ -91,12 +91,10 @@ def _panels(node: Any) -> list[dict[str, Any]]:
 
 
 def test_latency_panel_draws_the_spec_targets_as_threshold_lines() -> None:
+    """(Which lines: test_target_thresholds.py, against the configuration.)"""
     dashboard = json.loads(DASHBOARD.read_text())
     [panel] = [p for p in _panels(dashboard) if p["title"].startswith("Prediction latency")]
-    defaults = panel["fieldConfig"]["defaults"]
-    lines = [s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None]
-    assert lines == [50, 80, 100, 200]
-    assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
+    assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
 
 
 def test_every_panel_uses_the_datasource_variable() -> None:
