@@ -11,17 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from app.config import ServiceConfig
-
-DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
-ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
+from tests.unit.observability.test_dashboard import ALERTS, DASHBOARD, ROOT
 
 # The first comparison in an expression: "> 85", or a burn rate's "> (14.4 * 0.001)".
 _THRESHOLD = re.compile(r">\s*\(?(?:[0-9.]+\s*\*\s*)?([0-9.]+)")
@@ -113,7 +109,7 @@ def test_each_panel_draws_the_configured_targets(title: str) -> None:
     assert drawn == pytest.approx(_lines(ServiceConfig())[title]), title
 
 
-SPEC = DEPLOY.parents[1] / "shared" / "spec" / "ray-serve-deployment-spec.md"
+SPEC = ROOT.parent / "shared" / "spec" / "ray-serve-deployment-spec.md"
 
 
 @pytest.mark.skipif(not SPEC.exists(), reason="shared spec not beside the repo")
