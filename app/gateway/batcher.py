@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import structlog
 
 from app.gateway.admission import Admission
 from app.gateway.delivery import RETRY_TIMEOUT_S, Delivery, Dispatch
@@ -55,6 +56,8 @@ from model.common.features import compute_features
 from model.common.protocol import BatchResult, PredictBatch, PredictError
 from model.common.refs import ModelRef
 from model.common.tasks import cancel_and_wait
+
+log = structlog.get_logger("app.gateway.batcher")
 
 Featurize = Callable[[np.ndarray], np.ndarray]
 
@@ -401,6 +404,15 @@ class Batcher:
                 item.future.set_exception(failure)
 
     async def _send_group(self, ref: ModelRef, items: list[QueuedRow]) -> None:
+        try:
+            await self._deliver(ref, items)
+        except Exception:
+            # Not the predictor's word but an error of ours or a malformed answer: its rows
+            # still get one now, rather than waiting out their request's timeout.
+            log.exception("gateway_batch_failed", model_version=ref.version, rows=len(items))
+            self._fail(items, PredictionFailure(FailureKind.UNAVAILABLE))
+
+    async def _deliver(self, ref: ModelRef, items: list[QueuedRow]) -> None:
         sent = self._clock()
         warm = items[0].warm  # then it is alone (_take)
         call = PredictBatch(

@@ -168,6 +168,62 @@ async def test_predictor_error_reaches_only_its_rows() -> None:
     await batcher.stop()
 
 
+async def test_rows_are_answered_when_the_gateway_fails_to_build_their_batch() -> None:
+    """An unexpected error while a batch is sent (here its features) fails its rows with
+    503 at once: an accepted row never waits out the request's timeout for an answer."""
+
+    def no_features(bars: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the features kernel failed")
+
+    batcher = Batcher(
+        FakePredictor().dispatch,
+        max_batch_size=8,
+        batch_wait_timeout_s=0.01,
+        capacity=100,
+        features=_cache(),
+        metrics=GatewayMetrics(new_registry(), Metrics()),
+        featurize=no_features,
+    )
+    futures = [batcher.submit(FAKE_REF, _row(i)) for i in range(3)]
+    done, _ = await asyncio.wait(futures, timeout=2.0)
+    assert len(done) == 3, "rows left unanswered"
+    for future in futures:
+        failure = future.exception()
+        assert isinstance(failure, PredictionFailure)
+        assert failure.kind is FailureKind.UNAVAILABLE
+    await batcher.stop()
+
+
+async def test_a_malformed_answer_fails_only_its_versions_rows() -> None:
+    fake = FakePredictor(known={OTHER_REF})
+    answer = fake.dispatch
+
+    async def one_column_for_other(batch: PredictBatch) -> BatchResult | PredictError:
+        result = await answer(batch)
+        if batch.ref == OTHER_REF and isinstance(result, BatchResult):
+            return BatchResult(
+                ref=result.ref,
+                outputs=result.outputs[:, :1],  # no probability column
+                forward_rows=result.forward_rows,
+                model_ms=result.model_ms,
+                horizon_bars=result.horizon_bars,
+            )
+        return result
+
+    fake.dispatch = one_column_for_other  # type: ignore[method-assign]
+    batcher = _batcher(fake)
+    ours = [batcher.submit(FAKE_REF, _row(i)) for i in range(2)]
+    other = [batcher.submit(OTHER_REF, _row(i)) for i in range(2)]
+    done, _ = await asyncio.wait([*ours, *other], timeout=2.0)
+    assert len(done) == 4, "rows left unanswered"
+    assert [f.result().expected_return for f in ours] == pytest.approx([0.0, 1.0])
+    for future in other:
+        failure = future.exception()
+        assert isinstance(failure, PredictionFailure)
+        assert failure.kind is FailureKind.UNAVAILABLE
+    await batcher.stop()
+
+
 async def test_stop_drains_accepted_rows() -> None:
     fake = FakePredictor(delay_s=0.01)
     batcher = _batcher(fake, batch_wait_timeout_s=0.05)
