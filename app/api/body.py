@@ -15,6 +15,7 @@ cannot see once a route takes the raw request.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from app.api.errors import ApiError
 
@@ -30,6 +32,9 @@ M = TypeVar("M", bound=BaseModel)
 PRIORITY_HEADER = "X-Priority"
 DEADLINE_HEADER = "X-Request-Deadline-Ms"
 PRIORITY_RANGE = (-100, 100)
+# Unix epoch milliseconds in 64 bits, as bar timestamps are: a JSON integer has no size
+# limit, and one past any float would overflow turning it into seconds (a 500).
+MAX_DEADLINE_MS = 2**63 - 1
 
 
 def is_json(content_type: str | None) -> bool:
@@ -66,8 +71,16 @@ def parse_model(raw: bytes, content_type: str | None, model: type[M]) -> M:
 
 
 async def read_model(request: Request, model: type[M]) -> M:
-    """The body of ``request`` as ``model`` (:func:`parse_model`)."""
-    return parse_model(await request.body(), request.headers.get("content-type"), model)
+    """The body of ``request`` as ``model`` (:func:`parse_model`).
+
+    A client that leaves before its body is whole gets the answer to the part that came,
+    as on the prediction fast path: Starlette's ``ClientDisconnect`` would reach the
+    handler of unexpected errors and count as a 500 against the error budget."""
+    chunks: list[bytes] = []
+    with contextlib.suppress(ClientDisconnect):
+        async for chunk in request.stream():
+            chunks.append(chunk)
+    return parse_model(b"".join(chunks), request.headers.get("content-type"), model)
 
 
 def int_header(raw: str | None, name: str, lo: int | None, hi: int | None) -> int | None:
@@ -99,7 +112,7 @@ def priority_hint(raw: str | None) -> int | None:
 
 def deadline_hint(raw: str | None, clock: Callable[[], float] = time.monotonic) -> float | None:
     """``X-Request-Deadline-Ms`` (Unix epoch ms) on ``clock``; 503 if already past."""
-    deadline_ms = int_header(raw, DEADLINE_HEADER, 0, None)
+    deadline_ms = int_header(raw, DEADLINE_HEADER, 0, MAX_DEADLINE_MS)
     if deadline_ms is None:
         return None
     remaining = deadline_ms / 1000.0 - time.time()
@@ -122,7 +135,7 @@ HINT_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "description": "Unix epoch milliseconds after which the answer is useless; a request "
         "still queued then is dropped before it reaches the model",
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_DEADLINE_MS},
     },
 ]
 

@@ -47,7 +47,11 @@ from app.observability.logging import bind_request_id, clear_request_id
 from app.observability.refusal_lines import RefusalLines
 from app.security.context import PREDICT_SCOPE, SecurityContext
 from app.security.dependencies import authorize
-from app.security.hardening import STRIPPED_REQUEST_HEADERS, SUPPORTED_HTTP_VERSIONS
+from app.security.hardening import (
+    STRIPPED_REQUEST_HEADERS,
+    SUPPORTED_HTTP_VERSIONS,
+    declared_length,
+)
 from app.security.principal import Principal
 
 _ROUTES: dict[str, type[PredictRequest] | type[BatchPredictRequest]] = {
@@ -122,7 +126,8 @@ class FastPredict:
 
     async def refuse(self, scope: Scope, send: Send) -> int | None:
         """The status of a prediction refused at once (replica stopping, overloaded), sent;
-        None for anything else, a prediction this gateway takes included."""
+        None for anything else, a prediction this gateway takes included, and a CORS
+        request (the full stack refuses it, with its CORS headers)."""
         if _route(scope) is None:
             return None
         return await self._refuse(scope, send)
@@ -151,6 +156,10 @@ class FastPredict:
             refuse_if_stopping(self.state)
             shed_if_overloaded(self.state, None)
         except PredictionFailure as exc:
+            if _from_browser(scope):
+                # A CORS request: the full stack refuses it too, with the CORS headers a
+                # browser needs to read the refusal and its Retry-After at all.
+                return None
             started = time.perf_counter()
             rid = request_id_from(scope)
             self.state.metrics.observe_failure(exc.rule.metric_status)
@@ -291,9 +300,10 @@ class FastPredict:
                     return None
                 found.authorization = value.decode("latin-1")
             elif name == b"content-length":
-                if found.content_length is not None or not value.isdigit():
+                length = declared_length(value)
+                if found.content_length is not None or length is None:
                     return None
-                found.content_length = int(value)
+                found.content_length = length
             # The rest as Starlette's ``headers.get`` reads them: the first one counts.
             elif name == b"content-type":
                 if found.content_type is None:
@@ -332,6 +342,11 @@ class FastPredict:
             out.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+
+def _from_browser(scope: Scope) -> bool:
+    """Whether the request carries an ``Origin`` (the full stack's CORS layer answers it)."""
+    return any(name == b"origin" for name, _ in scope["headers"])
 
 
 async def _read_body(receive: Receive) -> bytes:

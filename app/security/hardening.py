@@ -33,6 +33,9 @@ STRIPPED_REQUEST_HEADERS = frozenset(
     {b"x-request-timeout-seconds", b"x-request-disconnect-disabled"}
 )
 SUPPORTED_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
+# Significant digits a Content-Length may have and still be taken as a number: far past
+# any body limit, and far below the 4300 digits int() refuses.
+_MAX_LENGTH_DIGITS = 19
 
 _API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # Swagger UI / ReDoc pages as FastAPI serves them (assets from jsdelivr, inline bootstrap).
@@ -119,6 +122,19 @@ class RequestHygieneMiddleware:
         await response(scope, receive, send)
 
 
+def declared_length(value: bytes) -> int | None:
+    """A ``Content-Length`` value as a number; None when it is not one to act on.
+
+    ASCII digits only (``str.isdigit`` also takes "\u00b2", which ``int`` refuses), with
+    leading zeros dropped first: HTTP allows any number of them and uvicorn's httptools
+    parser passes them on, but ``int`` refuses a string of more than 4300 digits (a 500).
+    """
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= _MAX_LENGTH_DIGITS else None
+
+
 class BodyTooLarge(StarletteHTTPException):
     """Raised from ``receive`` once a streamed body passes the limit.
 
@@ -150,8 +166,9 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        header = Headers(scope=scope).get("content-length")
+        declared = None if header is None else declared_length(header.encode("latin-1"))
+        if declared is not None and declared > self.max_body_bytes:
             await self._too_large(scope)(scope, receive, send)
             return
 

@@ -71,7 +71,12 @@ def check_header(header: dict[str, Any], required_typ: str | None = None) -> str
 
 
 def _is_json_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer past any float (no time a token can mean)
+        return False
 
 
 def check_claim_types(claims: dict[str, Any]) -> None:

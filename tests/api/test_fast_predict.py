@@ -230,6 +230,11 @@ def _cases(keys: Keys) -> list[tuple[str, dict[str, Any]]]:
         ("bad priority", {"content": body, "headers": {**key, "X-Priority": "high"}}),
         ("priority out of range", {"content": body, "headers": {**key, "X-Priority": "1000"}}),
         ("deadline passed", {"content": body, "headers": {**key, "X-Request-Deadline-Ms": "1"}}),
+        # An integer past any float: no clock reaches it, and converting it must not 500.
+        (
+            "deadline past any clock",
+            {"content": body, "headers": {**key, "X-Request-Deadline-Ms": "1" + "0" * 400}},
+        ),
         ("bad request id", {"content": body, "headers": {**key, "X-Request-ID": "<b>x</b>"}}),
         # Handed on to the full stack:
         ("cors", {"content": body, "headers": {**key, "Origin": ALLOWED_ORIGIN}}),
@@ -337,6 +342,11 @@ def test_every_case_answers_the_same_on_both_paths(pair: Pair) -> None:
     assert _send(pair.fast, by_name["numbers as strings"]).status_code == 200
     assert _send(pair.fast, by_name["byte-order mark"]).status_code == 400
     assert _send(pair.fast, by_name["batch with a nested array"]).status_code == 422
+    far = _send(pair.fast, by_name["deadline past any clock"]).json()["error"]
+    assert (far["code"], far["details"][0]["loc"]) == (
+        "invalid_request",
+        ["header", "X-Request-Deadline-Ms"],
+    )
     assert _send(pair.fast, by_name["ok"]).headers["x-request-id"] == "client-1"
     assert "<" not in _send(pair.fast, by_name["bad request id"]).headers["x-request-id"]
 
@@ -388,6 +398,115 @@ def test_a_stopping_gateway_refuses_new_predictions_and_closes_the_connection(
         if gw is pair.fast:  # the client's next request goes out on a new connection
             assert r.headers["connection"] == "close"
     assert _send(pair.fast, case).status_code == 200
+
+
+def _raw_post(
+    gw: Gateway, headers: list[tuple[bytes, bytes]], body: bytes, *, complete: bool = True
+) -> tuple[int, Any]:
+    """POST ``body`` to ``/predict`` with exactly ``headers`` (the test client would set its
+    own Content-Length), through the gateway's whole ASGI app on its own loop; ``complete``
+    False: the client goes away after sending ``body``, before the rest of it."""
+
+    async def call() -> tuple[int, Any]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": not complete}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await gw.client.app(scope, receive, send)
+        [start] = [m for m in sent if m["type"] == "http.response.start"]
+        payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], json.loads(payload)
+
+    return gw.client.portal.call(call)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        # Leading zeros are a valid Content-Length (1*DIGIT) and uvicorn's httptools parser
+        # passes them on; int() refuses a string of more than 4300 digits.
+        "0" * 5000 + "{n}",
+        # str.isdigit() takes a superscript two, int() does not (no HTTP parser here
+        # passes one on, but an ASGI scope may carry it).
+        "\u00b2",
+    ],
+    ids=["leading zeros", "superscript digit"],
+)
+def test_an_odd_content_length_gets_the_same_answer_on_both_paths_and_never_500(
+    pair: Pair, declared: str
+) -> None:
+    body = json.dumps(columnar_bars("ABC")).encode()
+    headers = [
+        (b"x-api-key", pair.keys.predict.encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", declared.format(n=len(body)).encode("latin-1")),
+    ]
+    fast = _raw_post(pair.fast, headers, body)
+    slow = _raw_post(pair.slow, headers, body)
+    assert fast[0] == slow[0], (fast, slow)
+    assert fast[0] in (200, 400, 413), fast
+    assert _normalized(fast[1]) == _normalized(slow[1])
+
+
+@pytest.mark.parametrize("sent", [0, 100], ids=["nothing", "part"])
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(pair: Pair, sent: int) -> None:
+    """Answered (to nobody) as the short body it is, on both paths: never counted as a 5xx
+    in the error budget nor logged as an unhandled error."""
+    body = json.dumps(columnar_bars("ABC")).encode()
+    headers = [
+        (b"x-api-key", pair.keys.predict.encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    fast = _raw_post(pair.fast, headers, body[:sent], complete=False)
+    slow = _raw_post(pair.slow, headers, body[:sent], complete=False)
+    assert fast[0] == slow[0], (fast, slow)
+    assert fast[0] in (400, 422), fast
+    assert _normalized(fast[1]) == _normalized(slow[1])
+
+
+@pytest.mark.parametrize("why", ["overloaded", "stopping"])
+def test_a_refused_cors_prediction_still_carries_the_cors_headers(pair: Pair, why: str) -> None:
+    """A browser reads a refusal (and its Retry-After) only with the CORS headers on it."""
+    case = dict(_cases(pair.keys))["cors"]
+    answers = []
+    for gw in (pair.fast, pair.slow):
+        with _loop_behind(gw.state) if why == "overloaded" else _stopping(gw.state):
+            answers.append(_send(gw, case))
+    fast, slow = answers
+    assert fast.status_code == slow.status_code == (429 if why == "overloaded" else 503)
+    assert fast.headers.get("access-control-allow-origin") == ALLOWED_ORIGIN
+    for header in (*COMPARED_HEADERS, "access-control-expose-headers", "vary"):
+        assert fast.headers.get(header) == slow.headers.get(header), header
+    assert _normalized(fast.json()) == _normalized(slow.json())
+
+
+@contextmanager
+def _stopping(state: GatewayState) -> Iterator[None]:
+    state.stopping = True
+    try:
+        yield
+    finally:
+        state.stopping = False
 
 
 def test_the_fast_path_sheds_before_it_authenticates_when_the_loop_is_behind(

@@ -10,7 +10,6 @@ RFC 6749's codes inside the shared error shape: 400 ``invalid_request`` /
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Literal
 from urllib.parse import unquote_plus
 
@@ -58,7 +57,7 @@ def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
         raise _invalid_client()
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII at all, or not UTF-8
         raise _invalid_client() from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:

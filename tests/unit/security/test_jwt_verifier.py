@@ -225,6 +225,10 @@ def test_verify_rejects_when_claims_are_bad(
         ({"iat": True}, "bad_claim_type"),
         ({"iat": False}, "bad_claim_type"),
         ({"exp": True}, "expired"),  # int(True) == 1: jose already refuses it
+        # A JSON integer has no size limit; one past any float is no time at all.
+        ({"exp": 10**400}, "bad_claim_type"),
+        ({"iat": 10**400}, "bad_claim_type"),
+        ({"iat": -(10**400)}, "bad_claim_type"),
     ],
 )
 def test_verify_rejects_when_a_time_claim_is_not_a_json_number(

@@ -116,6 +116,28 @@ async def test_bad_client_credentials_get_401_invalid_client(
     assert secret not in response.text
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Basic \u00e9\u00e9\u00e9\u00e9",  # not ASCII: base64 refuses it with a ValueError
+        "Basic !!!!",  # not the base64 alphabet
+        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),  # not UTF-8 once decoded
+    ],
+    ids=["non-ascii", "not base64", "not utf-8"],
+)
+async def test_undecodable_basic_credentials_get_401_invalid_client(
+    material: SecurityMaterial, value: str
+) -> None:
+    async with asgi_client(material.config) as client:
+        response = await client.post(
+            "/token",
+            data={"grant_type": "client_credentials"},
+            headers=[(b"authorization", value.encode("latin-1"))],
+        )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_client"
+
+
 async def test_revoked_client_gets_401(material: SecurityMaterial) -> None:
     cid, secret = new_client(material, ["model:stats"])
     path = material.config.security.authentication.client_store_path
