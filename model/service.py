@@ -259,18 +259,24 @@ class PredictorService:
             groups.setdefault(batch.ref, []).append(i)
         results: list[BatchResult | Exception] = [RuntimeError("unprocessed") for _ in batches]
         for ref, all_indices in groups.items():
-            indices = []
+            indices, parts = [], []
             for i in all_indices:
                 # Injected faults are for traffic; a keep-warm call never takes one.
                 if not batches[i].warm and self.faults.should_fail(ref, batches[i].rows):
                     results[i] = InjectedFaultError()
-                else:
-                    indices.append(i)
+                    continue
+                try:
+                    # Checked per call: one caller's malformed features fail that call
+                    # only, not the calls that share its forward.
+                    parts.append(_check_shape(batches[i].features))
+                except ValueError as exc:
+                    results[i] = exc
+                    continue
+                indices.append(i)
             if not indices:
                 continue
             try:
                 model = self.model_for(ref)
-                parts = [_check_shape(batches[i].features) for i in indices]
                 stacked = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
                 t0 = time.perf_counter()
                 outputs = model.predict(stacked)

@@ -95,6 +95,22 @@ def test_injected_faults_fail_exactly_the_configured_fraction(
     assert service.status().extra["injected_fault_rows"] == 5
 
 
+def test_malformed_features_fail_their_own_call_not_the_calls_batched_with_it(
+    registry_root: Path, random_ref: ModelRef
+) -> None:
+    service = _service(registry_root)
+    good = _batch(random_ref, rows=2)
+    bad = PredictBatch(random_ref, np.zeros((1, WINDOW - 1, NUM_FEATURES), np.float32))
+    alone = service.predict_batches([good])[0]
+    first, second = service.predict_batches([good, bad])
+    assert isinstance(first, BatchResult)
+    assert isinstance(alone, BatchResult)
+    assert first.forward_rows == 2  # the malformed call's rows never joined the forward
+    np.testing.assert_array_equal(first.outputs, alone.outputs)
+    assert isinstance(second, ValueError)
+    assert "features must be" in str(second)
+
+
 class FakeController:
     def __init__(self, routing: Routing) -> None:
         self.routing = routing
