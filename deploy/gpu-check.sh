@@ -2,7 +2,8 @@
 # Issue 11's GPU target on a lent GPU machine, in one call: the torch runtime alone
 # (python -m model.gpu_check), no Ray. That machine's image has torch, numpy, numba,
 # onnxruntime and safetensors but not pydantic (the artifact manifest's schema), so its
-# wheels travel with the working tree.
+# wheels travel with the working tree, with typing_extensions: pydantic_core imports its
+# Sentinel (4.14 or later), older than torch needs, so the machine's may lack it.
 #
 #   here, once:   bash deploy/gpu-check.sh fetch
 #   there:        the `run` tool with carry [".whl", ".local/models"] and the command
@@ -22,7 +23,8 @@ fetch)
     versions=$(.venv/bin/python - <<'PY'
 from importlib.metadata import version
 print(" ".join(f"{n}=={version(n)}" for n in
-      ("pydantic", "pydantic_core", "annotated-types", "typing-inspection")))
+      ("pydantic", "pydantic_core", "annotated-types", "typing-inspection",
+       "typing_extensions")))
 PY
 )
     # shellcheck disable=SC2086  # one word per requirement
