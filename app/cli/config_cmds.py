@@ -70,7 +70,9 @@ def _render_kuberay(args: argparse.Namespace) -> int:
         config, Path(args.config), device=args.device, image=image, command=command
     )
     if all(value is None for value in outputs.values()):
-        _write("---\n".join(files), None)
+        # Never the Secret templates: piped into `kubectl apply`, their placeholders would
+        # replace the real Secrets (TLS, keys, the Ray token). --secrets-output writes them.
+        _write("---\n".join((files.rayservice, files.cronjobs, files.cluster)), None)
         return 0
     for text, output in zip(files, outputs.values(), strict=True):
         if output is not None:
@@ -161,7 +163,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     kuberay.add_argument(
         "--image", default=None, help=f"the pushed image (default: {PLACEHOLDER_IMAGE}, unpullable)"
     )
-    kuberay.add_argument("--output", default=None, help="RayService file (default stdout)")
+    kuberay.add_argument(
+        "--output",
+        default=None,
+        help="RayService file (default: stdout, every file but the Secret templates)",
+    )
     kuberay.add_argument("--cronjobs-output", default=None, help="CronJobs file")
     kuberay.add_argument(
         "--cluster-output", default=None, help="PVCs, NetworkPolicy, PDB, PodMonitor file"

@@ -37,6 +37,9 @@ ACCESS_LABEL = "cnnlstm.io/access"
 OPERATOR, MONITORING = "operator", "monitoring"
 KUBERAY_OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
 PLACEHOLDER = "REPLACE_ME"
+# The scrape jobs of deploy/prometheus/*.yml, which alerts.yml (MetricsTargetDown) and the
+# dashboard select on. The Prometheus Operator would name them "<namespace>/<PodMonitor>".
+RAY_NODES_JOB, GATEWAY_JOB = "ray-nodes", "cnnlstm-gateway"
 VOLUME_SIZES = {"models": "50Gi", "backups": "200Gi", "state": "1Gi"}
 
 
@@ -98,6 +101,10 @@ def pod_disruption_budget(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
+def _job(name: str) -> dict[str, str]:
+    return {"targetLabel": "job", "replacement": name}
+
+
 def pod_monitor(config: ServiceConfig) -> dict[str, Any]:
     """Ray's exporter (``metrics``, every pod) and each gateway's own ``/metrics``."""
     interval = f"{max(1, round(config.metrics.collection_interval_s))}s"
@@ -115,6 +122,7 @@ def pod_monitor(config: ServiceConfig) -> dict[str, Any]:
                     "port": "metrics",
                     "path": "/metrics",
                     "interval": interval,
+                    "relabelings": [_job(RAY_NODES_JOB)],
                     # GPU predictors' NVML readings under the spec 6.1 name (deploy/METRICS.md).
                     "metricRelabelings": [
                         {
@@ -137,7 +145,8 @@ def pod_monitor(config: ServiceConfig) -> dict[str, Any]:
                             "sourceLabels": [component_meta],
                             "regex": GATEWAY,
                             "action": "keep",
-                        }
+                        },
+                        _job(GATEWAY_JOB),
                     ],
                 },
             ],

@@ -11,8 +11,9 @@ Three kinds of Ray pod, each labelled ``app.kubernetes.io/component``:
   their liveness the spec 5 ``/healthz`` through :mod:`app.serve.probe` (which falls back
   to the raylet check while no gateway has been placed on the pod yet).
 - ``predictor`` (group ``gpu-workers``): model replicas only; nothing listens on
-  ``http_port`` there, so both probes ask the node's dashboard agent for the raylet's
-  health (a public endpoint, also under token auth), never :8000.
+  ``http_port`` there, so liveness asks the node's dashboard agent for the raylet's health
+  (a public endpoint, also under token auth), and readiness stays the serving check, which
+  never passes there: KubeRay's Serve Service sends clients to every ready worker pod.
 
 Every pod (and every CronJob pod) runs as uid/gid 1000 (the image's ``ray`` user) with no
 privilege escalation, no capabilities and the runtime's default seccomp profile.
@@ -123,9 +124,20 @@ def _probe(probe: Probe, handler: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def serving_readiness(config: ServiceConfig) -> dict[str, Any]:
+    """Spec 5.2 ``GET /ready`` on the port a gateway replica serves (HTTPS, direct ingress).
+
+    Every Ray worker pod's readiness: KubeRay labels each RayService worker pod
+    ``ray.io/serve=true`` and its Serve Service (``<name>-serve-svc``, port 8000) sends
+    clients to every *ready* one, so a pod must be ready only while it serves there.
+    """
+    ready = config.readiness_probe
+    return _probe(ready, {"httpGet": {"path": ready.path, "port": ready.port, "scheme": "HTTPS"}})
+
+
 def gateway_probes(config: ServiceConfig) -> dict[str, Any]:
     """Spec 5 on the port the pod's gateway replica serves (HTTPS, direct ingress)."""
-    live, ready = config.liveness_probe, config.readiness_probe
+    live = config.liveness_probe
     url = f"https://127.0.0.1:{live.port}{live.path}"
     # The probe's own HTTP timeout ends before the kubelet's, so a hang reports as a
     # failure from the probe instead of a killed exec.
@@ -134,18 +146,18 @@ def gateway_probes(config: ServiceConfig) -> dict[str, Any]:
     live_cmd += ["--fallback", RAYLET_HEALTH]
     return {
         "livenessProbe": _probe(live, {"exec": {"command": live_cmd}}),
-        "readinessProbe": _probe(
-            ready, {"httpGet": {"path": ready.path, "port": ready.port, "scheme": "HTTPS"}}
-        ),
+        "readinessProbe": serving_readiness(config),
     }
 
 
 def predictor_probes(config: ServiceConfig) -> dict[str, Any]:
-    """What a predictor-only pod runs: the raylet (through its dashboard agent)."""
+    """A predictor-only pod is alive while its raylet is (through its dashboard agent), and
+    never ready: nothing serves clients there, so it stays out of KubeRay's Serve Service
+    (:func:`serving_readiness`), as KubeRay's own probe keeps proxy-less workers out."""
     raylet = {"httpGet": {"path": RAYLET_HEALTH_PATH, "port": AGENT_PORT, "scheme": "HTTP"}}
     return {
         "livenessProbe": _probe(config.liveness_probe, raylet),
-        "readinessProbe": _probe(config.readiness_probe, raylet),
+        "readinessProbe": serving_readiness(config),
     }
 
 

@@ -91,6 +91,9 @@ def rayservice(
         "rayClusterConfig": {
             "rayVersion": RAY_VERSION,
             "enableInTreeAutoscaling": True,
+            # KubeRay injects the autoscaler sidecar into the head pod with no securityContext
+            # of its own: without this, the restricted Pod Security Standard rejects the pod.
+            "autoscalerOptions": {"securityContext": container_security_context()},
             # KubeRay >= 1.6: the operator reads the token from this Secret for its own
             # dashboard calls (and would inject the env below if it were missing).
             "authOptions": {"mode": "token", "secretName": RAY_TOKEN_SECRET},

@@ -4,6 +4,7 @@ that we build, secrets are readable, and the compose profile's floors fit the no
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -156,3 +157,38 @@ def test_production_floors_would_not_fit(compose: dict[str, Any]) -> None:
     need = gateway["num_replicas"] * gateway["ray_actor_options"]["num_cpus"]
     need += production.market_hours_autoscaling.min_replicas * 2
     assert need > _num_cpus(compose)
+
+
+def _dashboard_queries() -> list[str]:
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                found.append(node["expr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads((ROOT / "deploy/grafana/dashboard.json").read_text(encoding="utf-8")))
+    return found
+
+
+def test_every_dashboard_query_can_find_its_job_in_the_compose_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    # Compose runs prometheus-cluster.yml: a query that needs a job only the one-machine
+    # prometheus.yml scrapes shows "no data" in the bundled stack unless an alternative
+    # (`or`) reads the same series from the jobs that stack has.
+    (mount,) = (
+        v
+        for v in compose["services"]["prometheus"]["volumes"]
+        if v.endswith(":/etc/prometheus/prometheus.yml:ro")
+    )
+    prometheus = yaml.safe_load((ROOT / mount.split(":")[0]).read_text(encoding="utf-8"))
+    jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
+    for expr in _dashboard_queries():
+        alternatives = expr.split(" or ")
+        assert any(set(re.findall(r'job="([^"]+)"', alt)) <= jobs for alt in alternatives), expr

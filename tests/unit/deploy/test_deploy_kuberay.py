@@ -10,6 +10,8 @@ contexts get the full Kubernetes schema.
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,11 @@ RAYSERVICE_SCHEMA: dict[str, Any] = {
                     "properties": {
                         "rayVersion": {"type": "string"},
                         "enableInTreeAutoscaling": {"type": "boolean"},
+                        "autoscalerOptions": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"securityContext": _OBJ},
+                        },
                         "authOptions": {
                             "type": "object",
                             "required": ["mode"],
@@ -253,17 +260,19 @@ def _probe_port(probe: dict[str, Any]) -> set[int]:
     raise AssertionError(f"unexpected probe {probe}")
 
 
-def test_every_probe_targets_a_port_its_pod_serves() -> None:
+def test_every_liveness_probe_targets_a_port_its_pod_serves() -> None:
+    # Readiness is the serving check on every worker pod, on purpose: a pod that does not
+    # serve there must never be ready (test_only_pods_serving_https_can_become_ready).
     for name, group in groups().items():
         for container in group["template"]["spec"]["containers"]:
             served = {p["containerPort"] for p in container["ports"]}
-            for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            for kind in ("livenessProbe", "startupProbe"):
                 if kind in container:
                     missing = _probe_port(container[kind]) - served
                     assert not missing, f"{name} {kind} probes {missing}, serves {served}"
 
 
-def test_only_the_gateway_group_serves_and_probes_8000() -> None:
+def test_only_the_gateway_group_serves_8000() -> None:
     config = load_config_file(ROOT / "deploy/config.yaml")
     http = config.serving.http_port
     gateway = groups()["cpu-workers"]
@@ -276,9 +285,9 @@ def test_only_the_gateway_group_serves_and_probes_8000() -> None:
     assert ready["httpGet"] == {"path": "/ready", "port": http, "scheme": "HTTPS"}
     predictor = groups()["gpu-workers"]["template"]["spec"]["containers"][0]
     assert http not in {p["containerPort"] for p in predictor["ports"]}
-    for kind in ("readinessProbe", "livenessProbe"):
-        assert predictor[kind]["httpGet"]["port"] == AGENT_PORT
-        assert predictor[kind]["httpGet"]["path"] == "/api/local_raylet_healthz"
+    # Alive with its raylet; never ready (see test_only_pods_serving_https_can_become_ready).
+    assert predictor["livenessProbe"]["httpGet"]["port"] == AGENT_PORT
+    assert predictor["livenessProbe"]["httpGet"]["path"] == "/api/local_raylet_healthz"
 
 
 # --- security ---------------------------------------------------------------------------
@@ -448,3 +457,105 @@ def test_disruption_budget_covers_the_gateway_pods() -> None:
     gateway_labels = groups()["cpu-workers"]["template"]["metadata"]["labels"]
     assert _matches(pdb["spec"]["selector"], gateway_labels)
     assert pdb["spec"]["maxUnavailable"] == 1
+
+
+# --- what the cluster does with these objects -------------------------------------------
+
+
+def test_rendering_to_stdout_never_emits_the_secret_templates(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `render-kuberay | kubectl apply -f -` must not replace the real Secrets (TLS, keys,
+    # the Ray token) with REPLACE_ME placeholders.
+    assert run_cli(["--config", str(ROOT / "deploy/config.yaml"), "config", "render-kuberay"]) == 0
+    kinds = {d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out) if d}
+    assert "Secret" not in kinds
+    assert {"RayService", "CronJob", "PodMonitor"} <= kinds
+
+
+def _alert_jobs() -> re.Pattern[str]:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
+    (expr,) = (
+        r["expr"]
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "MetricsTargetDown"
+    )
+    match = re.search(r'job=~"([^"]+)"', expr)
+    assert match, expr
+    return re.compile(match.group(1))
+
+
+def test_pod_monitor_targets_carry_the_jobs_alerts_and_dashboard_select() -> None:
+    # The Prometheus Operator labels a PodMonitor's targets job="<namespace>/<name>" unless a
+    # relabeling sets it: MetricsTargetDown (up{job=~...}) and the dashboard's gateway
+    # panels (job="cnnlstm-gateway") would match nothing on Kubernetes.
+    (monitor,) = by_kind("PodMonitor")
+    alerted = _alert_jobs()
+    jobs = {}
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        job = f"default/{monitor['metadata']['name']}"
+        for rule in endpoint.get("relabelings", []):
+            if rule.get("targetLabel") == "job" and rule.get("action", "replace") == "replace":
+                assert "sourceLabels" not in rule
+                job = rule["replacement"]
+        assert alerted.fullmatch(job), f"{endpoint['port']}: job {job!r} is never alerted on"
+        jobs[endpoint["port"]] = job
+    assert jobs == {"metrics": "ray-nodes", "serve": "cnnlstm-gateway"}
+
+
+def test_only_pods_serving_https_can_become_ready() -> None:
+    # KubeRay labels every RayService worker pod ray.io/serve=true and its Serve Service
+    # (<name>-serve-svc, port 8000) sends clients to every *ready* one: a pod that is
+    # ready without serving on http_port takes a share of connections and refuses them.
+    config = load_config_file(ROOT / "deploy/config.yaml")
+    http = config.serving.http_port
+    for name, group in groups().items():
+        if name == "head":  # KubeRay sets the head's label from its own proxy check
+            continue
+        (container,) = group["template"]["spec"]["containers"]
+        ready = container["readinessProbe"]
+        assert ready["httpGet"] == {"path": "/ready", "port": http, "scheme": "HTTPS"}, name
+
+
+def _as_kuberay_runs_it(group: str) -> dict[str, Any]:
+    """The pod spec with what KubeRay adds that affects admission: the head's autoscaler
+    sidecar (securityContext from ``autoscalerOptions``, nothing else)."""
+    pod = dict(pod_specs()[group])
+    cluster = rayservice()["spec"]["rayClusterConfig"]
+    if group == "head" and cluster.get("enableInTreeAutoscaling"):
+        options = cluster.get("autoscalerOptions", {})
+        sidecar = {"name": "autoscaler", "image": PLACEHOLDER_IMAGE}
+        if "securityContext" in options:
+            sidecar["securityContext"] = options["securityContext"]
+        pod["containers"] = [*pod["containers"], sidecar]
+    return pod
+
+
+@pytest.mark.parametrize("name", list(pod_specs()))
+def test_every_pod_passes_the_restricted_standard_as_kuberay_runs_it(name: str) -> None:
+    pod = _as_kuberay_runs_it(name)
+    for container in pod["containers"]:
+        own = container.get("securityContext", {})
+        assert own.get("allowPrivilegeEscalation") is False, container["name"]
+        assert "ALL" in own.get("capabilities", {}).get("drop", []), container["name"]
+        assert own.get("runAsNonRoot", pod["securityContext"]["runAsNonRoot"]) is True
+
+
+def test_the_gpu_image_can_read_its_gpus() -> None:
+    # The GPU predictors' spec 6.1 gpu_utilization comes from NVML through pynvml, the
+    # `gpu` extra (app/observability/gpu.py): an image built as the README says for GPU
+    # nodes must install it, or the gauge (and the PodMonitor's rename of it) stays empty.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert any(dep.startswith("nvidia-ml-py") for dep in project["optional-dependencies"]["gpu"])
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text(encoding="utf-8")
+    default = re.search(r"^ARG EXTRAS=(\S+)$", dockerfile, re.MULTILINE)
+    assert default, "deploy/Dockerfile: the extras to install are a build argument"
+    assert "gpu" not in default.group(1).split(","), "CPU images stay without NVML"
+    assert '".[${EXTRAS}]"' in dockerfile  # double quotes: RUN's shell expands it
+    readme = (ROOT / "deploy/README.md").read_text(encoding="utf-8")
+    for text in (readme, dockerfile):
+        (gpu_build,) = re.findall(r"--build-arg TORCH_INDEX=\S+/cu\d+[^\n]*", text)
+        extras = re.search(r"--build-arg EXTRAS=(\S+?)`?(?:\s|\)|$)", gpu_build)
+        assert extras, gpu_build
+        assert "gpu" in extras.group(1).split(","), gpu_build
