@@ -151,15 +151,15 @@ class FastPredict:
         """The refusal's status if the replica stops or is overloaded, sent; else None.
 
         Before the key check and the body: under a flood of requests that must be refused,
-        the cheapest refusal is what keeps CPU for the ones admitted."""
+        the cheapest refusal is what keeps CPU for the ones admitted. A CORS request is
+        the full stack's, refusal included: its CORS headers let a browser read the refusal
+        and its Retry-After at all (and it is refused, and counted, there once)."""
+        if _from_browser(scope):
+            return None
         try:
             refuse_if_stopping(self.state)
             shed_if_overloaded(self.state, None)
         except PredictionFailure as exc:
-            if _from_browser(scope):
-                # A CORS request: the full stack refuses it too, with the CORS headers a
-                # browser needs to read the refusal and its Retry-After at all.
-                return None
             started = time.perf_counter()
             rid = request_id_from(scope)
             self.state.metrics.observe_failure(exc.rule.metric_status)

@@ -500,6 +500,21 @@ def test_a_refused_cors_prediction_still_carries_the_cors_headers(pair: Pair, wh
     assert _normalized(fast.json()) == _normalized(slow.json())
 
 
+def test_a_cors_prediction_refused_at_the_in_flight_limit_is_counted_once(pair: Pair) -> None:
+    case = dict(_cases(pair.keys))["cors"]
+    limit = pair.fast.state.concurrency  # off in this pair: on, and full, for this test
+    saved = (limit.target_s, limit.in_flight, limit.refused)
+    limit.target_s, limit.in_flight = 0.075, int(limit.limit)
+    try:
+        answer = _send(pair.fast, case)
+        refused = limit.refused - saved[2]
+    finally:
+        limit.target_s, limit.in_flight, limit.refused = saved
+    assert answer.status_code == 429
+    assert answer.headers.get("access-control-allow-origin") == ALLOWED_ORIGIN
+    assert refused == 1  # the full stack's refusal, not the fast path's as well
+
+
 @contextmanager
 def _stopping(state: GatewayState) -> Iterator[None]:
     state.stopping = True
