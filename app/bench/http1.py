@@ -61,3 +61,16 @@ def _chunked(
             return None
         body += buf[pos : pos + size]
         pos += size + 2
+
+
+def ended_by_close(buf: bytearray | bytes) -> tuple[int, bytes] | None:
+    """``(status, body)`` of a response that the connection's end completes: one with
+    neither Content-Length nor chunks. None otherwise: a framed response still short of
+    its length when the connection ends was cut off, which is an error, not an answer."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).lower()
+    if b"\r\ncontent-length:" in head or b"\r\ntransfer-encoding:" in head:
+        return None
+    return int(head[9:12]), bytes(buf[end + 4 :])

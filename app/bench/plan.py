@@ -100,7 +100,9 @@ def find_max(
                 out[name]["stopped_because"] = why
                 alive.remove(name)
     below = [n for n in names if out[n]["max_passing_rps"] is None and out[n]["steps"]]
-    down = list(reversed(rates(step, step, start - step)))  # start - step, ..., step
+    # start - step, start - 2 * step, ... while positive: from the start, which need not
+    # be a multiple of the step (700 by 300 steps down to 400, then 100).
+    down = [round(start - i * step, 6) for i in range(1, int(start / step - 1e-9) + 1)]
     for rate in down:
         for name, ok, _ in measure_each(below, rate, "find-max step down to"):
             if ok:

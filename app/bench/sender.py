@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.bench.http1 import encode_requests, parse_response
+from app.bench.http1 import encode_requests, ended_by_close, parse_response
 from app.bench.schedule import offsets, share
 
 _READ = selectors.EVENT_READ
@@ -326,12 +326,13 @@ class Sender:
         self._dispatch(pos)
 
     def _eof(self, conn: _Conn) -> None:
-        head_end = conn.buf.find(b"\r\n\r\n")
-        if conn.pos >= 0 and head_end >= 0:
-            # A response without a length ends with the connection.
-            status = int(bytes(conn.buf[9:12]))
+        # A response without a length ends with the connection; one cut short of its
+        # length is the disconnect's (an answer whose marker came before the cut was
+        # counted as a success).
+        whole = ended_by_close(conn.buf) if conn.pos >= 0 else None
+        if whole is not None:
+            status, body = whole
             ok = 200 <= status < 300
-            body = bytes(conn.buf[head_end + 4 :])
             self._record(conn.pos, "bad_body" if ok and self.expect not in body else status)
             conn.pos = -1
         self._drop(conn, "ServerDisconnectedError")

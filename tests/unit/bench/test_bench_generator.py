@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from app.bench.generator import generator_cpu, merge, run_load
-from app.bench.http1 import encode_requests, parse_response
+from app.bench.http1 import encode_requests, ended_by_close, parse_response
 from app.bench.loadgen import LoadSpec
 from app.bench.payloads import Payloads
 from app.bench.sender import IDLE_REUSE_S, Sender, wait_until
@@ -283,6 +283,10 @@ def test_responses_are_parsed_by_length_and_by_chunks() -> None:
     assert parse_response(chunked[:-2]) is None
     closing = b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     assert parse_response(closing) == (503, b"", len(closing), True)
+    # Only a response with neither a length nor chunks is complete when the connection ends.
+    assert ended_by_close(head + b"\r\nhello") == (200, b"hello")
+    assert ended_by_close(full[:-1]) is None
+    assert ended_by_close(chunked[:-2]) is None
 
 
 def test_requests_are_encoded_once_with_the_key_and_length() -> None:
@@ -400,3 +404,24 @@ async def test_refused_connections_are_counted_per_request() -> None:
     out = await asyncio.to_thread(sender.run, time.monotonic() + 0.02)
     assert out["open_error"] == "ConnectionRefusedError"
     assert out["outcome"] == ["ConnectionRefusedError"] * 10
+
+
+async def test_a_response_cut_short_by_the_server_closing_is_an_error() -> None:
+    # The head promises 40 bytes; the marker arrives, the rest never does: the connection
+    # ends mid-body. Only a response without a length may end with its connection.
+    async def truncate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n{"prob_up": 0.5')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(truncate, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        sender = Sender(_plan(url, n=3), encode_requests("x", "/predict", _bodies(1), None))
+        out = await asyncio.to_thread(sender.run, time.monotonic() + 0.02)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert out["outcome"] == ["ServerDisconnectedError"] * 3

@@ -357,3 +357,45 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     result = _result(runs=[_run(200, p99=40), _run(100, p99=30)])
     out = plot(result, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_find_max_steps_down_from_the_start_when_it_is_not_a_multiple_of_the_step() -> None:
+    # Down from the start by the step: 700 -> 400 -> 100, not the step's own multiples.
+    calls: list[float] = []
+
+    def measure(name: str, rate: float) -> dict:
+        calls.append(rate)
+        return _run(rate, p99=50 if rate <= 450 else 150)
+
+    out = plan.find_max(["baseline"], measure, start=700, step=300, limit=700, p99_limit_ms=100)
+    assert calls == [700, 400]
+    assert out["baseline"]["max_passing_rps"] == 400
+
+
+def test_the_worse_serve_run_at_a_batch_rate_decides() -> None:
+    # A/B/A at 130 req/s: one Serve run held p99 with 0 errors, the other refused 3.
+    batch = [
+        _run(130, p99=40, rows_per_request=32, predictions_per_s=4158.0, errors={"total": 3}),
+        _run(130, p99=27, rows_per_request=32, predictions_per_s=4159.0),
+    ]
+    check = {c["check"]: c for c in goals.check(_result(runs=[], batch_runs=batch))}
+    verdict = check["/predict/batch x32 >= 4000 pred/s"]
+    assert verdict["met"] is False
+    # Both runs of a rate good: the slower one is the rate's figure.
+    batch[0]["errors"] = {"total": 0}
+    verdict = {c["check"]: c for c in goals.check(_result(runs=[], batch_runs=batch))}[
+        "/predict/batch x32 >= 4000 pred/s"
+    ]
+    assert verdict["met"] is True
+    assert verdict["measured"] == 4158.0
+
+
+def test_a_max_rate_ratio_just_under_the_goal_is_missed_not_rounded_up() -> None:
+    failed = {"stopped_because": "p99 150 ms > 100 ms"}
+    targets = {
+        "serve": {"runs": [], "batch_runs": [], "find_max": {"max_passing_rps": 1975.0, **failed}},
+        "hello": {"runs": [], "find_max": {"max_passing_rps": 3975.0, **failed}},
+    }
+    v = {c["check"]: c for c in goals.check({"targets": targets})}["max rate Serve / hello"]
+    assert v["met"] is False, "1975 / 3975 = 0.497x misses >= 0.5x"
+    assert "(met)" not in v["text"]
