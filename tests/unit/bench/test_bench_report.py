@@ -52,6 +52,21 @@ def test_errors_fail_a_latency_verdict_and_availability() -> None:
     assert v["p99 at 500 req/s"]["met"] is None  # not measured
 
 
+def test_the_worse_of_two_runs_at_a_rate_decides_each_verdict() -> None:
+    # Serve / peer / Serve measures a rate twice; the better run must not hide the worse.
+    good, slow = _run(200, 10, 20, 30, 40), _run(200, 10, 20, 70, 90)
+    faulty = _run(500, 10, 20, 30, 40, errors=10)  # 99.8 % available
+    v = _by_check(verdicts([good, slow, faulty, _run(500, 10, 20, 60, 80)], TARGETS))
+    assert v["p99 at 200 req/s"]["met"] is True
+    assert v["p99 at 200 req/s"]["measured"] == 70
+    assert v["p50 at 200 req/s"]["measured"] == 10
+    assert v["p99 at 500 req/s"]["met"] is False
+    assert "10 errors" in v["p99 at 500 req/s"]["text"]
+    assert v["availability at 500 req/s"]["met"] is False
+    assert v["availability at 200 req/s"]["met"] is True
+    assert len(v) == 7  # one verdict per check, however many runs
+
+
 def test_comparison_gives_serve_over_baseline_per_rate_and_for_max_rate() -> None:
     serve = {"runs": [_run(200, 40, 60, 80, 100)], "find_max": {"max_passing_rps": 300}}
     base = {"runs": [_run(200, 10, 20, 20, 50)], "find_max": {"max_passing_rps": 1200}}
