@@ -4,8 +4,9 @@ Pure ASGI (not ``BaseHTTPMiddleware``): each layer is one function call and, at 
 wrapped ``send``/``receive`` per request, with no extra task or body buffering.
 
 Order, outermost first: security headers (so every response, errors included, carries
-them) -> CORS (preflights answered here; error responses still get CORS headers so a
-browser can read them) -> request hygiene (Serve control headers stripped, credentials in
+them: this layer wraps the whole stack, Starlette's 500 handler included) -> CORS
+(preflights answered here; error responses still get CORS headers so a browser can read
+them) -> request hygiene (Serve control headers stripped, credentials in
 the URL refused and scrubbed, repeated credential headers refused) -> body size limit -> the
 app.
 """
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
 from app.config import ServiceConfig
+from app.observability.access_log import wrap_middleware_stack
 from app.security.context import SecurityContext
 from app.security.dependencies import authenticate
 from app.security.openapi_security import document_security
@@ -278,9 +280,14 @@ def install_security(app: FastAPI, config: ServiceConfig) -> SecurityContext:
             max_age=net.cors.max_age_s,
         )
     docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    app.add_middleware(
-        SecurityHeadersMiddleware,
-        hsts_max_age_s=net.tls.hsts_max_age_s if net.tls.enabled else None,
-        docs_paths=frozenset(p for p in docs if p),
+    hsts_max_age_s = net.tls.hsts_max_age_s if net.tls.enabled else None
+    docs_paths = frozenset(p for p in docs if p)
+    # Around the whole stack, not add_middleware: Starlette answers an unhandled exception
+    # (the 500) from its ServerErrorMiddleware, outside every add_middleware layer.
+    wrap_middleware_stack(
+        app,
+        lambda stack: SecurityHeadersMiddleware(
+            stack, hsts_max_age_s=hsts_max_age_s, docs_paths=docs_paths
+        ),
     )
     return ctx

@@ -76,7 +76,10 @@ class PinnedKey:
 def _rsa_bits(n: Any) -> int:
     if not isinstance(n, str):
         raise UnusableJwk("bad_n")
-    raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except ValueError:  # not ASCII, or not base64 (binascii.Error): this entry only
+        raise UnusableJwk("bad_n") from None
     return int.from_bytes(raw, "big").bit_length()
 
 

@@ -69,6 +69,17 @@ def pem_algorithm(pem: bytes) -> str:
     raise ValueError(f"unsupported public key type {type(key).__name__}")
 
 
+def _hmac_keys(secret: bytes, algorithms: list[str], path: Path) -> dict[str, Key]:
+    """One key per HS* algorithm; JwtKeyError for a secret python-jose will not take as
+    one (a PEM key or certificate: the secret path pointed at the wrong file)."""
+    try:
+        return {alg: jwk.construct(secret, alg) for alg in algorithms}
+    except JOSEError:
+        raise JwtKeyError(
+            f"JWT secret in {path} is not usable as an HMAC secret (a PEM key or certificate?)"
+        ) from None
+
+
 class StaticKeys:
     """The secret file and the public key file, one pre-built key per accepted algorithm."""
 
@@ -114,14 +125,15 @@ class StaticKeys:
         probe.mark_seen(seen)
         try:
             secret = read_jwt_secret(probe.path)
+            keys = _hmac_keys(secret, self._hmac_algs, probe.path)
         except JwtKeyError as exc:
             if startup and seen is not None:
                 raise
             log.error("jwt_secret_unavailable", error=str(exc))
             return
+        # Both or neither: POST /token must sign with the secret that verifies.
         self.secret = secret
-        for alg in self._hmac_algs:
-            self.keys[alg] = jwk.construct(secret, alg)
+        self.keys.update(keys)
         if not startup:
             log.info("jwt_secret_rotated", path=str(probe.path))
 

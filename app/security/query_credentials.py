@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import unquote_plus
 
-CREDENTIAL_QUERY_PARAMS = frozenset({"api_key", "x-api-key", "apikey", "token", "access_token"})
+# client_secret: RFC 6749 2.3.1 forbids client credentials in the URI of POST /token.
+CREDENTIAL_QUERY_PARAMS = frozenset(
+    {"api_key", "x-api-key", "apikey", "token", "access_token", "client_secret"}
+)
 _REDACTED = b"REDACTED"
 
 
@@ -25,7 +28,12 @@ def has_credential_params(query_string: bytes) -> bool:
     if not query_string:
         return False
     lowered = query_string.lower()
-    if b"key" not in lowered and b"token" not in lowered and b"%" not in lowered:
+    if (
+        b"key" not in lowered
+        and b"token" not in lowered
+        and b"secret" not in lowered
+        and b"%" not in lowered
+    ):
         return False  # the common case: nothing credential-like at all, skip the parse
     return any(_name(pair.split(b"=", 1)[0]) in _NORMALISED for pair in query_string.split(b"&"))
 

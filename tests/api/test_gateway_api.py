@@ -349,3 +349,20 @@ def test_openapi_documents_the_raw_bodies_and_hint_headers(harness: Harness) -> 
         assert {p["name"] for p in op["parameters"]} >= {"X-Priority", "X-Request-Deadline-Ms"}
     items = schemas["BatchPredictRequest"]["properties"]["items"]["items"]
     assert items == {"$ref": "#/components/schemas/PredictRequest"}
+
+
+def test_an_unhandled_error_on_the_full_stack_carries_the_security_headers(
+    harness: Harness,
+) -> None:
+    def broken() -> object:
+        raise RuntimeError("a stats provider failed")
+
+    harness.state.extra_stats["broken"] = broken
+    client = TestClient(harness.client.app, raise_server_exceptions=False)
+    r = client.get("/stats", headers={"Authorization": f"Bearer {harness.token}"})
+    assert r.status_code == 500, r.text
+    assert r.json()["error"]["code"] == "internal_error"
+    assert r.headers["x-request-id"] == r.json()["error"]["request_id"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")

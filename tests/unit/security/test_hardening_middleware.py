@@ -117,6 +117,26 @@ async def test_credential_query_is_scrubbed_from_the_scope_when_refused(
     assert seen["query"] == b"symbol=X&api_key=REDACTED"
 
 
+async def test_client_secret_in_the_token_url_is_refused_and_scrubbed(
+    material: SecurityMaterial,
+) -> None:
+    # RFC 6749 2.3.1: client credentials MUST NOT be in the request URI.
+    app = build_security_test_app(material.config)
+    seen: dict[str, Any] = {}
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        await app(scope, receive, send)
+        seen["query"] = scope.get("query_string")
+
+    query = "grant_type=client_credentials&client_id=cli_0123456789abcdef&client_secret=s3cr3t"
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="https://t") as client:
+        response = await client.post(f"/token?{query}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "credentials_in_url"
+    assert b"s3cr3t" not in seen["query"]
+
+
 async def test_api_responses_carry_security_headers(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -207,3 +227,23 @@ async def test_cors_headers_absent_when_cors_disabled(make_material: MakeMateria
         response = await client.get("/healthz", headers={"Origin": ALLOWED_ORIGIN})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_unhandled_error_500_carries_security_headers(material: SecurityMaterial) -> None:
+    # Starlette answers an unhandled exception from ServerErrorMiddleware, outside every
+    # add_middleware layer: the protective headers must still be on that 500.
+    app = build_security_test_app(material.config)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="https://t") as client:
+        response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")

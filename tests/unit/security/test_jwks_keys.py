@@ -191,6 +191,8 @@ def test_jwks_source_refuses_plain_http_beyond_loopback() -> None:
         (public_jwk(RSA, "k", key_ops=["encrypt"]), "not_for_verify"),
         (public_jwk(rsa_key("small", 1024), "k"), "rsa_too_small"),
         (public_jwk(RSA, "k", kid=None), "no_kid"),
+        (public_jwk(RSA, "k", n="A"), "bad_n"),  # not base64url (bad length)
+        (public_jwk(RSA, "k", n="\u00e9" * 400), "bad_n"),  # not ASCII
         (public_jwk(EC, "k", y=public_jwk(EC, "k")["x"]), "bad_key"),
         ("not-an-object", "not_an_object"),
     ],
@@ -209,6 +211,18 @@ def test_pin_jwk_pins_by_key_type_when_alg_is_absent() -> None:
 def test_parse_jwks_drops_a_repeated_kid_and_keeps_the_rest() -> None:
     doc = {"keys": [public_jwk(RSA, "dup"), public_jwk(EC, "dup"), public_jwk(EC, "ok")]}
     assert set(parse_jwks(json.dumps(doc).encode())) == {"ok"}
+
+
+def test_a_malformed_entry_does_not_keep_a_removed_key_verifying(
+    server: JwksServer, clock: Clock
+) -> None:
+    verifier = make_verifier(server, clock)
+    assert verifier.verify(sign(RSA, "rsa-1")).subject == "idp-client"
+    # The provider rotates rsa-1 out; its new set also holds one entry nothing can read.
+    server.publish(public_jwk(EC, "ec-2"), public_jwk(RSA, "broken", n="A"))
+    clock.advance(60)
+    assert verifier.verify(sign(EC, "ec-2")).subject == "idp-client"
+    assert reason(verifier, sign(RSA, "rsa-1")) == "unknown_kid"
 
 
 @pytest.mark.parametrize(

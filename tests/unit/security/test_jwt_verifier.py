@@ -317,6 +317,24 @@ def test_verifier_keeps_old_secret_when_rotated_to_a_weak_one(tmp_path: Path, se
     assert verifier.verify(token).subject == "alice"
 
 
+def test_verifier_keeps_old_secret_when_rotated_to_a_public_key_pem(
+    tmp_path: Path, secret: str
+) -> None:
+    # A PEM is long enough to pass the length check, but python-jose refuses it as an
+    # HMAC secret: the rotation must be refused whole, the same as a weak secret.
+    verifier = make_verifier(tmp_path, ["HS256"])
+    (tmp_path / "jwt-secret").write_bytes(rsa_key_pair()[1])
+    token = mint_token(secret, "alice", ["model:stats"], 300, ISS, AUD)
+    assert verifier.verify(token).subject == "alice"
+    assert verifier.signing_secret() == secret.encode()  # POST /token signs what verifies
+
+
+def test_verifier_refuses_to_start_when_secret_is_a_public_key_pem(tmp_path: Path) -> None:
+    (tmp_path / "jwt-secret").write_bytes(rsa_key_pair()[1])
+    with pytest.raises(JwtKeyError, match="HMAC"):
+        make_verifier(tmp_path, ["HS256"])
+
+
 # --- minting --------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from app.security.query_credentials import has_credential_params, redact_credent
         b"api%5Fkey=abc",
         b"api%5fkey",
         b"token",
+        b"grant_type=client_credentials&Client-Secret=abc",
     ],
 )
 def test_has_credential_params_when_named_like_a_credential(query: bytes) -> None:
