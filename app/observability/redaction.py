@@ -4,6 +4,11 @@ Two nets: keys that name a credential have their value replaced wholesale, and e
 string anywhere in the event (messages, nested dicts, exception text) is scanned for
 things shaped like our API keys, JWTs or bearer credentials. The second net catches the
 cases the first cannot, such as ``log.info("auth failed", detail=f"bad token {tok}")``.
+
+A name is a key whatever form it arrives in: a dict key (``str`` or the ``bytes`` of ASGI
+headers), the first half of a ``(name, value)`` pair (``scope["headers"]``,
+``headers.items()``), or a ``name=value`` parameter inside a string (a URL's query, a form
+body). A client secret has no shape of its own, so its name is all there is to go by.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import functools
 import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 REDACTED = "[REDACTED]"
 
@@ -52,30 +58,55 @@ _VALUE_PATTERNS = (
 # One cheap pass that every pattern above needs to match first: most strings in a log line
 # (routes, ids, numbers as text) contain none of these, and skip the three substitutions.
 _TRIGGER = re.compile(r"cnl_|eyJ|(?i:bearer|basic)")
+# ``name=value`` in a query string or form body; the name is judged like a dict key.
+_PARAM = re.compile(r"(?<![\w.%-])([\w.%-]+)=([^&\s#;\"']+)")
+_PARAM_TRIGGER = re.compile(r"(?i)passw|secret|token|api[-_%]|apikey|authorization|cookie")
 _MAX_DEPTH = 8
 _SCALARS = frozenset({int, float, bool})
 
 
-@functools.lru_cache(maxsize=4096)
-def _key_is_sensitive(key: str) -> bool:
+def _name_is_sensitive(key: str) -> bool:
     k = key.lower().replace("-", "_")
     if k in _ALLOWED_KEYS:
         return False
     return k in _SENSITIVE_KEYS or any(part in k for part in _SENSITIVE_PARTS)
 
 
+# Log keys come from code, so there are few distinct ones: the cache turns the check into
+# one dict look-up per field. (Parameter names inside text are the client's: uncached.)
+_key_is_sensitive = functools.lru_cache(maxsize=4096)(_name_is_sensitive)
+
+
 def is_sensitive_key(key: object) -> bool:
-    # Log keys come from code, so there are few distinct ones: the cache turns the check
-    # into one dict look-up per field.
+    if isinstance(key, bytes | bytearray):  # an ASGI header name
+        key = bytes(key).decode("latin-1")
     return isinstance(key, str) and _key_is_sensitive(key)
 
 
+def _key_text(key: object) -> str:
+    """A non-``str`` dict key as text: the JSON renderer takes no ``bytes`` key, and a line
+    it cannot render goes to logging's error handler, which prints the unredacted event."""
+    text = bytes(key).decode("latin-1") if isinstance(key, bytes | bytearray) else str(key)
+    return scrub_text(text)
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    if value.startswith("[REDACTED") or not _name_is_sensitive(unquote_plus(name)):
+        return match.group(0)
+    return f"{name}={REDACTED}"
+
+
 def scrub_text(text: str) -> str:
-    """``text`` with API keys, JWTs and bearer/basic credentials replaced."""
-    if len(text) < 12 or not _TRIGGER.search(text):
+    """``text`` with API keys, JWTs, bearer/basic credentials and the values of
+    credential-named ``name=value`` parameters replaced."""
+    if len(text) < 12:
         return text
-    for pattern, replacement in _VALUE_PATTERNS:
-        text = pattern.sub(replacement, text)
+    if _TRIGGER.search(text):
+        for pattern, replacement in _VALUE_PATTERNS:
+            text = pattern.sub(replacement, text)
+    if "=" in text and _PARAM_TRIGGER.search(text):
+        text = _PARAM.sub(_mask_param, text)
     return text
 
 
@@ -87,8 +118,14 @@ def redact(value: Any, depth: int = 0) -> Any:
         return value if isinstance(value, int | float | bool) or value is None else REDACTED
     if isinstance(value, Mapping):
         return {
-            k: REDACTED if is_sensitive_key(k) else redact(v, depth + 1) for k, v in value.items()
+            (k if type(k) is str else _key_text(k)): (
+                REDACTED if is_sensitive_key(k) else redact(v, depth + 1)
+            )
+            for k, v in value.items()
         }
+    if isinstance(value, tuple) and len(value) == 2 and is_sensitive_key(value[0]):
+        # A (name, value) pair: ASGI's raw headers, ``headers.items()``, form fields.
+        return [redact(value[0], depth + 1), REDACTED]
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v, depth + 1) for v in value]
     if isinstance(value, bytes | bytearray):

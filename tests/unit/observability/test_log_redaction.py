@@ -99,3 +99,16 @@ def test_logged_lines_never_contain_credentials(log_lines: LogLines) -> None:
     assert lines[0]["authorization"] == REDACTED
     assert lines[0]["headers"] == {"x-api-key": REDACTED, "user-agent": "curl"}
     assert "[REDACTED_JWT]" in lines[2]["exception"]
+
+
+def test_raw_asgi_headers_are_logged_redacted_not_dumped_to_stderr(
+    log_lines: LogLines, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # dict(scope["headers"]) has bytes names: a line the renderer cannot write goes to
+    # logging's error handler, which prints the event dict as it was, secret and all.
+    opaque = "Zq8vT1xPp0-opaque-secret-4Hk2"
+    headers = {b"x-api-key": opaque.encode(), b"accept": b"application/json"}
+    structlog.get_logger("test").info("request", headers=headers)
+    [line] = log_lines()
+    assert line["headers"] == {"x-api-key": REDACTED, "accept": "application/json"}
+    assert opaque not in capsys.readouterr().err

@@ -7,6 +7,7 @@ import logging
 import pytest
 from structlog.testing import capture_logs
 
+from app.observability.redaction import redact_event
 from app.security.api_keys import ApiKeyStore
 from app.security.clients import ClientStore
 from app.security.jwt_tokens import mint_token
@@ -108,3 +109,45 @@ async def test_malformed_key_is_not_logged_at_all(material: SecurityMaterial) ->
     assert rejected["reason"] == "malformed"
     assert rejected["key_id"] is None
     assert pasted not in str(events)
+
+
+# A client secret (or a foreign API key) has no shape a value pattern could know: only the
+# name it travels under can say it is one.
+OPAQUE = "Zq8vT1xPp0-opaque-secret-4Hk2"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # scope["headers"], Headers.raw, headers.items(): (name, value) pairs
+        [(b"x-api-key", OPAQUE.encode()), (b"cookie", f"session={OPAQUE}".encode())],
+        [("X-API-Key", OPAQUE), ("Authorization", f"Token {OPAQUE}")],
+        # a dict made of the raw ASGI pairs keeps the bytes names
+        {b"x-api-key": OPAQUE.encode(), b"authorization": f"Token {OPAQUE}".encode()},
+    ],
+)
+def test_redaction_masks_credential_headers_in_raw_asgi_form(headers: object) -> None:
+    out = redact_event(None, "info", {"event": "request", "headers": headers})
+    assert OPAQUE not in repr(out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"https://gw.test/predict?symbol=X&api_key={OPAQUE}",
+        f"/stats?X-Api-Key={OPAQUE}",
+        f"/stats?access_token={OPAQUE}&recent=5",
+        f"grant_type=client_credentials&client_id=cli_0123456789abcdef&client_secret={OPAQUE}",
+        f"GET /token?password={OPAQUE} HTTP/1.1",
+    ],
+)
+def test_redaction_masks_credential_query_parameters(text: str) -> None:
+    out = redact_event(None, "info", {"event": "request", "url": text})
+    assert OPAQUE not in out["url"]
+    assert "[REDACTED]" in out["url"]
+
+
+def test_redaction_keeps_ordinary_query_parameters() -> None:
+    # Names are judged as dict keys are: these hold nothing secret.
+    url = "/stats?recent=5&symbol=EURUSD&keyboard=1&key_id=0123456789ab&token_ttl_s=900"
+    assert redact_event(None, "info", {"event": "e", "url": url})["url"] == url
