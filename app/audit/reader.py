@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
-from app.audit.chain import CURRENT, SEALED_RE, read_chain, streams
+from app.audit.chain import CHAIN, CURRENT, SEALED_RE, read_chain, streams
+
+ATTEMPTS = 5  # reads of one stream before giving up on a consistent one
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,41 @@ def _lines(path: Path) -> Iterator[bytes]:
                 yield line
 
 
+class TrailChanging(RuntimeError):
+    """A stream was sealed or retired into every time it was read."""
+
+
+def _chain_size(stream: Path) -> int:
+    try:
+        return (stream / CHAIN).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _stream_records(stream: Path, query: Query) -> list[dict[str, Any]]:
+    """Matching records of one stream, read again when the writer sealed or retired a file
+    meanwhile (its chain grew): files listed before a seal miss the records it moved out of
+    ``current.jsonl``, and a file may vanish while being read."""
+    for _ in range(ATTEMPTS):
+        before = _chain_size(stream)
+        try:
+            found = []
+            for path in _files(stream, query):
+                for line in _lines(path):
+                    record = orjson.loads(line)
+                    if query.matches(record):
+                        found.append(record)
+        except FileNotFoundError:
+            continue
+        if _chain_size(stream) == before:
+            return found
+    raise TrailChanging(f"{stream.name} changed each of {ATTEMPTS} times it was read; retry")
+
+
 def query_records(root: Path, query: Query) -> list[dict[str, Any]]:
     """Matching records of every stream under ``root``, oldest first."""
     found = []
     for stream in streams(root):
-        for path in _files(stream, query):
-            for line in _lines(path):
-                record = orjson.loads(line)
-                if query.matches(record):
-                    found.append(record)
+        found += _stream_records(stream, query)
     found.sort(key=lambda r: (r.get("ts", ""), r.get("request_id", ""), r.get("item", 0)))
     return found

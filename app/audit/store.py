@@ -149,8 +149,12 @@ class AuditStream:
         if self._file is None:  # a seal failed half-way: reopen and keep appending
             self._file = (self.directory / CURRENT).open("ab")
         data = b"".join(lines)
-        self._file.write(data)
-        self._file.flush()
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError:
+            self._cut_failed_write()
+            raise
         if self._pending is not None:
             try:
                 self._pending.write(data)
@@ -162,6 +166,22 @@ class AuditStream:
         self._last_ts = last_ts
         self._size += len(data)
         self._records += len(lines)
+
+    def _cut_failed_write(self) -> None:
+        """A write that failed part-way (disk full) leaves part of a record at the end of
+        the file; the next batch would be appended to it, one line that is neither record
+        and fails every read of the file. Cut the file back to its last whole batch (what
+        ``_size`` and the pending gzip hold); ``append`` reopens it."""
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()  # what its buffer still held is cut below
+        current = self.directory / CURRENT
+        try:
+            if current.stat().st_size > self._size:  # never extend it
+                os.truncate(current, self._size)
+        except OSError:
+            log.exception("audit_truncate_failed", stream=self.directory.name)
 
     def tick(self) -> None:
         """Seal the current file when it is big or old enough; apply retention now and
@@ -265,8 +285,19 @@ class AuditStream:
         entry["hash"] = entry_hash(entry)
         fd = os.open(self.directory / CHAIN, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            os.write(fd, canonical(entry) + b"\n")
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            # write(2) may take part of the line (a full disk says so by the count, then
+            # fails): finish it, or cut it off, since the next entry would be appended
+            # to a torn one and the chain would no longer read.
+            try:
+                rest = memoryview(canonical(entry) + b"\n")
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
         self._n, self._head = self._n + 1, entry["hash"]

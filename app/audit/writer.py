@@ -113,6 +113,7 @@ class AuditTrail:
             log.error("audit_trail_unavailable", path=str(self.root), error=str(exc))
             self._accepting = False
             return
+        self._accepting = True  # again, after a stop
         log.info("audit_trail_started", stream=str(self._stream.directory))
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -122,6 +123,7 @@ class AuditTrail:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        self._accepting = False  # nothing reads the queue after the marker: count, not lose
         self._queue.put(None)
         thread.join(timeout_s)
         if thread.is_alive():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app.audit import audit_root
 from app.audit.chain import verify_trail
-from app.audit.reader import Query, query_records
+from app.audit.reader import Query, TrailChanging, query_records
 from app.audit.records import parse_ts
 from app.config.env import load_service_config
 
@@ -48,7 +48,11 @@ def _query(args: argparse.Namespace) -> int:
         request_id=args.request_id,
         model_version=args.model_version,
     )
-    records = query_records(root, query)
+    try:
+        records = query_records(root, query)
+    except TrailChanging as exc:
+        print(f"audit query: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(records, indent=2))
         return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,6 +215,77 @@ def test_a_torn_last_record_from_a_crash_is_dropped_on_restart(tmp_path: Path) -
     assert _problems(tmp_path) == []
 
 
+class _DiskFullPartWay:
+    """current.jsonl's file when the disk fills during a write: the first half of the batch
+    reaches the file, then ENOSPC (what a buffered write larger than its buffer does); the
+    writes after it succeed (space was freed)."""
+
+    def __init__(self, file: object) -> None:
+        self._file = file
+        self._failed = False
+
+    def write(self, data: bytes) -> int:
+        if self._failed:
+            return self._file.write(data)  # type: ignore[attr-defined,no-any-return]
+        self._failed = True
+        self._file.write(data[: len(data) // 2])  # type: ignore[attr-defined]
+        self._file.flush()  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._file, name)
+
+
+def test_a_write_that_fails_part_way_leaves_no_torn_record_in_the_file(tmp_path: Path) -> None:
+    clock = Clock()
+    stream = _stream(tmp_path, clock, rotate_bytes=1 << 20)
+    _write(stream, clock, 2)
+    stream._file = _DiskFullPartWay(stream._file)  # type: ignore[assignment]
+    with pytest.raises(OSError, match="No space left"):
+        _write(stream, clock, 1, start=2)  # r2 is lost, and the writer counts it
+    _write(stream, clock, 2, start=3)  # space again: r3 must not be glued to half of r2
+    expected = ["r0", "r1", "r3", "r4"]
+    assert [r["request_id"] for r in query_records(tmp_path, Query())] == expected
+    stream.close()
+    again = _stream(tmp_path, clock, rotate_bytes=1 << 20)  # a restart reads it back
+    again.seal()
+    assert [r["request_id"] for r in query_records(tmp_path, Query())] == expected
+    assert _problems(tmp_path) == []
+
+
+def test_a_chain_entry_cut_short_by_a_full_disk_leaves_the_chain_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At a full disk write(2) takes what fits and says how much; the next call fails.
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: bytes) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(CHAIN) or calls["n"] > 1:
+            return real_write(fd, data)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    clock = Clock()
+    stream = _stream(tmp_path, clock, rotate_bytes=1 << 20)
+    _write(stream, clock, 3)
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError, match="No space left"):
+        stream.seal()  # the writer logs it and seals again on its next tick
+    monkeypatch.undo()
+    stream.seal()
+    _write(stream, clock, 2, start=3)
+    stream.seal()
+    stream.close()
+    assert _problems(tmp_path) == []
+    again = _stream(tmp_path, clock)  # and a restart can still take the stream back
+    assert again.directory.name == "stream-0"
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == ["r0", "r1", "r2", "r3", "r4"]
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
@@ -227,6 +300,27 @@ def test_query_filters_by_request_id_and_time(
     stream = _stream(tmp_path, clock)
     _write(stream, clock, 40)
     assert [r["request_id"] for r in query_records(tmp_path, query)] == expected
+
+
+def test_a_query_while_the_writer_seals_misses_no_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.audit import reader
+
+    clock = Clock()
+    stream = _stream(tmp_path, clock)
+    _write(stream, clock, 33)  # some sealed files, and records still in current.jsonl
+    assert (tmp_path / "stream-0" / "current.jsonl").stat().st_size > 0
+    real_lines, sealed = reader._lines, []
+
+    def lines(path: Path) -> object:
+        if not sealed:  # the writer seals while the query reads its first file
+            sealed.append(stream.seal())
+        return real_lines(path)
+
+    monkeypatch.setattr(reader, "_lines", lines)
+    ids = [r["request_id"] for r in query_records(tmp_path, Query())]
+    assert ids == [f"r{i}" for i in range(33)]
 
 
 def test_a_seal_finishes_the_gzip_written_with_the_records(

@@ -101,6 +101,18 @@ def test_records_submitted_before_stop_are_all_written(tmp_path: Path) -> None:
     assert len(list((tmp_path / "stream-0").glob("*.gz"))) > 1
 
 
+def test_a_record_submitted_after_stop_is_counted_as_dropped(tmp_path: Path) -> None:
+    # A request finishing while the gateway shuts down: nothing will write it any more, so
+    # it must show in audit_records_dropped_total rather than vanish.
+    drops: list[int] = []
+    t = trail(tmp_path, on_drop=drops.append)
+    t.start()
+    submit_one(t, 0, "r0")
+    t.stop()
+    submit_one(t, 1, "late")
+    assert (t.written, t.dropped, drops) == (1, 1, [1])
+
+
 def _count_appends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of records in each ``AuditStream.append`` (one write and flush each)."""
     calls: list[int] = []
