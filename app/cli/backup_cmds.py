@@ -117,7 +117,9 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from app.ops.scheduler import Job, run_forever
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from app.ops.scheduler import Job, parse_cron, run_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     _, config = load_service_config(args.config)
@@ -125,25 +127,34 @@ def _schedule(args: argparse.Namespace) -> int:
     def run(what: str) -> int:
         return _backup(argparse.Namespace(**{**vars(args), "what": what}))
 
+    # Each schedule in its own section's zone, as the CronJobs read them.
     jobs = [
         Job(
-            "backup-models", args.models_cron or config.model_backup.schedule, lambda: run("models")
+            "backup-models",
+            args.models_cron or config.model_backup.schedule,
+            lambda: run("models"),
+            timezone=config.model_backup.timezone,
         ),
         Job(
             "backup-configs",
             args.configs_cron or config.config_backup.schedule,
             lambda: run("configs"),
+            timezone=config.config_backup.timezone,
         ),
     ]
     enabled = {
         "backup-models": config.model_backup.enabled,
         "backup-configs": config.config_backup.enabled,
     }
-    run_forever(
-        [j for j in jobs if enabled[j.name]],
-        timezone=config.model_backup.timezone,
-        heartbeat=Path(args.heartbeat),
-    )
+    jobs = [j for j in jobs if enabled[j.name]]
+    try:  # a typo in a schedule or zone is a message and exit 2, never a traceback
+        for job in jobs:
+            parse_cron(job.cron)
+            ZoneInfo(job.timezone or "UTC")
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        print(f"backup schedule: {job.name}: {exc}", file=sys.stderr)
+        return 2
+    run_forever(jobs, heartbeat=Path(args.heartbeat))
     return 0
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 
+from model.common.artifact import write_atomic
+
 Kind = Literal["models", "configs", "audit"]
 MANIFEST = "MANIFEST.json"
 DATA = "data"
@@ -79,12 +81,17 @@ def write_archive(
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mtime, info.mode = len(blob), int(now), 0o644
             tar.addfile(info, io.BytesIO(blob))
+        # On disk before it is named: the caller prunes older archives next, and a power
+        # cut must not leave those gone and this one empty.
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
         digest = sha256_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    Path(str(target) + SIDECAR).write_text(f"{digest}  {target.name}\n", encoding="utf-8")
+    # Whole or absent: a torn sidecar would make restore refuse a good archive.
+    write_atomic(Path(str(target) + SIDECAR), f"{digest}  {target.name}\n".encode())
     return target
 
 
@@ -145,6 +152,9 @@ def extract_verified(archive: Path, staging: Path, kind: Kind | None) -> dict[st
                     while chunk := src.read(_CHUNK):
                         digest.update(chunk)
                         dst.write(chunk)
+                    # On disk before restore swaps it in and deletes the old tree.
+                    dst.flush()
+                    os.fsync(dst.fileno())
                 if digest.hexdigest() != entry["sha256"]:
                     raise BackupError(f"refusing archive: {rel!r} fails its SHA-256 check")
                 seen.add(rel)

@@ -88,6 +88,7 @@ class Job:
     name: str
     cron: str
     action: Callable[[], object]
+    timezone: str | None = None  # the zone ``cron`` is read in; None: run_forever's
 
 
 def run_forever(
@@ -99,25 +100,33 @@ def run_forever(
     sleep: Callable[[float], None] = time.sleep,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run each job at its cron times; a failing job is logged and retried next time."""
-    zone = ZoneInfo(timezone)
+    """Run each job at its cron times (in its own zone, else ``timezone``); a failing job
+    is logged and retried next time."""
+    zones = {job.name: ZoneInfo(job.timezone or timezone) for job in jobs}
     specs = {job.name: parse_cron(job.cron) for job in jobs}
-    now = datetime.fromtimestamp(clock(), tz=zone)
-    due = {job.name: next_fire(specs[job.name], now) for job in jobs}
+    start = clock()
+    due = {
+        job.name: next_fire(specs[job.name], datetime.fromtimestamp(start, tz=zones[job.name]))
+        for job in jobs
+    }
     for job in jobs:
         log.info("scheduled %s (%s), next at %s", job.name, job.cron, due[job.name].isoformat())
     while not should_stop():
         if heartbeat is not None:
             heartbeat.parent.mkdir(parents=True, exist_ok=True)
             heartbeat.touch()
-        now = datetime.fromtimestamp(clock(), tz=zone)
+        now = clock()
+        # Instants, not datetimes: two datetimes of one zone compare and subtract by wall
+        # time (their fold ignored), so in a repeated DST hour the second 01:00 would be
+        # "due" all through the first and the job would run on every pass.
         for job in jobs:
-            if now >= due[job.name]:
+            if now >= due[job.name].timestamp():
                 try:
                     result = job.action()
                     log.info("%s finished: %s", job.name, result)
                 except Exception:
                     log.exception("%s failed", job.name)
-                due[job.name] = next_fire(specs[job.name], now)
-        wait = min((d - now).total_seconds() for d in due.values()) if due else 60.0
+                after = datetime.fromtimestamp(now, tz=zones[job.name])
+                due[job.name] = next_fire(specs[job.name], after)
+        wait = min(d.timestamp() for d in due.values()) - now if due else 60.0
         sleep(max(0.5, min(HEARTBEAT_INTERVAL_S, wait)))

@@ -94,6 +94,35 @@ def test_restore_replaces_an_existing_target_completely(registry: Path, tmp_path
     assert [p.name for p in registry.parent.iterdir() if "restore" in p.name] == []
 
 
+def test_restored_files_are_on_disk_before_the_old_tree_is_removed(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old registry is deleted once the new one is in place; a power cut then must not
+    find the new files still in the page cache (empty on disk) and the old ones gone."""
+    archive = bk.backup_models(registry, tmp_path / "backups", clock=clock())
+    synced: set[str] = set()
+    real_fsync, real_rmtree = os.fsync, bk.shutil.rmtree
+    unsynced_at_removal: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.add(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    def rmtree(path: str | Path, *args: object, **kwargs: object) -> None:
+        if ".pre-restore" in str(path):  # the old tree goes now
+            unsynced_at_removal.extend(
+                name
+                for name in ("DEFAULT", "manifest.json", "model.safetensors")
+                if name not in synced
+            )
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(bk.shutil, "rmtree", rmtree)
+    bk.restore(archive, registry, kind="models")
+    assert unsynced_at_removal == []
+
+
 def test_corrupted_archive_is_refused_and_target_untouched(registry: Path, tmp_path: Path) -> None:
     archive = bk.backup_models(registry, tmp_path / "backups", clock=clock())
     data = bytearray(archive.read_bytes())
@@ -176,6 +205,41 @@ def test_retention_prunes_only_archives_older_than_the_window(
     assert sorted(p.name for p in storage.iterdir() if p.name.endswith(".sha256")) == sorted(
         f"{b.path.name}.sha256" for b in bk.list_backups(storage)
     )
+
+
+def test_an_archive_is_on_disk_before_older_ones_are_pruned(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut right after a backup must not leave the pruned archives gone and the
+    new one (or its checksum) still in the page cache: empty or torn on disk."""
+    storage = tmp_path / "backups"
+    old = bk.backup_models(registry, storage, clock=clock(T0 - 40 * DAY))
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    def unlink(path: str | Path, *, dir_fd: int | None = None) -> None:
+        events.append(("unlink", str(path)))
+        real_unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "unlink", unlink)
+    new = bk.backup_models(registry, storage, retention_days=30, clock=clock())
+    pruned = events.index(("unlink", str(old)))
+    named = events.index(("replace", str(new)))
+    assert any(
+        kind == "fsync" and Path(path).name.startswith(f".{new.name}.")
+        for kind, path in events[:named]
+    ), "the archive's bytes were not flushed before it got its name"
+    assert ("replace", f"{new}.sha256") in events[:pruned], "the checksum is not whole on disk"
 
 
 def test_two_backups_in_one_second_do_not_collide(registry: Path, tmp_path: Path) -> None:

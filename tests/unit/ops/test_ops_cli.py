@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -211,3 +211,57 @@ def test_backup_list_json_of_nothing_is_an_empty_list(
 ) -> None:
     assert run_cli(["--config", str(site), "backup", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_backup_schedule_reads_each_schedule_in_its_own_zone(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the CronJobs read them: each section's schedule in that section's timezone.
+    config = yaml.safe_load(site.read_text())
+    config["config_backup"]["timezone"] = "America/New_York"
+    site.write_text(yaml.safe_dump(config))
+    from app.ops import scheduler
+
+    start = datetime(2026, 11, 27, tzinfo=UTC).timestamp()
+    now, ran = [start], []
+    real_loop = scheduler.run_forever
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def loop(jobs: list[scheduler.Job], **kw: object) -> None:
+        kw.update(clock=lambda: now[0], sleep=sleep, should_stop=lambda: now[0] > start + 86400)
+        real_loop(jobs, **kw)  # type: ignore[arg-type]
+
+    def backup(args: object) -> int:
+        ran.append((args.what, datetime.fromtimestamp(now[0], tz=UTC).strftime("%H:%M")))  # type: ignore[attr-defined]
+        return 0
+
+    monkeypatch.setattr(scheduler, "run_forever", loop)
+    monkeypatch.setattr("app.cli.backup_cmds._backup", backup)
+    heartbeat = str(tmp_path / "hb")
+    assert run_cli(["--config", str(site), "backup", "schedule", "--heartbeat", heartbeat]) == 0
+    assert ran == [("models", "02:00"), ("configs", "08:00")]  # 03:00 in New York (EST)
+
+
+@pytest.mark.parametrize(
+    ("argv", "zone", "says"),
+    [
+        (["--models-cron", "0 25 * * *"], "UTC", "bad hour"),
+        ([], "Mars/Olympus_Mons", "Mars/Olympus_Mons"),
+    ],
+)
+def test_backup_schedule_refuses_a_bad_schedule_or_zone_with_a_message(
+    site: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    zone: str,
+    says: str,
+) -> None:
+    config = yaml.safe_load(site.read_text())
+    config["config_backup"]["timezone"] = zone
+    site.write_text(yaml.safe_dump(config))
+    heartbeat = ["--heartbeat", str(tmp_path / "hb")]
+    assert run_cli(["--config", str(site), "backup", "schedule", *argv, *heartbeat]) == 2
+    assert says in capsys.readouterr().err

@@ -123,3 +123,24 @@ def test_loop_runs_each_job_at_its_time_and_beats(tmp_path: Path) -> None:
     assert fired == [("models", "27 02:00"), ("configs", "27 03:00"), ("models", "28 02:00"),
                      ("configs", "28 03:00")]  # fmt: skip
     assert heartbeat.exists()
+
+
+def test_an_hourly_job_runs_once_an_hour_through_a_repeated_dst_hour() -> None:
+    # New York falls back on 1 November 2026: 01:00-02:00 happens twice (05:00 and 06:00
+    # UTC). Wall times of one zone compare without their UTC offset, so the loop must
+    # compare instants, or the second 01:00 looks due all through the first.
+    now = [at(2026, 11, 1, 4, 30).timestamp()]
+    ran: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    run_forever(
+        [Job("hourly", "0 * * * *", lambda: ran.append(now[0]))],
+        timezone="America/New_York",
+        clock=lambda: now[0],
+        sleep=sleep,
+        should_stop=lambda: now[0] > at(2026, 11, 1, 7, 30).timestamp(),
+    )
+    fired = [datetime.fromtimestamp(t, tz=UTC).strftime("%H:%M") for t in ran]
+    assert fired == ["05:00", "06:00", "07:00"]  # 01:00 EDT, 01:00 EST, 02:00 EST
