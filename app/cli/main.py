@@ -19,6 +19,7 @@ from app.cli import (
     serve_cmd,
 )
 from app.cli.common import add_global_options, parse_args, propagate_global_options
+from app.config import ConfigError
 
 DISTRIBUTION = "cnnlstm-serve"
 
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # a missing or invalid --config: its message says it all
+        print(f"cnnlstm: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

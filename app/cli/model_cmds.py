@@ -35,7 +35,11 @@ def _list(args: argparse.Namespace) -> int:
     reg = _registry(args)
     rows = []
     for name in reg.list_models():
-        default = reg.default_version(name)
+        try:
+            default = reg.default_version(name)
+        except RegistryError as exc:  # the versions are still worth listing
+            print(f"{name}: {exc}", file=sys.stderr)
+            default = None
         for version in reg.list_versions(name):
             m = reg.manifest(name, version)
             rows.append(
@@ -68,11 +72,22 @@ def _list(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     """Checksum and schema for every version (or one); with --load also the golden output."""
     reg = _registry(args)
-    targets = (
-        [(args.name, v) for v in ([args.version] if args.version else reg.list_versions(args.name))]
-        if args.name
-        else [(n, v) for n in reg.list_models() for v in reg.list_versions(n)]
-    )
+    try:
+        targets = (
+            [
+                (args.name, v)
+                for v in ([args.version] if args.version else reg.list_versions(args.name))
+            ]
+            if args.name
+            else [(n, v) for n in reg.list_models() for v in reg.list_versions(n)]
+        )
+    except RegistryError as exc:  # an unknown model, or a name that cannot be one
+        if args.json:
+            refused = {"registry": str(reg.root), "ok": False, "results": [], "error": str(exc)}
+            print(json.dumps(refused, indent=2))
+        else:
+            print(f"INVALID {args.name}: {exc}", file=sys.stderr)
+        return 1
     results: list[dict[str, object]] = []
     for name, version in targets:
         error: str | None = None

@@ -55,6 +55,15 @@ def _write_atomic(path: Path, text: str) -> None:
     write_atomic(path, text.encode())
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's data (or a directory's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ModelRegistry:
     def __init__(self, root: Path | str) -> None:
         self._root = Path(root)
@@ -215,6 +224,7 @@ class ModelRegistry:
         try:
             for filename in (MANIFEST_FILE, manifest.weights_file):
                 shutil.copyfile(Path(src_dir) / filename, staging / filename)
+                _fsync(staging / filename)  # on disk before DEFAULT (fsynced) can name it
             verify_artifact_dir(staging)  # what landed is what was verified
             staging.chmod(0o755)  # mkdtemp makes it owner-only; replicas may run as others
             if target.exists():
@@ -223,6 +233,7 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        _fsync(base)  # the rename, before the pointer's
         log.info("published %s:%s (%s)", name, version, manifest.weights_sha256[:12])
         if make_default:
             self.set_default(name, version)

@@ -211,6 +211,44 @@ def test_registry_validate_json(
     assert out.err == ""  # with --json, stdout carries the verdicts
 
 
+@pytest.mark.parametrize("argv", [["registry", "list"], ["backup", "list"], ["audit", "verify"]])
+def test_a_missing_config_file_is_a_message_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["--config", str(missing), *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"configuration file not found: {missing}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["nosuch", "../etc"])
+def test_registry_validate_of_an_unknown_model_is_a_verdict_not_a_traceback(
+    config_file: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    (config_file.parent / "models").mkdir()
+    assert main(["--config", str(config_file), "registry", "validate", name]) == 1
+    assert name in capsys.readouterr().err
+    assert main(["--config", str(config_file), "registry", "validate", name, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert name in report["error"]
+
+
+def test_registry_list_names_an_unreadable_default_pointer(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model.export import make_random_artifact
+
+    registry = config_file.parent / "models"
+    make_random_artifact(registry, version="0.0.1")
+    (registry / "cnn_lstm" / "DEFAULT").write_text("")  # truncated by a hand edit or a crash
+    assert main(["--config", str(config_file), "registry", "list"]) == 0
+    out = capsys.readouterr()
+    assert "cnn_lstm/0.0.1" in out.out
+    assert "DEFAULT" in out.err
+
+
 @pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o"), ("zsh", "#compdef")])
 def test_completion_scripts_know_the_commands(
     shell: str, marker: str, capsys: pytest.CaptureFixture[str]

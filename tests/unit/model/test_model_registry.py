@@ -115,6 +115,35 @@ def test_publish_leaves_no_staging_directories(registry: ModelRegistry) -> None:
     assert sorted(os.listdir(registry.root / "cnn_lstm")) == ["0.0.1", "0.0.2", "DEFAULT"]
 
 
+def test_publish_puts_the_artifact_on_disk_before_default_names_it(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEFAULT is fsynced when it moves; the files it names must be on disk before, or a
+    power cut right after a publish leaves it naming empty weights."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    make_random_artifact(registry.root, version="0.0.2", seed=1)
+    pointer = events.index(("replace", str(registry.root / "cnn_lstm" / "DEFAULT")))
+    root = str(registry.root)
+    synced = {
+        Path(path).name
+        for kind, path in events[:pointer]
+        if kind == "fsync" and path.startswith(root)
+    }
+    assert {WEIGHTS_FILE, MANIFEST_FILE} <= synced
+
+
 def test_verify_raises_when_a_weight_byte_is_flipped(
     registry: ModelRegistry, random_ref: ModelRef
 ) -> None:
