@@ -14,14 +14,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from app.gateway.failures import PredictionFailure
 from app.gateway.rows import RowResult
 from app.gateway.schemas import PredictRequest
 from app.gateway.state import GatewayState
 from app.gateway.windows import DecodedItem, Window, windows_of
-from model.common.errors import ModelNotFoundError
+from model.common.errors import ModelNotFoundError, RegistryError
 from model.common.failures import FailureKind
 from model.common.refs import ModelRef
+
+log = structlog.get_logger("app.gateway.predict")
 
 Prediction = dict[str, Any]  # a ``Prediction`` JSON object, rendered by orjson as is
 
@@ -140,6 +144,11 @@ def resolve(state: GatewayState, model: str | None, version: str | None) -> Mode
         raise PredictionFailure(
             FailureKind.MODEL_NOT_FOUND, f"{what} is not in the registry"
         ) from None
+    except RegistryError:
+        # There, but unreadable (a manifest that is not one, a DEFAULT naming no version):
+        # the registry's fault, not the client's, and its paths stay in the server's log.
+        log.warning("registry_unreadable", model=name, version=version, exc_info=True)
+        raise PredictionFailure(FailureKind.INVALID_MODEL) from None
 
 
 async def _run(

@@ -152,3 +152,25 @@ def test_failure_kind_answers_and_counts_by_its_table_row(
 def _count(c: Case, status: str) -> float:
     value = c.state.metrics.registry.get_sample_value("predictions_total", {"status": status})
     return value or 0.0
+
+
+@pytest.mark.parametrize("broken", ["manifest", "default"])
+def test_a_named_model_the_registry_cannot_read_is_invalid_model_not_a_500(
+    case: tuple[Case, TestClient, str], registry_root: tuple[Path, Any], broken: str
+) -> None:
+    c, client, key = case
+    root, _ = registry_root
+    # A second model, as a hand edit or a torn copy can leave one: its manifest is not
+    # JSON, or its DEFAULT pointer names no valid version.
+    model = root / "models" / "hand_edited"
+    (model / "1.0.0").mkdir(parents=True, exist_ok=True)
+    (model / "1.0.0" / "manifest.json").write_text("{not json" if broken == "manifest" else "{}")
+    (model / "DEFAULT").write_text("../1.0.0" if broken == "default" else "1.0.0")
+    body = _bars(model="hand_edited", **({"version": "1.0.0"} if broken == "manifest" else {}))
+
+    r = client.post("/predict", json=body, headers={"X-API-Key": key})
+
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == FailureKind.INVALID_MODEL.value
+    assert str(root) not in r.text  # the registry's paths stay on the server
+    assert c.fake.calls == []
