@@ -14,6 +14,7 @@ from app.api.app import create_app
 from app.gateway.cluster import StaticCluster
 from app.gateway.state import GatewayState, build_gateway_state
 from app.security.api_keys import ApiKeyStore
+from model.common.protocol import PredictorStatus
 from model.export import make_random_artifact
 from tests.fakes import FakePredictor
 from tests.support.live import columnar_bars
@@ -127,6 +128,29 @@ def test_batches_in_flight_follow_the_predictors_replica_count(
     # (all restarting) keeps one replica's worth.
     assert state.batcher.max_in_flight == limit
     assert stats["queue"]["batches_in_flight_limit"] == limit
+
+
+def test_a_load_error_is_on_stats_not_on_the_unauthenticated_ready(
+    registry_ref: tuple[Path, object],
+) -> None:
+    root, ref = registry_ref
+    error = "ArtifactValidationError: /srv/models/cnn_lstm/2.0.0/manifest.json is not valid JSON"
+
+    class Failing(FakePredictor):
+        async def status(self) -> PredictorStatus:
+            return PredictorStatus(ready=False, stage="failed", error=error)
+
+    state, app, _ = _build(root, Failing(ref=ref))  # type: ignore[arg-type]
+    from tests.support.tokens import token_for
+
+    token = token_for(state.config.security.authentication, "ops", ["model:stats"])
+    with TestClient(app) as client:
+        ready = client.get("/ready")
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {token}"})
+    assert ready.status_code == 503
+    assert ready.json()["error"]["message"] == "predictor failed"
+    assert "/srv/models" not in ready.text
+    assert stats.json()["predictor"]["error"] == error
 
 
 def test_predict_is_503_until_the_predictor_is_ready(registry_ref: tuple[Path, object]) -> None:

@@ -41,7 +41,9 @@ async def ready(request: Request) -> object:
     if time.monotonic() - readiness.checked_at > 2 * readiness.period_s + readiness.timeout_s:
         status = await readiness.refresh()  # the poller is not running (or is stuck)
     if state.stopping or not status.ready or status.model is None:
-        detail = f"predictor {status.stage}" + (f": {status.error}" if status.error else "")
+        # The stage only: /ready answers anyone, and a load error names the server's
+        # paths. The error itself is on /stats (predictor.error) and in the logs.
+        detail = f"predictor {status.stage}"
         if state.stopping:
             detail = "this gateway replica is stopping"
         return error_response(

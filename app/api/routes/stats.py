@@ -55,6 +55,7 @@ async def stats(
         "predictor": {
             "ready": status.ready,
             "stage": status.stage,
+            "error": status.error,
             "device": status.device,
             "numerics": status.numerics,
             "numerics_fallback": status.numerics_fallback,
