@@ -32,6 +32,22 @@ def _config_files(args: argparse.Namespace, config: ServiceConfig) -> list[Path]
     return files + list(config.config_backup.paths) + [Path(p) for p in args.paths or []]
 
 
+def _key_files(config: ServiceConfig) -> list[Path]:
+    """The secrets a config backup never holds: they belong in a secret store."""
+    return [
+        config.security.authentication.jwt_secret_path,
+        config.network_security.tls.key_path,
+    ]
+
+
+def _under_any(path: Path, sources: list[Path]) -> bool:
+    """Whether a backup of ``sources`` would have taken ``path``."""
+    if not path.is_file():
+        return False
+    real = path.resolve()
+    return any(real.is_relative_to(s.resolve()) for s in sources)
+
+
 def _section(config: ServiceConfig, kind: str) -> Backup:
     """Where a kind's archives go: the audit trail's beside the configuration's."""
     return config.model_backup if kind == "models" else config.config_backup
@@ -41,6 +57,7 @@ def _backup(args: argparse.Namespace) -> int:
     _, config = load_service_config(args.config)
     section = _section(config, args.what)
     storage, retention = section.storage_path, section.retention_days
+    left_out: list[Path] = []
     try:
         if args.what == "models":
             root = Path(args.registry) if args.registry else config.model_registry.path
@@ -58,11 +75,15 @@ def _backup(args: argparse.Namespace) -> int:
             if not source:
                 print("nothing to back up: pass --config or list config_backup.paths")
                 return 2
-            archive = bk.backup_configs(source, storage, retention_days=retention)
+            keys = _key_files(config)
+            archive = bk.backup_configs(source, storage, retention_days=retention, secrets=keys)
+            left_out = [k for k in keys if _under_any(k, source)]
     except (bk.BackupError, OSError) as exc:
         print(f"backup {args.what} failed: {exc}", file=sys.stderr)
         return 1
     print(f"{archive}  ({len(source)} source(s))")
+    if left_out:
+        print(f"left out {len(left_out)} key file(s): {', '.join(map(str, left_out))}")
     return 0
 
 

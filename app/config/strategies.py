@@ -70,7 +70,8 @@ class Backup(Section):
     retention_days: float = Field(gt=0)
     storage_path: Path
     # Not in the spec, used by config_backup: files or folders archived along with the
-    # config file in use (dashboards, alert rules...). Never list key material here.
+    # config file in use (dashboards, alert rules...). Key material belongs in a secret
+    # store: the JWT secret and the TLS key are left out even inside a listed folder.
     paths: list[Path] = Field(default_factory=list)
     # Not in the spec: the zone ``schedule`` is read in (CronJob timeZone, compose scheduler).
     timezone: str = "UTC"

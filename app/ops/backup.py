@@ -115,8 +115,10 @@ def backup_configs(
     *,
     retention_days: float | None = None,
     clock: Clock = time.time,
+    secrets: Sequence[Path] = (),
 ) -> Path:
-    """Archive config files (by base name) and folders (as ``<folder name>/...``)."""
+    """Archive config files (by base name) and folders (as ``<folder name>/...``), leaving
+    out the key files ``secrets`` names wherever they turn up (a folder may hold them)."""
     entries: list[tuple[Path, str]] = []
     for item in map(Path, files):
         if item.is_dir():
@@ -125,6 +127,8 @@ def backup_configs(
             entries.append((item, item.name))
         else:
             raise BackupError(f"config path {item} does not exist")
+    keys = {Path(p).resolve() for p in secrets}
+    entries = [(src, arc) for src, arc in entries if src.resolve() not in keys]
     names = [arc for _, arc in entries]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,6 +85,31 @@ def test_backup_configs_archives_the_config_in_use_and_lists_it(
     listing = capsys.readouterr().out
     assert listing.startswith("configs")
     assert "ok" in listing
+
+
+def test_backup_configs_leaves_the_key_material_the_config_names_out(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A config folder that also holds the JWT secret and the TLS key, as a laptop's may.
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "jwt-secret").write_text("s" * 64)
+    (folder / "tls.key").write_text("-----BEGIN PRIVATE KEY-----")
+    (folder / "extra.yaml").write_text("a: 1")
+    config = yaml.safe_load(site.read_text())
+    config["security"] = {"authentication": {"jwt_secret_path": str(folder / "jwt-secret")}}
+    config["network_security"] = {"tls": {"key_path": str(folder / "tls.key")}}
+    config["config_backup"]["paths"] = [str(folder)]
+    site.write_text(yaml.safe_dump(config))
+
+    assert run_cli(["--config", str(site), "backup", "configs"]) == 0
+    out = capsys.readouterr().out
+    archive = Path(out.split()[0])
+    with tarfile.open(archive) as tar:
+        names = {name.partition("/")[2] for name in tar.getnames()}  # under the data folder
+    assert {"config.yaml", "etc/extra.yaml"} <= names
+    assert not {"etc/jwt-secret", "etc/tls.key"} & names
+    assert "left out 2 key file(s)" in out
 
 
 def test_restore_configs_requires_an_explicit_target(
