@@ -159,10 +159,16 @@ class SecurityContext:
         )
 
     def token_attempt_wait(self, client_id: str) -> float:
-        """Throttle guesses at one client's secret on ``POST /token``."""
+        """Throttle guesses at one client's secret on ``POST /token``, then every client's
+        together (made-up ids each get a bucket of their own, but cost a hash each)."""
         limits = self.config.network_security.limits
-        return self.token_limiter.acquire(
+        wait = self.token_limiter.acquire(
             f"client:{client_id[:64]}",
             limits.token_endpoint_rate_per_s,
             limits.token_endpoint_burst,
+        )
+        if wait > 0:
+            return wait
+        return self.token_limiter.acquire(
+            "all", limits.token_endpoint_global_rate_per_s, limits.token_endpoint_global_burst
         )

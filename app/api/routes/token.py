@@ -96,7 +96,7 @@ def _granted_scopes(requested: str | None, allowed: frozenset[str]) -> frozenset
     responses={
         400: {"description": "invalid_request, unsupported_grant_type or invalid_scope"},
         401: {"description": "invalid_client"},
-        429: {"description": "too many attempts for this client; see Retry-After"},
+        429: {"description": "too many attempts, for this client or in all; see Retry-After"},
     },
 )
 async def issue_token(
@@ -120,7 +120,7 @@ async def issue_token(
     if wait > 0:
         raise ApiError(
             429,
-            "too many token requests for this client",
+            "too many token requests; retry later",
             code="rate_limited",
             headers={"Retry-After": retry_after_header(wait)},
         )

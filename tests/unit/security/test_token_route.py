@@ -200,6 +200,47 @@ async def test_repeated_guesses_for_one_client_get_429(make_material: MakeMateri
     assert last.headers["retry-after"] == "2"
 
 
+async def test_a_flood_of_made_up_client_ids_meets_the_endpoints_own_limit(
+    make_material: MakeMaterial, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each id is new, so the per-client limit never trips; every check is a slow hash
+    # (~7 ms of CPU), taken from the cores the predictions run on.
+    material = make_material(
+        {
+            "network_security": {
+                "limits": {
+                    "token_endpoint_global_rate_per_s": 0.5,
+                    "token_endpoint_global_burst": 3,
+                }
+            }
+        }
+    )
+    checks: list[str] = []
+    original = ClientStore.authenticate
+
+    def counted(self: ClientStore, client_id: str, client_secret: str) -> object:
+        checks.append(client_id)
+        return original(self, client_id, client_secret)
+
+    monkeypatch.setattr(ClientStore, "authenticate", counted)
+    async with asgi_client(material.config) as client:
+        answers = [
+            await client.post(
+                "/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": f"c{i}",
+                    "client_secret": "x",
+                },
+            )
+            for i in range(5)
+        ]
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+    assert len(checks) == 3  # no slow hash for a refused attempt
+    assert answers[-1].json()["error"]["code"] == "rate_limited"
+    assert int(answers[-1].headers["retry-after"]) >= 1
+
+
 async def test_token_route_is_documented_in_openapi(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     operation = doc["paths"]["/token"]["post"]
