@@ -98,15 +98,19 @@ class ApiKeyRecord(StoredRecord):
         digest = bytes.fromhex(str(item["sha256"]))
         if not _KEY_ID_RE.fullmatch(key_id) or len(digest) != hashlib.sha256().digest_size:
             raise ValueError("malformed key record")
-        rate = item.get("rate_limit_per_s")
-        burst = item.get("burst")
+        rate = None if item.get("rate_limit_per_s") is None else float(item["rate_limit_per_s"])
+        burst = None if item.get("burst") is None else int(item["burst"])
+        # A hand edit the CLI would refuse: a bucket cannot hold it (every request with the
+        # key would fail), and 0 would read as "no limit of its own".
+        if (rate is not None and not rate > 0) or (burst is not None and burst < 1):
+            raise ValueError(f"key {key_id}: rate_limit_per_s must be > 0 and burst >= 1")
         return cls(
             key_id=key_id,
             sha256=digest,
             **cls.common_fields(item),
             expires_at=epoch_time(item.get("expires_at")),
-            rate_limit_per_s=None if rate is None else float(rate),
-            burst=None if burst is None else int(burst),
+            rate_limit_per_s=rate,
+            burst=burst,
             priority=int(item.get("priority", 0)),
         )
 

@@ -183,6 +183,28 @@ def test_store_keeps_last_good_keys_when_file_corrupted(store_path: Path) -> Non
     assert server_side.verify(key) is not None
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rate_limit_per_s", -1), ("rate_limit_per_s", 0), ("rate_limit_per_s", "nan"),
+     ("burst", 0), ("burst", -5)],
+)  # fmt: skip
+def test_a_hand_edited_limit_no_bucket_can_hold_is_refused_with_the_file(
+    store_path: Path, field: str, value: object
+) -> None:
+    # Taken, each would fail every request with that key (a 500) or, at 0, mean no limit.
+    server_side = ApiKeyStore(store_path, reload_interval_s=0.0)
+    record, key = ApiKeyStore(store_path).create(
+        owner="cli", scopes=["model:predict"], rate_limit_per_s=5.0, burst=10
+    )
+    assert server_side.verify(key) == record
+    data = json.loads(store_path.read_text())
+    data["keys"][0][field] = float(value) if value == "nan" else value
+    store_path.write_text(json.dumps(data))
+    assert server_side.verify(key) == record  # the last good store, limits and all
+    with pytest.raises(ApiKeyStoreError, match="malformed"):
+        ApiKeyStore(store_path).list_keys()
+
+
 def test_list_shows_metadata_without_digest(store: ApiKeyStore) -> None:
     _, key = store.create(owner="desk-a", scopes=["model:predict", "model:stats"])
     [view] = [r.public_view() for r in store.list_keys()]
