@@ -74,7 +74,10 @@ class Delivery:
             if attempt:
                 budget = self._retry_budget(rows)
                 if budget <= 0:
-                    break
+                    # No row waits for a retry: none is sent, and one failed try says
+                    # nothing of the predictor, so the other rows are not failed for it.
+                    self.lost += 1
+                    return None
                 self.retries += 1
             sent = self._clock()
             try:
@@ -90,9 +93,9 @@ class Delivery:
                 continue
             self._recent.append(self._clock() - sent)
             return result
+        # The retry was sent and failed too: no replica is answering.
         self.lost += 1
-        if attempt:  # the retry was sent and failed too: no replica is answering
-            self._on_lost()
+        self._on_lost()
         return None
 
     def bound_s(self) -> float:

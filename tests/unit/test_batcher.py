@@ -601,3 +601,38 @@ async def test_a_call_names_each_request_once_in_row_order() -> None:
         (4, ("batch", "next")),
     ]
     await batcher.stop()
+
+
+async def test_a_failed_call_nobody_waits_for_fails_no_other_batch() -> None:
+    # A batch whose only row's deadline passes while its call fails is not retried; that
+    # is no sign the predictor is gone, so a batch in flight beside it is still answered
+    # and the predictor is not marked lost (every row of the gateway failed with 503).
+    async def dispatch(batch: PredictBatch) -> BatchResult | PredictError:
+        if batch.request_ids == ("doomed",):
+            await asyncio.sleep(0.1)  # the deadline passes during the failed call
+            raise ConnectionError("socket r1.sock: closed by the replica")
+        await asyncio.sleep(0.2)  # a live replica, answering a little later
+        return await FakePredictor().dispatch(batch)
+
+    batcher = Batcher(
+        dispatch,
+        max_batch_size=1,
+        batch_wait_timeout_s=0.0,
+        capacity=100,
+        max_in_flight=2,
+        features=_cache(),
+        metrics=GatewayMetrics(new_registry(), Metrics()),
+        featurize=_stand_in_features,
+    )
+    lost: list[int] = []
+    batcher.on_predictor_lost = lambda: lost.append(1)
+    doomed = batcher.submit(
+        FAKE_REF, _row(1), request_id="doomed", deadline=time.monotonic() + 0.05
+    )
+    healthy = batcher.submit(FAKE_REF, _row(2), request_id="healthy")
+    with pytest.raises(PredictionFailure):
+        await asyncio.wait_for(doomed, 5.0)
+    row = await asyncio.wait_for(healthy, 5.0)
+    assert row.expected_return == pytest.approx(2.0)
+    assert lost == []
+    await batcher.stop()

@@ -87,3 +87,22 @@ async def test_slower_calls_raise_the_bound_with_them() -> None:
     assert isinstance(await delivery.send(_call(), [_waiting_row()]), BatchResult)
     assert delivery.retries == 0
     assert delivery.bound_s() >= 1.2
+
+
+async def test_a_retry_nobody_waits_for_is_not_sent_and_loses_no_predictor() -> None:
+    # The first try failed (a socket that broke under it), but no row waits for a retry
+    # any more (its client went away): nothing is sent again and nothing was learnt about
+    # the predictor, so ``on_lost`` (which fails every row of the gateway and marks the
+    # predictor unreachable) must not run.
+    lost: list[int] = []
+
+    async def broken(batch: PredictBatch) -> BatchResult | PredictError:
+        raise ConnectionError("socket r1.sock: closed by the replica")
+
+    delivery = Delivery(broken, clock=time.monotonic, on_lost=lambda: lost.append(1))
+    gone = _waiting_row()
+    gone.future.cancel()
+    assert await delivery.send(_call(), [gone]) is None
+    assert delivery.retries == 0
+    assert delivery.lost == 1
+    assert lost == []
