@@ -66,6 +66,7 @@ class ShadowScorer:
         metrics: ShadowMetrics,
         max_batch_size: int = 32,
         capacity: int = 256,
+        timeout_s: float = 30.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -75,6 +76,7 @@ class ShadowScorer:
         self._metrics = metrics
         self.max_batch_size = max_batch_size
         self.capacity = capacity
+        self.timeout_s = timeout_s  # a green that hangs costs one batch, not the scorer
         self._rng = rng or random.Random()
         self._clock = clock
         self._queue: deque[tuple[ModelRef, RowResult]] = deque()
@@ -135,8 +137,9 @@ class ShadowScorer:
         call = PredictBatch(ref=green, features=np.stack([r.features for r in rows]))  # type: ignore[misc]
         sent = self._clock()
         try:
-            result: BatchResult | PredictError = await self._dispatch(call)
-        except Exception:  # the replica died or the handle failed: counted, never raised
+            async with asyncio.timeout(self.timeout_s):
+                result: BatchResult | PredictError = await self._dispatch(call)
+        except Exception:  # died, failed, or hung past the timeout: counted, never raised
             result = PredictError(FailureKind.UNAVAILABLE, "the shadow call failed")
         if (
             isinstance(result, PredictError)

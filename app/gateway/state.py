@@ -226,6 +226,7 @@ def _shadow_scorer(
         metrics=metrics.shadow,
         max_batch_size=config.batching.max_batch_size,
         capacity=config.blue_green_deployment.shadow.queue_rows,
+        timeout_s=config.serving.request_timeout_s,
     )
     router.shadow_source = scorer.take
     return scorer

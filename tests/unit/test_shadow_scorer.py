@@ -46,7 +46,12 @@ class Green(FakePredictor):
 
 
 def _scorer(
-    green: FakePredictor, *, pct: float = 100.0, busy: bool = False, capacity: int = 256
+    green: FakePredictor,
+    *,
+    pct: float = 100.0,
+    busy: bool = False,
+    capacity: int = 256,
+    timeout_s: float = 30.0,
 ) -> tuple[ShadowScorer, GatewayMetrics]:
     metrics = GatewayMetrics(new_registry(), Metrics())
     routing = Routing(blue=FAKE_REF, green=GREEN, phase="shadowing", shadow_pct=pct)
@@ -58,6 +63,7 @@ def _scorer(
         max_batch_size=8,
         capacity=capacity,
         rng=random.Random(7),
+        timeout_s=timeout_s,
     )
     return scorer, metrics
 
@@ -119,6 +125,20 @@ async def test_green_failures_are_counted_never_raised() -> None:
     await _settle()
     [report] = scorer.take().values()
     assert (report["rows"], report["errors"]) == (0, 2)
+    assert _sample(metrics, "error") == 2
+    await scorer.stop()
+
+
+async def test_a_green_that_hangs_costs_its_batch_not_the_scoring_after_it() -> None:
+    green = Green(ref=GREEN, gate=asyncio.Event())  # green does not answer...
+    scorer, metrics = _scorer(green, timeout_s=0.05)
+    scorer.offer([_row(0.5), _row(0.6)])
+    await _settle()
+    green.gate.set()  # ...until now
+    scorer.offer([_row(0.7)])
+    await _settle()
+    [report] = scorer.take().values()
+    assert (report["rows"], report["errors"]) == (1, 2)
     assert _sample(metrics, "error") == 2
     await scorer.stop()
 
