@@ -28,28 +28,28 @@ class AutoscalingProfile(Section):
         return self
 
 
-def market_hours_profile() -> AutoscalingProfile:
-    return AutoscalingProfile(
-        min_replicas=5,
-        max_replicas=30,
-        target_num_ongoing_requests_per_replica=3,
-        upscale_delay_s=15,
-        downscale_delay_s=120,
-        upscale_smoothing_factor=1.5,
-        downscale_smoothing_factor=0.3,
-    )
+class MarketHoursProfile(AutoscalingProfile):
+    """Spec 3.2.1, field by field: a section that sets some keys keeps the rest."""
+
+    min_replicas: int = Field(5, ge=0)
+    max_replicas: int = Field(30, ge=1)
+    target_num_ongoing_requests_per_replica: float = Field(3, gt=0)
+    upscale_delay_s: float = Field(15, ge=0)
+    downscale_delay_s: float = Field(120, ge=0)
+    upscale_smoothing_factor: float = Field(1.5, gt=0)
+    downscale_smoothing_factor: float = Field(0.3, gt=0)
 
 
-def off_hours_profile() -> AutoscalingProfile:
-    return AutoscalingProfile(
-        min_replicas=2,
-        max_replicas=10,
-        target_num_ongoing_requests_per_replica=10,
-        upscale_delay_s=60,
-        downscale_delay_s=300,
-        upscale_smoothing_factor=1.0,
-        downscale_smoothing_factor=0.5,
-    )
+class OffHoursProfile(AutoscalingProfile):
+    """Spec 3.2.2, field by field, as :class:`MarketHoursProfile`."""
+
+    min_replicas: int = Field(2, ge=0)
+    max_replicas: int = Field(10, ge=1)
+    target_num_ongoing_requests_per_replica: float = Field(10, gt=0)
+    upscale_delay_s: float = Field(60, ge=0)
+    downscale_delay_s: float = Field(300, ge=0)
+    upscale_smoothing_factor: float = Field(1.0, gt=0)
+    downscale_smoothing_factor: float = Field(0.5, gt=0)
 
 
 class MarketCalendar(Section):

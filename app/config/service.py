@@ -12,8 +12,8 @@ from app.config.audit import Audit
 from app.config.autoscaling import (
     AutoscalingProfile,
     MarketCalendar,
-    market_hours_profile,
-    off_hours_profile,
+    MarketHoursProfile,
+    OffHoursProfile,
 )
 from app.config.base import Section
 from app.config.deployment import DeploymentInfo, Resources, ResourceTier, default_resource_tiers
@@ -38,8 +38,8 @@ class ServiceConfig(Section):
     resources: Resources = Resources()
     resource_tiers: dict[str, ResourceTier] = Field(default_factory=default_resource_tiers)
     autoscaling: AutoscalingProfile = AutoscalingProfile()
-    market_hours_autoscaling: AutoscalingProfile = Field(default_factory=market_hours_profile)
-    off_hours_autoscaling: AutoscalingProfile = Field(default_factory=off_hours_profile)
+    market_hours_autoscaling: MarketHoursProfile = Field(default_factory=MarketHoursProfile)
+    off_hours_autoscaling: OffHoursProfile = Field(default_factory=OffHoursProfile)
     market_calendar: MarketCalendar = MarketCalendar()
     batching: Batching = Batching()
     caching: Caching = Caching()

@@ -27,7 +27,7 @@ from typing import Any
 
 from app.config import Probe, ServiceConfig
 from app.config.resources import replica_resources
-from app.serve.options import Device, predictor_autoscaling_config
+from app.serve.options import Device, replica_ceiling
 from app.serve.serve_env import serve_env_vars
 
 NAME = "cnnlstm"
@@ -107,11 +107,6 @@ def replicas_per_node(config: ServiceConfig, *, gpu: bool) -> int:
 def worker_object_store_bytes(config: ServiceConfig, *, gpu: bool) -> int:
     """Spec 2.1 ``object_store_memory`` is per replica; Ray sizes the store per node."""
     return replicas_per_node(config, gpu=gpu) * replica_resources(config).object_store_memory
-
-
-def max_predictors(config: ServiceConfig) -> int:
-    auto = predictor_autoscaling_config(config)
-    return int(auto["max_replicas"]) if auto else max(1, config.autoscaling.min_replicas)
 
 
 def _probe(probe: Probe, handler: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +278,7 @@ def gateway_group(config: ServiceConfig, device: Device, image: str) -> dict[str
     limits: dict[str, Any] = {"cpu": str(NODE_CPUS), "memory": gib(memory)}
     container["resources"] = {"limits": limits, "requests": dict(limits)}
     gateways = config.serving.gateway.num_replicas
-    extra = 0 if device == "gpu" else math.ceil(max_predictors(config) / per_node)
+    extra = 0 if device == "gpu" else math.ceil(replica_ceiling(config) / per_node)
     store = str(worker_object_store_bytes(config, gpu=False))
     params = {"object-store-memory": store, "resources": ray_resources({GATEWAY_RESOURCE: 1})}
     volumes = mounts(config, backups=False)[1]
@@ -319,7 +314,7 @@ def predictor_group(config: ServiceConfig, device: Device, image: str) -> dict[s
         "groupName": "gpu-workers",
         "replicas": 0,
         "minReplicas": 0,
-        "maxReplicas": math.ceil(max_predictors(config) / per_node),
+        "maxReplicas": math.ceil(replica_ceiling(config) / per_node),
         "rayStartParams": _start_params(config, **{"object-store-memory": store}),
         "template": _template(PREDICTOR, pod),
     }

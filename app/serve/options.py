@@ -12,7 +12,7 @@ Everything here returns plain dicts (no Ray import), checked against the install
   The spec's per-replica ``object_store_memory`` is therefore not an actor option: it
   sizes each node's object store instead (``--object-store-memory``, see
   :func:`app.serve.manifests.worker_object_store_bytes`).
-- ``AutoscalingConfig`` (``ray/serve/config.py``) names: see :mod:`app.ops.autoscaling_names`.
+- ``AutoscalingConfig`` (``ray/serve/config.py``) names: see :mod:`app.scaling.spec_mapping`.
 
 What a node needs besides (Serve's import-time environment, custom resources) is in
 :mod:`app.serve.serve_env`.
@@ -139,12 +139,19 @@ def predictor_autoscaling_config(config: ServiceConfig) -> dict[str, Any] | None
     return serve_autoscaling_config(envelope, policy=market_policy(config))
 
 
+def fixed_num_replicas(config: ServiceConfig) -> int:
+    """The predictor's replica count with autoscaling off: spec 3.1's ``min_replicas``,
+    within the tier's ``max_replicas`` like the autoscaling range."""
+    cap = replica_resources(config).max_replicas
+    return max(1, _capped(config.autoscaling, cap).min_replicas)
+
+
 def replica_ceiling(config: ServiceConfig) -> int:
     """The most predictor replicas: the autoscaling maximum, else the fixed count."""
     auto = predictor_autoscaling_config(config)
     if auto is not None:
         return int(auto["max_replicas"])
-    return max(1, config.autoscaling.min_replicas)
+    return fixed_num_replicas(config)
 
 
 def rolling_update_options(config: ServiceConfig) -> dict[str, Any]:
@@ -189,7 +196,7 @@ def predictor_options(config: ServiceConfig, device: Device) -> dict[str, Any]:
     if auto is not None:
         options["autoscaling_config"] = auto
     else:
-        options["num_replicas"] = max(1, config.autoscaling.min_replicas)
+        options["num_replicas"] = fixed_num_replicas(config)
     return options
 
 

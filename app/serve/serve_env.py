@@ -41,7 +41,9 @@ def serve_env_vars(config: ServiceConfig) -> dict[str, str]:
     # Read by the raylet when it starts workers (so: set before `ray start`/ray.init).
     env["RAY_worker_niceness"] = str(serving.worker_niceness)
     if serving.ray_gc_min_interval_s > 0:  # read by the raylet at start, like the above
-        env["RAY_local_gc_min_interval_s"] = f"{serving.ray_gc_min_interval_s:g}"
+        # Whole seconds: the raylet parses a uint64_t and aborts on anything left over, so
+        # "0.5" or :g's "2.592e+06" would stop every node at `ray start`.
+        env["RAY_local_gc_min_interval_s"] = str(math.ceil(serving.ray_gc_min_interval_s))
     if serving.ingress == "direct":
         # Gateway replicas serve HTTPS themselves (same TLS files: Serve hands its
         # http_options to the replica's server), starting at http_port.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import math
 import os
 import time
 from typing import Any
@@ -307,7 +308,7 @@ def test_the_raylet_spaces_its_gc_requests_as_configured(serve_stack: ServeStack
     assert interval > 10
     with open(f"/proc/{_own_raylet(read_processes())}/environ", "rb") as f:
         environ = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    assert environ[b"RAY_local_gc_min_interval_s"] == f"{interval:g}".encode()
+    assert environ[b"RAY_local_gc_min_interval_s"] == str(math.ceil(interval)).encode()
 
 
 def test_rays_housekeeping_yields_the_cpu_to_the_serving_replicas(serve_stack: ServeStack) -> None:

@@ -128,3 +128,20 @@ def test_the_laptop_profile_binds_loopback_and_production_all_interfaces() -> No
     production = load_config_file(ROOT / "deploy/config.yaml")
     assert http_options(laptop)["host"] == "127.0.0.1"
     assert http_options(production)["host"] == "0.0.0.0"
+
+
+def test_a_partial_market_hours_profile_keeps_spec_3_2_1_for_the_rest() -> None:
+    # Only the ceiling is raised: floor, target, delays and gains must stay spec 3.2.1's,
+    # not silently become spec 3.1's (min 2, target 5, delays 30/300, gains 1.0/0.5).
+    c = parse_config({"market_hours_autoscaling": {"max_replicas": 40}}).market_hours_autoscaling
+    assert (c.min_replicas, c.max_replicas, c.target_num_ongoing_requests_per_replica) == (5, 40, 3)
+    assert (c.upscale_delay_s, c.downscale_delay_s) == (15, 120)
+    assert (c.upscale_smoothing_factor, c.downscale_smoothing_factor) == (1.5, 0.3)
+
+
+def test_a_partial_off_hours_profile_keeps_spec_3_2_2_for_the_rest() -> None:
+    c = parse_config({"off_hours_autoscaling": {"min_replicas": 1}}).off_hours_autoscaling
+    assert (c.min_replicas, c.max_replicas) == (1, 10)
+    assert c.target_num_ongoing_requests_per_replica == 10
+    assert (c.upscale_delay_s, c.downscale_delay_s) == (60, 300)
+    assert (c.upscale_smoothing_factor, c.downscale_smoothing_factor) == (1.0, 0.5)

@@ -18,6 +18,7 @@ from app.serve.options import (
     http_options,
     predictor_autoscaling_config,
     predictor_options,
+    replica_ceiling,
     rolling_update_options,
     serve_autoscaling_config,
 )
@@ -141,6 +142,18 @@ def test_autoscaling_off_gives_fixed_replicas() -> None:
     assert options["num_replicas"] == 2
 
 
+def test_the_tier_caps_the_fixed_replica_count_too() -> None:
+    # Spec 2.2.2: the small tier runs at most 5 replicas, with or without autoscaling.
+    config = parse_config(
+        {
+            "serving": {"resource_tier": "small", "autoscaling_enabled": False},
+            "autoscaling": {"min_replicas": 8, "max_replicas": 20},
+        }
+    )
+    assert predictor_options(config, "cpu")["num_replicas"] == 5
+    assert replica_ceiling(config) == 5
+
+
 @pytest.mark.parametrize("target", [1, 2, 5, 8, 15])
 def test_rollout_replaces_one_replica_per_step_at_any_size(target: int) -> None:
     rollout = rolling_update_options(tiered("medium"))
@@ -210,6 +223,19 @@ def test_the_raylets_gc_requests_are_spaced_by_the_configured_interval() -> None
     assert serve_env_vars(often)["RAY_local_gc_min_interval_s"] == "30"
     rays = parse_config({"serving": {"ray_gc_min_interval_s": 0}})
     assert "RAY_local_gc_min_interval_s" not in serve_env_vars(rays)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"), [(0.5, "1"), (2.5, "3"), (1e6, "1000000"), (2592000, "2592000")]
+)
+def test_the_raylets_gc_interval_is_whole_seconds_it_can_parse(
+    seconds: float, expected: str
+) -> None:
+    # The raylet reads RAY_local_gc_min_interval_s as a uint64_t and RAY_CHECKs that the
+    # whole string parsed (ConvertValue in ray/common/ray_config.h): "0.5" or "2.592e+06"
+    # (what :g gives) abort it at start.
+    config = parse_config({"serving": {"ray_gc_min_interval_s": seconds}})
+    assert serve_env_vars(config)["RAY_local_gc_min_interval_s"] == expected
 
 
 def test_env_vars_replace_the_deprecated_metrics_interval() -> None:
