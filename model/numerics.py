@@ -4,7 +4,8 @@ DESIGN section 3: on a CPU with AVX512-BF16 one core runs a batch of 32 in 8.8 m
 bf16 autocast against 12.5 ms in fp32. Without native bf16 the same autocast is emulated
 and many times slower (24 ms fp32 against 267 ms bf16 measured on an AVX2-only core), and
 on the GPU bf16 was slower than fp32 at these sizes. So ``auto`` takes bf16 only on a CPU
-that has it, and only once the artifact's golden sample agrees under it.
+that has it, and only once the artifact's golden sample agrees under it. ``int8`` is
+chosen by name only and runs on ONNX Runtime (:mod:`model.int8`).
 """
 
 from __future__ import annotations

@@ -222,7 +222,9 @@ def main_train(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--registry",
         default=os.environ.get("MODEL_REGISTRY_PATH", "./.local/models"),
-        help="registry root (default: $MODEL_REGISTRY_PATH or ./.local/models)",
+        help="registry root (default: under cnnlstm, the config's model_registry.path, which "
+        "$MODEL_REGISTRY_PATH overrides; under python -m model.train, $MODEL_REGISTRY_PATH "
+        "or ./.local/models)",
     )
     parser.add_argument("--name", default="cnn_lstm")
     parser.add_argument("--version", default=None, help="default: UTC timestamp")

@@ -144,10 +144,22 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+RENDER_DESCRIPTION = (
+    "Reads the --config file alone: neither $CNNLSTM_CONFIG nor the spec 8 environment "
+    "variables, so the output depends on that file only."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    cfg = sub.add_parser("config", help="render Serve/KubeRay files, check a config file")
+    cfg = sub.add_parser(
+        "config", help="render Serve/KubeRay files and the node environment, check a config file"
+    )
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    serve = cfg_sub.add_parser("render-serve", help="a Serve config file for `serve deploy`")
+    serve = cfg_sub.add_parser(
+        "render-serve",
+        help="a Serve config file for `serve deploy`",
+        description=RENDER_DESCRIPTION + " Without --config: the spec's defaults.",
+    )
     serve.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     serve.add_argument("--output", default=None)
     serve.add_argument(
@@ -157,7 +169,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.set_defaults(func=_render_serve)
     kuberay = cfg_sub.add_parser(
-        "render-kuberay", help="RayService, backup CronJobs, cluster objects, Secret templates"
+        "render-kuberay",
+        help="RayService, backup CronJobs, cluster objects, Secret templates",
+        description=RENDER_DESCRIPTION + " --config is required (it ships as a ConfigMap).",
     )
     kuberay.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
     kuberay.add_argument(

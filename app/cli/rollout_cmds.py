@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "RAY_ADDRESS (default: auto).",
     )
     rsub = rollout.add_subparsers(dest="rollout_command", required=True)
-    start = rsub.add_parser("start", help="start shifting traffic to MODEL:VERSION")
+    start = rsub.add_parser("start", help="start a rollout to MODEL VERSION (green)")
     start.add_argument("model")
     start.add_argument("version")
     start.add_argument(

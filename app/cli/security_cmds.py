@@ -273,10 +273,10 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--owner", required=True)
     create.add_argument("--scope", action="append", required=True, help="repeatable")
     create.set_defaults(func=_client_create)
-    listing = cmds.add_parser("list")
+    listing = cmds.add_parser("list", help="list clients (never shows secrets)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_client_list)
-    revoke = cmds.add_parser("revoke")
+    revoke = cmds.add_parser("revoke", help="disable a client")
     revoke.add_argument("client_id")
     revoke.set_defaults(func=_client_revoke)
 

@@ -6,9 +6,10 @@ work (TLS, HTTP parsing, auth, JSON) saturates first, and requests wait in the e
 where no queue counts them (admitted p99 of 15 s, not one 429). How late a timer fires is
 that wait: a monitor sleeps ``period_s`` again and again and keeps a smoothed lag. While
 the lag exceeds ``batching.max_loop_lag_ms`` (half of it below the default priority, so
-low priority goes first), new predictions are refused with 429 +
-``Retry-After`` as soon as they are authenticated, which frees the loop for the requests
-already admitted. Probes never pass through here.
+low priority goes first), new predictions are refused with 429 + ``Retry-After``, which
+frees the loop for the requests already admitted: past the whole budget before they are
+authenticated or parsed (the prediction fast path, ``app.api.fast_predict``), past a
+low-priority caller's half once it is authenticated. Probes never pass through here.
 """
 
 from __future__ import annotations

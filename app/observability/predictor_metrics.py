@@ -35,12 +35,12 @@ class _OneSeries:
 
 class PredictorInfo:
     """``model_numerics_info{numerics, fallback}``: 1 for the numerics the model in service
-    runs in ("fp32" | "bf16"); ``fallback="true"`` when it runs fp32 because its golden
-    check failed under bf16 (``/stats`` says why). ``model_engine_info{engine, fallback}``
-    likewise for the engine of its CPU forwards ("torch" | "onnxruntime" |
-    "onnxruntime<=N+torch": forwards up to N rows on ONNX Runtime, torch above;
-    ``fallback="true"`` when ONNX Runtime was wanted and torch runs). No series until a
-    model is loaded."""
+    runs in ("fp32" | "bf16" | "int8"); ``fallback="true"`` when it runs fp32 because the
+    bf16 or int8 asked for failed its golden check or could not run (``/stats`` says why).
+    ``model_engine_info{engine, fallback}`` likewise for the engine of its CPU forwards
+    ("torch" | "onnxruntime" | "onnxruntime<=N+torch": forwards up to N rows on ONNX
+    Runtime, torch above; ``fallback="true"`` when ONNX Runtime was wanted and torch runs).
+    No series until a model is loaded."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._numerics = _OneSeries(

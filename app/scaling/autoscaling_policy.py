@@ -71,7 +71,7 @@ class ContextLike(Protocol):
 
 @dataclass(frozen=True)
 class Regime:
-    """One profile's knobs, with Serve's names (see ``app.ops.autoscaling_names``)."""
+    """One profile's knobs, with Serve's names (see ``app.scaling.spec_mapping``)."""
 
     min_replicas: int
     max_replicas: int

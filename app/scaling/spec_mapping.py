@@ -90,7 +90,8 @@ MAPPINGS: tuple[Mapping, ...] = (
     Mapping(
         "readiness_probe.period_s / timeout_s",
         "health_check_period_s / health_check_timeout_s",
-        "Predictor check_health; the gateway uses the liveness probe's timings.",
+        "Predictor check_health; the gateway is checked every "
+        "serving.gateway.health_check_period_s (2 s) with the liveness probe's timeout.",
     ),
     Mapping(
         "rolling_update.update_batch_size",

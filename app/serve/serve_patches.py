@@ -1,4 +1,4 @@
-"""Three places where Ray Serve 2.60's direct ingress needs a guard, applied in each gateway.
+"""Four places where Ray Serve 2.60's direct ingress needs a guard, applied in each gateway.
 
 1. The client timeout header.
 

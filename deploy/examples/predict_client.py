@@ -199,7 +199,9 @@ def _error_from(response: httpx.Response, rid: str) -> PredictError:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--url", default="https://127.0.0.1:8000")
-    parser.add_argument("--ca-file", help="CA certificate that signed the gateway's")
+    parser.add_argument(
+        "--ca-file", help="CA that signed the gateway's certificate (default: the system's CAs)"
+    )
     parser.add_argument("--api-key-file", help=f"file holding the API key (else ${API_KEY_ENV})")
     parser.add_argument("--body", required=True, help="JSON file: one /predict request body")
     parser.add_argument("--deadline-ms", type=int, default=2000, help="budget for the whole call")
