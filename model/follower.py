@@ -66,6 +66,15 @@ class RoutingFollower:
 
     async def apply(self, routing: Routing) -> bool:
         changed = False
+        # A failure is news only while the controller asks for that version: once it no
+        # longer does (the rollout rolled back, sync refused it), forget it, or it would be
+        # reported against the next rollout of the same version, which the controller rolls
+        # back from preparing on the spot, before this replica has even tried again.
+        wanted = {ref.key for ref in routing.preload}
+        if routing.blue is not None:
+            wanted.add(routing.blue.key)
+        for key in [k for k in self.failed if k not in wanted]:
+            del self.failed[key]
         for ref in routing.preload:
             if await self._ensure(ref, self.service.preload):
                 changed = True

@@ -167,3 +167,33 @@ def test_a_version_asked_for_again_is_pinned_again(
     service.retain([random_ref])  # e.g. a routing read between validation and the start
     service.retain([random_ref, green])
     assert green.key in service.versions.pinned_keys()
+
+
+async def test_a_failure_is_forgotten_once_the_version_is_no_longer_asked_for(
+    registry_root: Path, random_ref: ModelRef, green: ModelRef
+) -> None:
+    # Green failed to load here (a transient fault: an OOM, a half-copied file), the
+    # controller rolled the rollout back, the fault was fixed, and an operator starts the
+    # same version again. The old failure must not be reported against the new rollout:
+    # the controller rolls back from preparing on the first report naming one.
+    service = _service(registry_root)
+    weights = registry_root / "cnn_lstm" / green.version / WEIGHTS_FILE
+    good = weights.read_bytes()
+    data = bytearray(good)
+    data[100] ^= 0x01
+    weights.write_bytes(bytes(data))
+    rollout = Routing(blue=random_ref, green=green, preload=(random_ref, green), phase="preparing")
+    controller = FakeController(rollout)
+    follower = RoutingFollower(service, controller.sync, "r1", retry_failed_s=60.0)
+    await follower.step()  # tries green and fails
+    await follower.step()
+    assert green.key in controller.reports[-1][1]  # the controller hears of it
+
+    controller.routing = Routing(blue=random_ref, preload=(random_ref,), phase="rolled_back")
+    await follower.step()
+    weights.write_bytes(good)  # fixed
+
+    controller.routing = rollout  # started again
+    await follower.step()
+    assert controller.reports[-1][1] == {}  # what this replica told the new rollout
+    assert green.key in follower.loaded_keys()  # and it tried again at once
