@@ -48,6 +48,7 @@ from app.audit.chain import (
 )
 from app.audit.records import TS_FORMAT, format_ts
 from app.config.audit import Audit
+from model.common.artifact import fsync_path
 
 log = structlog.get_logger("app.audit.store")
 
@@ -235,7 +236,7 @@ class AuditStream:
         )
         os.replace(tmp, self.directory / name)
         current.unlink()
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         self._live[name] = (digest, self._last_ts)
         self._last_file_sha, self._next_seq = digest, self._next_seq + 1
         self._size = self._records = 0
@@ -398,11 +399,3 @@ def _truncate_to_last_line(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with path.open("r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -204,6 +204,15 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (a rename in it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_manifest(artifact_dir: Path | str, manifest: Manifest) -> Path:
     """Write the manifest atomically: readers see the old file or the new, never half."""
     target = Path(artifact_dir) / MANIFEST_FILE

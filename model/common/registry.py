@@ -27,6 +27,7 @@ from model.common.artifact import (
     MANIFEST_FILE,
     NAME_RE,
     Manifest,
+    fsync_path,
     read_manifest,
     verify_artifact_dir,
     write_atomic,
@@ -53,15 +54,6 @@ def _stat_key(path: Path) -> _StatKey | None:
 
 def _write_atomic(path: Path, text: str) -> None:
     write_atomic(path, text.encode())
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data (or a directory's entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ModelRegistry:
@@ -224,7 +216,7 @@ class ModelRegistry:
         try:
             for filename in (MANIFEST_FILE, manifest.weights_file):
                 shutil.copyfile(Path(src_dir) / filename, staging / filename)
-                _fsync(staging / filename)  # on disk before DEFAULT (fsynced) can name it
+                fsync_path(staging / filename)  # on disk before DEFAULT (fsynced) can name it
             verify_artifact_dir(staging)  # what landed is what was verified
             staging.chmod(0o755)  # mkdtemp makes it owner-only; replicas may run as others
             if target.exists():
@@ -233,7 +225,7 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync(base)  # the rename, before the pointer's
+        fsync_path(base)  # the rename, before the pointer's
         log.info("published %s:%s (%s)", name, version, manifest.weights_sha256[:12])
         if make_default:
             self.set_default(name, version)
