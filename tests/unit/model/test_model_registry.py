@@ -14,6 +14,7 @@ from model.common.errors import ArtifactValidationError, ModelNotFoundError, Reg
 from model.common.refs import ModelRef
 from model.common.registry import ModelRegistry
 from model.export import make_random_artifact
+from tests.support.disk_events import record_disk_events
 
 
 def _edit_manifest(registry: ModelRegistry, ref: ModelRef, **changes: object) -> None:
@@ -120,19 +121,7 @@ def test_publish_puts_the_artifact_on_disk_before_default_names_it(
 ) -> None:
     """DEFAULT is fsynced when it moves; the files it names must be on disk before, or a
     power cut right after a publish leaves it naming empty weights."""
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src: str | Path, dst: str | Path) -> None:
-        events.append(("replace", str(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = record_disk_events(monkeypatch)
     make_random_artifact(registry.root, version="0.0.2", seed=1)
     pointer = events.index(("replace", str(registry.root / "cnn_lstm" / "DEFAULT")))
     root = str(registry.root)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.ops import backup as bk
+from tests.support.disk_events import record_disk_events
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC).timestamp()
 DAY = 86400.0
@@ -100,16 +101,13 @@ def test_restored_files_are_on_disk_before_the_old_tree_is_removed(
     """The old registry is deleted once the new one is in place; a power cut then must not
     find the new files still in the page cache (empty on disk) and the old ones gone."""
     archive = bk.backup_models(registry, tmp_path / "backups", clock=clock())
-    synced: set[str] = set()
-    real_fsync, real_rmtree = os.fsync, bk.shutil.rmtree
+    events = record_disk_events(monkeypatch)
+    real_rmtree = bk.shutil.rmtree
     unsynced_at_removal: list[str] = []
-
-    def fsync(fd: int) -> None:
-        synced.add(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
-        real_fsync(fd)
 
     def rmtree(path: str | Path, *args: object, **kwargs: object) -> None:
         if ".pre-restore" in str(path):  # the old tree goes now
+            synced = {Path(p).name for kind, p in events if kind == "fsync"}
             unsynced_at_removal.extend(
                 name
                 for name in ("DEFAULT", "manifest.json", "model.safetensors")
@@ -117,7 +115,6 @@ def test_restored_files_are_on_disk_before_the_old_tree_is_removed(
             )
         real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(bk.shutil, "rmtree", rmtree)
     bk.restore(archive, registry, kind="models")
     assert unsynced_at_removal == []
@@ -214,24 +211,7 @@ def test_an_archive_is_on_disk_before_older_ones_are_pruned(
     new one (or its checksum) still in the page cache: empty or torn on disk."""
     storage = tmp_path / "backups"
     old = bk.backup_models(registry, storage, clock=clock(T0 - 40 * DAY))
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src: str | Path, dst: str | Path) -> None:
-        events.append(("replace", str(dst)))
-        real_replace(src, dst)
-
-    def unlink(path: str | Path, *, dir_fd: int | None = None) -> None:
-        events.append(("unlink", str(path)))
-        real_unlink(path, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(os, "unlink", unlink)
+    events = record_disk_events(monkeypatch)
     new = bk.backup_models(registry, storage, retention_days=30, clock=clock())
     pruned = events.index(("unlink", str(old)))
     named = events.index(("replace", str(new)))
