@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from app.config import Metrics
 from app.gateway.batcher import ArrivalGap, Batcher
 from app.gateway.failures import PredictionFailure
 from app.gateway.feature_cache import FeatureCache
+from app.gateway.rows import RowResult
 from app.gateway.windows import Window
 from app.observability.metrics import GatewayMetrics
 from app.observability.process_metrics import new_registry
@@ -43,16 +45,25 @@ def _cache(enabled: bool = False) -> FeatureCache:
     return FeatureCache(ttl_seconds=60, max_entries=100, enabled=enabled)
 
 
-def _batcher(fake: FakePredictor, **kw: float) -> Batcher:
+def _batcher(
+    fake: FakePredictor, featurize: Callable[[np.ndarray], np.ndarray] | None = None, **kw: float
+) -> Batcher:
     opts = {"max_batch_size": 8, "batch_wait_timeout_s": 0.01, "capacity": 100, "max_in_flight": 1}
     opts.update(kw)
     return Batcher(
         fake.dispatch,  # type: ignore[arg-type]
         features=_cache(),
         metrics=GatewayMetrics(new_registry(), Metrics()),
-        featurize=_stand_in_features,
+        featurize=featurize or _stand_in_features,
         **opts,  # type: ignore[arg-type]
     )
+
+
+def _all_unavailable(futures: list[asyncio.Future[RowResult]]) -> None:
+    for future in futures:
+        failure = future.exception()
+        assert isinstance(failure, PredictionFailure)
+        assert failure.kind is FailureKind.UNAVAILABLE
 
 
 async def test_results_follow_request_order_when_batched() -> None:
@@ -175,22 +186,11 @@ async def test_rows_are_answered_when_the_gateway_fails_to_build_their_batch() -
     def no_features(bars: np.ndarray) -> np.ndarray:
         raise RuntimeError("the features kernel failed")
 
-    batcher = Batcher(
-        FakePredictor().dispatch,
-        max_batch_size=8,
-        batch_wait_timeout_s=0.01,
-        capacity=100,
-        features=_cache(),
-        metrics=GatewayMetrics(new_registry(), Metrics()),
-        featurize=no_features,
-    )
+    batcher = _batcher(FakePredictor(), featurize=no_features)
     futures = [batcher.submit(FAKE_REF, _row(i)) for i in range(3)]
     done, _ = await asyncio.wait(futures, timeout=2.0)
     assert len(done) == 3, "rows left unanswered"
-    for future in futures:
-        failure = future.exception()
-        assert isinstance(failure, PredictionFailure)
-        assert failure.kind is FailureKind.UNAVAILABLE
+    _all_unavailable(futures)
     await batcher.stop()
 
 
@@ -217,10 +217,7 @@ async def test_a_malformed_answer_fails_only_its_versions_rows() -> None:
     done, _ = await asyncio.wait([*ours, *other], timeout=2.0)
     assert len(done) == 4, "rows left unanswered"
     assert [f.result().expected_return for f in ours] == pytest.approx([0.0, 1.0])
-    for future in other:
-        failure = future.exception()
-        assert isinstance(failure, PredictionFailure)
-        assert failure.kind is FailureKind.UNAVAILABLE
+    _all_unavailable(other)
     await batcher.stop()
 
 
