@@ -99,9 +99,11 @@ async def test_serve_control_headers_are_stripped_before_the_app(
     assert "x-request-disconnect-disabled" not in seen
 
 
-async def test_credential_query_is_scrubbed_from_the_scope_when_refused(
-    material: SecurityMaterial,
-) -> None:
+async def _query_left_in_scope(
+    material: SecurityMaterial, method: str, url: str
+) -> tuple[httpx.Response, bytes | None]:
+    """The answer to one request, and the query string its scope holds afterwards (what
+    the access log and anything after the app would read)."""
     app = build_security_test_app(material.config)
     seen: dict[str, Any] = {}
 
@@ -111,30 +113,31 @@ async def test_credential_query_is_scrubbed_from_the_scope_when_refused(
 
     transport = httpx.ASGITransport(app=outer)
     async with httpx.AsyncClient(transport=transport, base_url="https://t") as client:
-        response = await client.get("/healthz?symbol=X&api_key=cnl_secret_value")
+        response = await client.request(method, url)
+    return response, seen["query"]
+
+
+async def test_credential_query_is_scrubbed_from_the_scope_when_refused(
+    material: SecurityMaterial,
+) -> None:
+    response, query = await _query_left_in_scope(
+        material, "GET", "/healthz?symbol=X&api_key=cnl_secret_value"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "credentials_in_url"
-    assert seen["query"] == b"symbol=X&api_key=REDACTED"
+    assert query == b"symbol=X&api_key=REDACTED"
 
 
 async def test_client_secret_in_the_token_url_is_refused_and_scrubbed(
     material: SecurityMaterial,
 ) -> None:
     # RFC 6749 2.3.1: client credentials MUST NOT be in the request URI.
-    app = build_security_test_app(material.config)
-    seen: dict[str, Any] = {}
-
-    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
-        await app(scope, receive, send)
-        seen["query"] = scope.get("query_string")
-
     query = "grant_type=client_credentials&client_id=cli_0123456789abcdef&client_secret=s3cr3t"
-    transport = httpx.ASGITransport(app=outer)
-    async with httpx.AsyncClient(transport=transport, base_url="https://t") as client:
-        response = await client.post(f"/token?{query}")
+    response, left = await _query_left_in_scope(material, "POST", f"/token?{query}")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "credentials_in_url"
-    assert b"s3cr3t" not in seen["query"]
+    assert left is not None
+    assert b"s3cr3t" not in left
 
 
 async def test_api_responses_carry_security_headers(client: httpx.AsyncClient) -> None:
