@@ -23,6 +23,13 @@ was faster (at that size and every smaller one) on it, larger ones on torch in t
 numerics. ONNX Runtime forwards are fp32 whatever the numerics (it has no bf16 LSTM here):
 the more exact of the two, held to the artifact's fp32 golden tolerance.
 
+That timing takes under a second and runs beside whatever else the machine does at load,
+so where the two engines are close at some size (4-8 rows on the AMX Xeon) two loads can
+split differently (sessions 33-34 saw <=2, <=4 and <=8 there). The split can be pinned by
+name instead, ``onnxruntime<=N+torch``: checked like ``onnxruntime``, never timed, the
+same on every replica and every start (``cnnlstm bench`` pins its one-process peer to what
+Serve's predictor chose, so the two compare serving paths, not two timings).
+
 The network (with the manifest's normalisation folded in front) is exported in memory at
 load time with torch's TorchScript-based exporter: 0.08 s, no file, so every artifact in
 the registry gets it without a new format. (The newer ``torch.export`` exporter took 9 s
@@ -48,6 +55,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# Besides these, a split by name pins what "auto" would choose without timing it:
+# "onnxruntime<=N+torch" (:meth:`EngineChoice.named`, :func:`pinned_split`).
 ENGINE_SETTINGS = ("auto", "torch", "onnxruntime")
 # Forward sizes timed at load, smallest first: a lone request to a full batch (spec 4.1).
 TIMING_SIZES = (1, 2, 4, 8, 16, 32)
@@ -92,6 +101,18 @@ class EngineChoice:
     def onnx_serves(self, rows: int) -> bool:
         """True when a forward of ``rows`` rows runs on ONNX Runtime."""
         return rows <= self.onnx_max_rows
+
+
+def pinned_split(setting: str) -> int | None:
+    """N for an engine setting "onnxruntime<=N+torch" (a split pinned by name: the same
+    choice on every replica and every start, where "auto" times it at each load), else
+    None."""
+    if not setting.startswith("onnxruntime<="):
+        return None
+    try:
+        return EngineChoice.named(setting).onnx_max_rows
+    except ValueError:
+        return None
 
 
 def onnxruntime_available() -> bool:
@@ -247,15 +268,19 @@ def choose_engine(
     can run the model correctly (fp32 numerics only: it has no bf16); "auto" runs it for
     the forward sizes where it measured faster: ``speeds(session, rows)`` gives (onnx ms,
     torch ms in the model's numerics) for ``rows`` rows (:func:`compare_ms`,
-    :func:`onnx_split`). Every refusal is logged as a warning when ONNX Runtime was asked
-    for by name, at info level under "auto"."""
-    if setting not in ENGINE_SETTINGS:
-        raise ValueError(f"unknown engine {setting!r}; use one of {ENGINE_SETTINGS}")
+    :func:`onnx_split`); "onnxruntime<=N+torch" runs it up to N rows, torch above (in the
+    model's numerics), untimed. Every refusal is logged as a warning when ONNX Runtime was
+    asked for by name, at info level under "auto"."""
+    pinned = pinned_split(setting)
+    if setting not in ENGINE_SETTINGS and pinned is None:
+        raise ValueError(
+            f"unknown engine {setting!r}; use one of {ENGINE_SETTINGS} or onnxruntime<=N+torch"
+        )
     if setting == "torch":
         return EngineChoice(), None
 
     def keep_torch(reason: str) -> tuple[EngineChoice, None]:
-        level = logging.WARNING if setting == "onnxruntime" else logging.INFO
+        level = logging.INFO if setting == "auto" else logging.WARNING
         log.log(level, "%s: %s; serving on torch", label, reason)
         return EngineChoice(fallback=reason), None
 
@@ -273,6 +298,10 @@ def choose_engine(
         return keep_torch(session)
     if setting == "onnxruntime":
         return EngineChoice(ALL_ROWS), session
+    if pinned is not None:
+        choice = EngineChoice(pinned)
+        log.info("%s: serving on %s, pinned by name (not timed)", label, choice.name)
+        return choice, session
     split, timed = onnx_split(lambda rows: speeds(session, rows))
     if split == 0:
         return keep_torch(f"onnxruntime measured no faster here ({timed})")

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from app.api.app import create_app
 from app.bench.server_process import KEEP_ALIVE_S, ServerProcess
@@ -126,12 +127,15 @@ def launch(
     registry: Path,
     host: str = "127.0.0.1",
     keep_warm_for_s: float | None = None,
+    engine: str | None = None,
 ) -> ServerProcess:
     """Start ``python -m app.bench.baseline`` (no waiting: poll ``/ready`` yourself)."""
     argv = [sys.executable, "-m", "app.bench.baseline", "--port", str(port), "--host", host]
     argv += ["--registry", str(registry)]
     if keep_warm_for_s is not None:
         argv += ["--keep-warm-for", str(keep_warm_for_s)]
+    if engine is not None:
+        argv += ["--engine", engine]
     if config_path:
         argv += ["--config", str(config_path)]
     proc = subprocess.Popen(argv, env=dict(os.environ), stdin=subprocess.DEVNULL)
@@ -157,12 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="batching.keep_warm_for_s, whatever the config says",
     )
+    parser.add_argument(
+        "--engine",
+        default=None,
+        metavar="ENGINE",
+        help="serving.predictor_engine, whatever the config says (auto, torch, onnxruntime "
+        "or a split such as onnxruntime<=4+torch)",
+    )
     args = parser.parse_args(argv)
     settings, config = load_service_config(args.config)
     if args.registry is not None:
         config.model_registry.path = args.registry
     if args.keep_warm_for is not None:
         config.batching.keep_warm_for_s = args.keep_warm_for
+    if args.engine is not None:
+        try:
+            config.serving.predictor_engine = args.engine  # validated on assignment
+        except ValidationError:
+            parser.error(f"--engine: not an engine setting: {args.engine!r}")
     serve(config, settings, host=args.host, port=args.port)
     return 0
 

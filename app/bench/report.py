@@ -243,6 +243,50 @@ def served_line(name: str, served: dict[str, Any] | None) -> list[str]:
     return [line + "".join(f" (fallback: {f})" for f in fallbacks if f)]
 
 
+SLOW_SECOND_MS = 100.0  # a second whose slowest answer passed spec 12.1's p99 target
+_SLOW_SECONDS_SHOWN = 6
+
+
+def slow_seconds(name: str, run: dict[str, Any]) -> list[str]:
+    """One line naming the seconds of ``run`` (its ``timeline``) with errors or an answer
+    slower than :data:`SLOW_SECOND_MS`, worst first, at most a few: when a tail came."""
+    slow = [
+        s
+        for s in run.get("timeline") or []
+        if s["err"] or (s["max"] is not None and s["max"] > SLOW_SECOND_MS)
+    ]
+    if not slow:
+        return []
+    slow.sort(key=lambda s: (-s["err"], -(s["max"] or 0.0)))
+    shown = [
+        f"+{s['t']}s (max {s['max'] if s['max'] is not None else '-'} ms"
+        + (f", {s['err']} err)" if s["err"] else ")")
+        for s in slow[:_SLOW_SECONDS_SHOWN]
+    ]
+    more = len(slow) - len(shown)
+    return [
+        f"  {name} {run['offered_rps']:g} req/s on {run['path']}: "
+        + ", ".join(shown)
+        + (f" and {more} more" if more > 0 else "")
+    ]
+
+
+def engines_differ(targets: dict[str, Any]) -> list[str]:
+    """A warning under the Serve / peer ratios when the two served different numerics or
+    engines: the ratios then compare those as well as the serving paths."""
+    pair = [(targets.get(n) or {}).get("served") or {} for n in ("serve", "baseline")]
+    keys = ("numerics", "engine")
+    seen = [tuple(s.get(k) for k in keys) for s in pair]
+    if None in seen[0] + seen[1] or seen[0] == seen[1]:
+        return []
+    (sn, se), (pn, pe) = seen
+    return [
+        f"  warning: Serve served {sn} on {se}, the peer {pn} on {pe}: these ratios "
+        f"compare those too, not only the serving paths (--peer-engine serve pins the "
+        f"peer's engine to Serve's)"
+    ]
+
+
 def format_report(result: dict[str, Any]) -> str:
     lines = [
         "",
@@ -258,6 +302,19 @@ def format_report(result: dict[str, Any]) -> str:
     for name, target in result["targets"].items():
         for run in [*target["runs"], *target.get("batch_runs", [])]:
             lines.append(run_line(name, run))
+    slow = [
+        line
+        for name, target in result["targets"].items()
+        for run in [*target["runs"], *target.get("batch_runs", [])]
+        for line in slow_seconds(name, run)
+    ]
+    if slow:
+        lines += [
+            "",
+            f"seconds with errors or an answer over {SLOW_SECOND_MS:g} ms (into each run's "
+            f"measured window, by due time; worst first):",
+            *slow,
+        ]
     lines += find_max_table(result)
     lines += calibration_lines(result)
     lines.append("")
@@ -276,6 +333,7 @@ def format_report(result: dict[str, Any]) -> str:
                 f"  {row['offered_rps']:>7g} req/s: achieved x{row['achieved_rps']}  "
                 + "  ".join(f"{k} x{row[k]}" for k in LATENCY_KEYS)
             )
+        lines += engines_differ(result["targets"])
         if cmp["max_rate"] is not None:
             lines.append(f"  max passing rate: x{cmp['max_rate']}")
         elif any("find_max" in t for t in result["targets"].values()):

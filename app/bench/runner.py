@@ -59,6 +59,8 @@ class BenchOptions:
     api_key_file: Path | None = None
     stats_token_file: Path | None = None
     baseline_port: int = 0  # 0: a free port
+    # The peer's serving.predictor_engine; "serve": the engine Serve's predictor chose.
+    peer_engine: str = "serve"
     train_seconds: float = 60.0
     ready_timeout_s: float = 300.0
     instrument: str = "pysock"
@@ -205,6 +207,7 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
                     port=opts.baseline_port,
                     ready_timeout_s=opts.ready_timeout_s,
                     keep_warm_for_s=keep_warm_for_s,
+                    engine=peer_engine(opts.peer_engine, serve, progress),
                 )
             )
     if opts.calibrate or opts.calibrate_only or opts.find_max:
@@ -212,6 +215,24 @@ def _up(stack: contextlib.ExitStack, opts: BenchOptions, progress: Progress) -> 
             hello_target(config, ca_hint, progress, ready_timeout_s=opts.ready_timeout_s)
         )
     return up
+
+
+def peer_engine(setting: str, serve: Target, progress: Progress) -> str | None:
+    """The peer's ``serving.predictor_engine``: ``setting`` itself, or for "serve" the
+    engine Serve's predictor serves on (its ``/stats``), so the two run the same forwards
+    and a ratio between them compares serving paths, not two load-time timings (session
+    34's peer split at 2 rows where Serve split at 4). None: the config's."""
+    if setting != "serve":
+        return setting
+    served = served_model(serve) or {"error": "no stats token"}
+    engine = served.get("engine")
+    if not isinstance(engine, str) or "error" in served:
+        progress(
+            f"warning: Serve's engine is unknown ({served.get('error')}); the peer chooses "
+            f"its own as the config says"
+        )
+        return None
+    return engine
 
 
 def idle_keep_warm(

@@ -112,19 +112,23 @@ def baseline_target(
     port: int,
     ready_timeout_s: float,
     keep_warm_for_s: float | None = None,
+    engine: str | None = None,
 ) -> Iterator[Target]:
     """The no-Ray peer with ``like``'s credentials; stopped on exit. ``keep_warm_for_s``:
-    ``batching.keep_warm_for_s`` instead of the config's."""
+    ``batching.keep_warm_for_s`` instead of the config's; ``engine``:
+    ``serving.predictor_engine`` instead of the config's."""
     from app.bench import baseline
     from app.serve import runner as serve_runner
 
     port = port or free_port()
-    progress(f"starting the no-Ray peer (uvicorn, one process) on port {port}")
+    pinned = f", predictor engine {engine}" if engine else ""
+    progress(f"starting the no-Ray peer (uvicorn, one process) on port {port}{pinned}")
     proc = baseline.launch(
         config_path,
         port=port,
         registry=Path(config.model_registry.path),
         keep_warm_for_s=keep_warm_for_s,
+        engine=engine,
     )
     try:
         verify = serve_runner.ssl_context(like.ca_file)

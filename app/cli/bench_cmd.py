@@ -56,6 +56,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         api_key_file=args.api_key_file,
         stats_token_file=args.stats_token_file,
         baseline_port=args.baseline_port,
+        peer_engine=args.peer_engine,
         train_seconds=args.train_seconds,
         instrument=args.instrument,
         arrivals=args.arrivals,
@@ -252,6 +253,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "alternating Serve, peer, Serve at each rate; prints Serve/peer ratios",
     )
     p.add_argument("--baseline-port", type=int, default=0, help="default: a free port")
+    p.add_argument(
+        "--peer-engine",
+        default="serve",
+        metavar="ENGINE",
+        help="the peer's serving.predictor_engine: 'serve' (default) pins it to the split "
+        "Serve's predictor chose, so both run the same engines and only the serving paths "
+        "differ; or an engine setting (auto: the peer times its own at load)",
+    )
     p.add_argument("--train-seconds", type=float, default=60.0, help="demo model training budget")
     p.add_argument("--json", type=Path, default=None, help="write the full result here")
     p.add_argument("--plot", type=Path, default=None, help="also draw the result to this PNG")

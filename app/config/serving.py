@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from app.config.base import Section
 
+# serving.predictor_engine: a named engine, or a split pinned by name (model.engine).
+ENGINE_SETTING_PATTERN = r"^(auto|torch|onnxruntime|onnxruntime<=[1-9][0-9]{0,3}\+torch)$"
+
 # Ray's built-in resources: a custom resource must not shadow one of them.
 _RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 
@@ -78,8 +81,10 @@ class Serving(Section):
     # on it, fp32: every size on an AVX2 CPU (1.5-2x faster), up to 4 rows beside torch bf16
     # on an AMX Xeon (BENCHMARKS.md, session 13). "torch" and "onnxruntime" force one for
     # every forward ("onnxruntime" with fp32 numerics only; a failed golden check still
-    # keeps torch). GPUs run on torch.
-    predictor_engine: Literal["auto", "torch", "onnxruntime"] = "auto"
+    # keeps torch). "onnxruntime<=N+torch" pins a split by name (up to N rows on ONNX
+    # Runtime, torch above; checked, not timed): the same on every replica and start, where
+    # "auto" re-times it at each load. GPUs run on torch.
+    predictor_engine: str = Field("auto", pattern=ENGINE_SETTING_PATTERN)
     request_timeout_s: float = Field(30, gt=0)
     # One handle call to the predictor: past this it counts as failed and is retried once
     # (app/gateway/delivery.py), so a dead replica costs a client seconds, not the whole

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.bench.report import comparison, format_report, served_line, verdicts
+from app.bench.report import (
+    comparison,
+    engines_differ,
+    format_report,
+    served_line,
+    slow_seconds,
+    verdicts,
+)
 from app.config import PerformanceTargets
 
 TARGETS = PerformanceTargets()  # the spec's: 50/80/100/200 ms, 200 and 500 req/s
@@ -117,3 +124,53 @@ def test_the_report_says_what_each_system_served_and_any_fallback() -> None:
     assert served_line("hello", None) == []
     text = format_report({"targets": {"serve": {"runs": [], "served": served}}, "verdicts": {}})
     assert "serve served: cnn_lstm:1.0.0 on cpu, fp32 numerics" in text
+
+
+def test_ratios_between_systems_on_different_engines_carry_a_warning() -> None:
+    def targets(serve_engine: str, peer_engine: str | None) -> dict[str, Any]:
+        served = {"numerics": "bf16", "engine": serve_engine}
+        peer = {"numerics": "bf16", "engine": peer_engine} if peer_engine else {"error": "x"}
+        return {"serve": {"served": served}, "baseline": {"served": peer}}
+
+    assert engines_differ(targets("onnxruntime<=4+torch", "onnxruntime<=4+torch")) == []
+    assert engines_differ(targets("onnxruntime<=4+torch", None)) == []  # unknown: no claim
+    [warning] = engines_differ(targets("onnxruntime<=4+torch", "onnxruntime<=2+torch"))
+    assert "Serve served bf16 on onnxruntime<=4+torch, the peer bf16 on onnxruntime<=2+torch" in (
+        warning
+    )
+    serve = {"runs": [_run(200, 4, 6, 8, 10)], "batch_runs": [], "memory": []}
+    base = {"runs": [_run(200, 4, 6, 8, 10)], "batch_runs": [], "memory": []}
+    serve["served"] = {"numerics": "fp32", "engine": "onnxruntime"}
+    base["served"] = {"numerics": "fp32", "engine": "torch"}
+    text = format_report(
+        {
+            "targets": {"serve": serve, "baseline": base},
+            "comparison": comparison(serve, base),
+            "verdicts": {},
+        }
+    )
+    assert "warning: Serve served fp32 on onnxruntime, the peer fp32 on torch" in text
+
+
+def test_the_report_names_the_seconds_a_tail_came_from() -> None:
+    run = _run(500, 10, 20, 90, 231)
+    run["timeline"] = [
+        {"t": 0, "n": 500, "err": 0, "p99": 20.0, "max": 40.0},
+        {"t": 7, "n": 500, "err": 0, "p99": 90.0, "max": 150.5},
+        {"t": 23, "n": 500, "err": 49, "p99": 180.0, "max": 231.0},
+        {"t": 24, "n": 500, "err": 0, "p99": 95.0, "max": 120.0},
+    ]
+    assert slow_seconds("serve", run) == [
+        "  serve 500 req/s on /predict: +23s (max 231.0 ms, 49 err), +7s (max 150.5 ms), "
+        "+24s (max 120.0 ms)"
+    ]
+    run["timeline"] += [{"t": 30 + k, "n": 500, "err": 0, "p99": 99, "max": 101} for k in range(5)]
+    assert slow_seconds("serve", run)[0].endswith("and 2 more")
+    quiet = _run(200, 1, 2, 3, 4)
+    quiet["timeline"] = [{"t": 0, "n": 200, "err": 0, "p99": 3.0, "max": 4.0}]
+    assert slow_seconds("serve", quiet) == []
+    assert slow_seconds("serve", _run(200, 1, 2, 3, 4)) == []  # a run without a timeline
+    text = format_report({"targets": {"serve": {"runs": [quiet, run]}}, "verdicts": {}})
+    assert "seconds with errors or an answer over 100 ms" in text
+    assert "serve 500 req/s on /predict: +23s (max 231.0 ms, 49 err)" in text
+    assert "serve 200 req/s" not in text.split("seconds with errors")[1]

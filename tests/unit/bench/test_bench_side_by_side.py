@@ -72,6 +72,7 @@ def test_the_started_systems_keep_warm_only_briefly_when_side_by_side(
 
     monkeypatch.setattr(runner, "serve_stack", serve_stack)
     monkeypatch.setattr(runner, "baseline_target", baseline_target)
+    monkeypatch.setattr(runner, "fetch_stats_at", lambda *_a: {"predictor": {"engine": "torch"}})
     opts = BenchOptions(
         rates=[1, 200], compare_baseline=compare, config_path=str(config), warmup_s=5
     )
@@ -124,3 +125,64 @@ def test_each_run_records_how_far_the_idle_systems_warmed_into_its_window(
     assert runner.idle_keep_warm(up, "baseline", window_start=1000.0) == {
         "serve": {"sent": 40, "last_warm_into_window_s": -4.5}
     }
+
+
+@pytest.mark.parametrize(
+    ("setting", "serve_stats", "peer_engine", "warned"),
+    [
+        ("serve", {"predictor": {"engine": "onnxruntime<=4+torch"}}, "onnxruntime<=4+torch", False),
+        ("serve", {"predictor": {"engine": "torch"}}, "torch", False),
+        ("serve", {"error": "HTTP 401"}, None, True),  # unknown: the peer chooses its own
+        ("auto", {"predictor": {"engine": "onnxruntime<=4+torch"}}, "auto", False),
+    ],
+)
+def test_the_peer_is_started_on_the_engine_serve_chose(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    serve_stats: dict[str, Any],
+    peer_engine: str | None,
+    warned: bool,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("batching:\n  keep_warm_ms: 0\n")
+    seen: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def serve_stack(*_a: Any, **_k: Any) -> Iterator[Target]:
+        yield _target("serve")
+
+    @contextlib.contextmanager
+    def baseline_target(*_a: Any, engine: Any = "missing", **_k: Any) -> Iterator[Target]:
+        seen["engine"] = engine
+        yield _target("baseline")
+
+    monkeypatch.setattr(runner, "serve_stack", serve_stack)
+    monkeypatch.setattr(runner, "baseline_target", baseline_target)
+    monkeypatch.setattr(runner, "fetch_stats_at", lambda *_a, **_k: serve_stats)
+    lines: list[str] = []
+    opts = BenchOptions(
+        rates=[200], compare_baseline=True, config_path=str(config), peer_engine=setting
+    )
+    with contextlib.ExitStack() as stack:
+        runner._up(stack, opts, lines.append)
+    assert seen["engine"] == peer_engine
+    assert any("Serve's engine is unknown" in line for line in lines) is warned
+
+
+def test_the_peer_process_takes_the_engine_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("serving:\n  predictor_engine: auto\n")
+    served: list[str] = []
+    monkeypatch.setattr(
+        baseline, "serve", lambda cfg, *_a, **_k: served.append(cfg.serving.predictor_engine)
+    )
+    baseline.main(["--config", str(config)])
+    baseline.main(["--config", str(config), "--engine", "onnxruntime<=8+torch"])
+    assert served == ["auto", "onnxruntime<=8+torch"]
+    with pytest.raises(SystemExit):
+        baseline.main(["--config", str(config), "--engine", "onnxruntime<=8"])
+    assert "not an engine setting" in capsys.readouterr().err
+    assert served == ["auto", "onnxruntime<=8+torch"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from app.config import ServiceConfig
 from app.config.env import Settings
@@ -25,6 +26,7 @@ from model.engine import (
     choose_engine,
     compare_ms,
     onnx_split,
+    pinned_split,
 )
 from model.runtime import load_model
 from model.service import PredictorService, PredictorSettings
@@ -312,3 +314,66 @@ def test_an_engine_name_reads_back_into_the_same_choice() -> None:
     for bad in ("onnxruntime<=0+torch", "onnxruntime<=x+torch", "tensorrt", "onnxruntime<=4"):
         with pytest.raises(ValueError, match="not an engine name"):
             EngineChoice.named(bad)
+
+
+def _never_timed(session: OnnxForward, rows: int) -> tuple[float, float]:
+    raise AssertionError("a split pinned by name is not timed")
+
+
+def test_a_split_pinned_by_name_is_served_without_timing(
+    registry: ModelRegistry, random_ref: ModelRef
+) -> None:
+    model = load_model(registry, random_ref, engine="torch")
+    for numerics in ("fp32", "bf16"):  # torch runs the larger forwards in the numerics
+        choice, session = choose_engine(
+            "onnxruntime<=4+torch",
+            device=CPU,
+            numerics=numerics,
+            build=lambda: model.onnx_session(1),
+            golden_deviation=model.onnx_golden_deviation,
+            atol=model.manifest.golden.atol,
+            speeds=_never_timed,
+        )
+        assert (choice, choice.name) == (EngineChoice(4), "onnxruntime<=4+torch")
+        assert session is not None
+    pinned = load_model(registry, random_ref, engine="onnxruntime<=2+torch")
+    assert (pinned.numerics.name, pinned.engine.name) == ("fp32", "onnxruntime<=2+torch")
+    plain = load_model(registry, random_ref, engine="torch")
+    for n in (1, 2, 3, 32):  # ONNX Runtime up to 2 rows, torch above: the same answers
+        np.testing.assert_allclose(
+            pinned.predict(_real_features(n)), plain.predict(_real_features(n)), atol=1e-6
+        )
+
+
+def test_a_pinned_split_that_cannot_be_served_keeps_torch_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="model.engine"):
+        choice, session = _without_a_model("onnxruntime<=8+torch", _no_export, available=False)
+    assert (choice.name, session) == ("torch", None)
+    assert choice.fallback is not None
+    assert "not installed" in choice.fallback
+    assert [r.levelno for r in caplog.records] == [logging.WARNING], "asked by name: a warning"
+
+
+def test_a_pinned_split_must_be_a_split_name() -> None:
+    assert [pinned_split(s) for s in ("onnxruntime<=4+torch", "onnxruntime<=32+torch")] == [4, 32]
+    for bad in ("auto", "torch", "onnxruntime", "onnxruntime<=0+torch", "onnxruntime<=4"):
+        assert pinned_split(bad) is None
+    for bad in ("onnxruntime<=0+torch", "onnxruntime<=x+torch", "onnxruntime<=4"):
+        with pytest.raises(ValueError, match="unknown engine"):
+            _without_a_model(bad, _no_export)
+
+
+def test_the_config_takes_the_engine_names_the_predictor_takes(tmp_path: Path) -> None:
+    def engine(setting: str) -> str:
+        config = ServiceConfig.model_validate(
+            {"model_registry": {"path": str(tmp_path)}, "serving": {"predictor_engine": setting}}
+        )
+        return PredictorSettings.from_dict(predictor_settings(config, Settings())).engine
+
+    for good in ("auto", "torch", "onnxruntime", "onnxruntime<=4+torch", "onnxruntime<=16+torch"):
+        assert engine(good) == good
+    for bad in ("tensorrt", "onnxruntime<=0+torch", "onnxruntime<=4", "onnxruntime<=x+torch"):
+        with pytest.raises(ValidationError, match="predictor_engine"):
+            engine(bad)
