@@ -37,6 +37,7 @@ from app.bench import procs
 from app.bench.schedule import ARRIVALS, offsets
 from app.bench.sender import IDLE_REUSE_S
 from app.bench.stats import run_rows, server_window, summarize_ms
+from app.observability.window import nearest_rank
 
 # The client is "keeping up" when 99% of requests start within this of their due time:
 # a tenth of the spec's p99 target, so client lateness cannot decide a verdict.
@@ -315,4 +316,36 @@ def build_result(
             f"max {lags['max']} ms): latencies include client-side delay",
         },
         "server": server,
+        "timeline": timeline(rec, idx, window_start),
     }
+
+
+def timeline(rec: Recorder, idx: range, window_start: float) -> list[dict[str, Any]]:
+    """Second by second of the measured window, by each request's due time: requests due
+    (``n``), errors among them (``err``), and the p99 and max latency in ms of those
+    answered (None where none was). Where a run's tail comes from: one stall, or one every
+    few seconds (a periodic task), shows here and nowhere in the run's percentiles."""
+    seconds: dict[int, list[float]] = {}
+    errors: Counter[int] = Counter()
+    for i in idx:
+        if rec.latency[i] < 0:  # never answered: its due time is not recorded
+            continue
+        k = max(0, int(rec.done_at[i] - rec.latency[i] - window_start))
+        seconds.setdefault(k, [])
+        if _is_ok(rec.outcome[i]):
+            seconds[k].append(rec.latency[i])
+        else:
+            errors[k] += 1
+    out = []
+    for k in sorted(seconds):
+        ok = sorted(seconds[k])
+        out.append(
+            {
+                "t": k,
+                "n": len(ok) + errors[k],
+                "err": errors[k],
+                "p99": round(1000.0 * nearest_rank(ok, 0.99), 3) if ok else None,
+                "max": round(1000.0 * ok[-1], 3) if ok else None,
+            }
+        )
+    return out

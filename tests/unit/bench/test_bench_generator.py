@@ -12,7 +12,7 @@ from aiohttp import web
 
 from app.bench.generator import generator_cpu, merge, run_load
 from app.bench.http1 import encode_requests, ended_by_close, parse_response
-from app.bench.loadgen import LoadSpec
+from app.bench.loadgen import LoadSpec, Recorder, timeline
 from app.bench.payloads import Payloads
 from app.bench.sender import IDLE_REUSE_S, Sender, wait_until
 from app.bench.server_process import KEEP_ALIVE_S
@@ -425,3 +425,38 @@ async def test_a_response_cut_short_by_the_server_closing_is_an_error() -> None:
         server.close()
         await server.wait_closed()
     assert out["outcome"] == ["ServerDisconnectedError"] * 3
+
+
+def test_the_timeline_puts_each_request_in_the_second_it_was_due() -> None:
+    rec = Recorder(6)
+    # (due s into the window, latency s, outcome); the first is warm-up, the last unanswered
+    cases = [(-0.5, 0.9, 200), (0.1, 0.004, 200), (0.9, 0.2, 200), (1.2, 0.003, 429),
+             (1.5, 0.006, 200), (2.0, -1.0, "incomplete")]  # fmt: skip
+    start = 1000.0
+    for i, (due, latency, outcome) in enumerate(cases):
+        rec.latency[i] = latency
+        rec.done_at[i] = start + due + latency if latency >= 0 else 0.0
+        rec.outcome[i] = outcome
+    assert timeline(rec, range(1, 6), start) == [
+        {"t": 0, "n": 2, "err": 0, "p99": 200.0, "max": 200.0},  # by due time, not done
+        {"t": 1, "n": 2, "err": 1, "p99": 6.0, "max": 6.0},
+    ]
+
+
+async def test_a_stall_shows_in_the_second_it_came(local_server: StartServer) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        if 130 <= (await request.json())["i"] < 140:  # due 1.1-1.2 s into the window
+            await asyncio.sleep(0.25)
+        return web.json_response({"prob_up": 0.5})
+
+    url = await local_server(handler)
+    spec = LoadSpec(
+        base_url=url, path="/predict", rate=100.0, duration_s=2.0, warmup_s=0.2,
+        timeout_s=10.0, senders=1, connections=4,
+    )  # fmt: skip
+    result = await asyncio.to_thread(run_load, spec, Payloads("/predict", tuple(_bodies(300)), 1))
+    seconds = {s["t"]: s for s in result["timeline"]}
+    assert sorted(seconds) == [0, 1]
+    assert sum(s["n"] for s in seconds.values()) == 200
+    assert seconds[1]["max"] >= 250.0
+    assert seconds[0]["max"] < 100.0

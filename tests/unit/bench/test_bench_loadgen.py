@@ -21,7 +21,7 @@ OK_BODY = {"prob_up": 0.5}
 RESULT_KEYS = {
     "label", "path", "offered_rps", "duration_s", "warmup_s", "connections",
     "rows_per_request", "requests", "achieved_rps", "predictions_per_s", "latency_ms",
-    "errors", "generator", "server",
+    "errors", "generator", "server", "timeline",
 }  # fmt: skip
 GENERATOR_KEYS = {
     "kept_up", "send_lag_ms", "late_sends_over_10ms", "sent_rps", "drain_s", "cpu_s",
