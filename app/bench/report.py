@@ -299,15 +299,11 @@ def format_report(result: dict[str, Any]) -> str:
         HEADER,
         "-" * len(HEADER),
     ]
+    slow: list[str] = []
     for name, target in result["targets"].items():
         for run in [*target["runs"], *target.get("batch_runs", [])]:
             lines.append(run_line(name, run))
-    slow = [
-        line
-        for name, target in result["targets"].items()
-        for run in [*target["runs"], *target.get("batch_runs", [])]
-        for line in slow_seconds(name, run)
-    ]
+            slow += slow_seconds(name, run)
     if slow:
         lines += [
             "",
